@@ -1,0 +1,107 @@
+"""The host seam: everything a worker needs from the place it runs, behind one interface.
+
+Three implementations: Pyodide in a browser (``js.WebSocket`` through ``pyodide.ffi``), CPython
+(the ``websockets`` client) and in-memory (tests and emulation). Nothing else in
+``browser_worker`` touches sockets, clocks, storage or ``js``. Standard library only.
+
+Raises :class:`ConnectionClosed` from :meth:`Connection.receive` and :meth:`Connection.send`
+once the connection is gone, and :class:`ConnectFailed` from :meth:`Host.connect`.
+"""
+
+from __future__ import annotations
+
+import abc
+
+__all__ = ["ConnectFailed", "Connection", "ConnectionClosed", "Host", "KeyValueStore", "MemoryKV"]
+
+
+class ConnectionClosed(Exception):
+    """The connection is closed; ``code`` and ``reason`` are the close frame's, if known."""
+
+    def __init__(self, code: int | None = None, reason: str = "") -> None:
+        super().__init__(f"connection closed ({code}) {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+class ConnectFailed(Exception):
+    """The coordinator could not be reached."""
+
+
+class Connection(abc.ABC):
+    """One WebSocket to the coordinator: whole messages in, whole messages out."""
+
+    @abc.abstractmethod
+    async def send(self, message: str | bytes) -> None:
+        """Send one text (str) or binary (bytes) message."""
+
+    @abc.abstractmethod
+    async def receive(self) -> str | bytes:
+        """The next whole message. Raises ConnectionClosed."""
+
+    @abc.abstractmethod
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close; safe to call twice."""
+
+
+class KeyValueStore(abc.ABC):
+    """Small persistent strings (the worker id, consent, counters): localStorage in a browser."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def set(self, key: str, value: str) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def clear(self) -> None:
+        """Forget everything (opt-out deletes local state)."""
+
+
+class MemoryKV(KeyValueStore):
+    """A dict-backed store, for tests, emulation and hosts without persistence."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self._data.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        self._data[key] = value
+
+    def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class Host(abc.ABC):
+    """What the worker gets from its surroundings."""
+
+    #: The ``runtime.kind`` the worker reports in its hello.
+    runtime_kind: str = "other"
+    runtime_version: str = ""
+
+    @abc.abstractmethod
+    async def connect(self, url: str) -> Connection:
+        """Open a WebSocket to ``url``. Raises ConnectFailed."""
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """Seconds since the epoch (wall clock; virtual in emulation)."""
+
+    @abc.abstractmethod
+    async def sleep(self, seconds: float) -> None:
+        """Wait without blocking the host's event loop."""
+
+    @property
+    @abc.abstractmethod
+    def storage(self) -> KeyValueStore: ...
+
+    def log(self, level: str, message: str) -> None:
+        """Report a line to the host's log (console in a browser). Default: nothing."""

@@ -1,0 +1,295 @@
+"""The worker's main loop: connect, check in, train, report, wait as told, again.
+
+Runs unchanged in a browser (Pyodide) and in CPython: it speaks to the world only through a
+:class:`~browser_worker.host.Host`, exposes ``async`` entry points and never calls
+``asyncio.run``. It reports its state through ``on_status`` so a page or an extension can show
+it in words.
+
+Reconnects after a failure back off exponentially with full jitter (a random wait in
+[0, backoff]), so a fleet that lost its coordinator does not return in lockstep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from dandelion.protocol import (
+    Acked,
+    Assigned,
+    Checkin,
+    ComeBackLater,
+    ErrorReceived,
+    Event,
+    Hello,
+    Rejected,
+    RemoteProtocolError,
+    RetryWindow,
+    Welcomed,
+    WorkerSession,
+    floats_from_payload,
+)
+
+from .host import ConnectFailed, Connection, ConnectionClosed, Host
+from .models import ModelSpec
+from .training import Hyper, train_local
+
+__all__ = ["DataProvider", "Worker", "WorkerConfig", "WorkerStatus"]
+
+#: Builds the local examples for a task: ``(objective, features config, now) -> examples``.
+DataProvider = Callable[[str, dict[str, Any], float], Sequence[Any]]
+
+_ID_KEY = "dandelion.worker_id"
+_CLIENT = "browser_worker/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    coordinator_url: str
+    worker_id: str | None = None  # None: generated once and kept in the host's storage
+    tasks: tuple[str, ...] | None = None
+    eligibility: dict[str, bool] | None = None
+    #: Wait on an open connection when the coordinator asks back within this many seconds;
+    #: longer waits close the socket and reconnect later.
+    keep_open_s: float = 60.0
+    max_backoff_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """What the worker is doing, for a person: ``state`` is one word, ``detail`` a sentence."""
+
+    state: str = "idle"  # idle connecting connected training waiting stopped rejected
+    detail: str = ""
+    rounds_joined: int = 0
+    updates_accepted: int = 0
+    last_update_at: float | None = None
+    last_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Stop(Exception):
+    """Ends the session loop without reconnecting."""
+
+
+class Worker:
+    """One federated-learning participant."""
+
+    def __init__(
+        self,
+        host: Host,
+        config: WorkerConfig,
+        data: DataProvider,
+        *,
+        rng: random.Random | None = None,
+        on_status: Callable[[WorkerStatus], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.config = config
+        self.data = data
+        self.rng = rng or random.Random(secrets.randbits(64))
+        self.on_status = on_status
+        self.status = WorkerStatus()
+        self.worker_id = config.worker_id or self._stored_id()
+        self._stopped = False
+        self._conn: Connection | None = None
+        self._session: WorkerSession | None = None
+
+    def _stored_id(self) -> str:
+        stored = self.host.storage.get(_ID_KEY)
+        if stored:
+            return stored
+        new = secrets.token_urlsafe(16)
+        self.host.storage.set(_ID_KEY, new)
+        return new
+
+    def _set(self, **changes: Any) -> None:
+        self.status = replace(self.status, **changes)
+        if self.on_status is not None:
+            self.on_status(self.status)
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop after the current step; closes the connection."""
+        self._stopped = True
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            # Closing wakes a pending receive; the loop then sees _stopped.
+            self._spawn(conn.close(1000, "stopped"))
+
+    @staticmethod
+    def _spawn(coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(lambda t: t.exception())
+
+    async def opt_out(self) -> None:
+        """The user withdrew consent: tell the coordinator, stop, forget local state."""
+        session, conn = self._session, self._conn
+        self._stopped = True
+        if session is not None and conn is not None:
+            try:
+                session.send_opt_out("user withdrew consent")
+                for out in session.data_to_send():
+                    await conn.send(out)
+                await conn.close(1000, "opted out")
+            except Exception as exc:  # the coordinator will also see the socket close
+                self.host.log("warning", f"opt-out not delivered: {exc}")
+        self.host.storage.clear()
+        self._set(state="stopped", detail="You opted out. Training stopped; local data deleted.")
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def run(self, *, max_updates: int | None = None) -> WorkerStatus:
+        """Take part until stopped, opted out, rejected for good, or ``max_updates`` accepted."""
+        backoff = 1.0
+        while not self._stopped:
+            self._set(state="connecting", detail="Connecting to the coordinator.")
+            try:
+                conn = await self.host.connect(self.config.coordinator_url)
+            except ConnectFailed as exc:
+                wait = self.rng.uniform(0, backoff)
+                backoff = min(backoff * 2, self.config.max_backoff_s)
+                self._set(state="waiting", detail=f"Coordinator unreachable; retrying in {wait:.0f} s.", last_error=str(exc))
+                await self.host.sleep(wait)
+                continue
+            backoff = 1.0
+            self._conn = conn
+            try:
+                wait = await self._converse(conn, max_updates)
+            except _Stop:
+                wait = None
+            except _NoData:
+                wait = self.rng.uniform(300.0, 900.0)
+            except ConnectionClosed as exc:
+                wait = self.rng.uniform(0, backoff)
+                if not self._stopped:
+                    self._set(state="waiting", detail="Connection lost; reconnecting soon.", last_error=str(exc))
+            except RemoteProtocolError as exc:
+                wait = self.rng.uniform(0, self.config.max_backoff_s / 10)
+                self._set(state="waiting", detail="The coordinator sent something unexpected.", last_error=str(exc))
+            finally:
+                self._conn = None
+                self._session = None
+                await _quiet_close(conn)
+            if wait is None or self._stopped:
+                break
+            await self.host.sleep(wait)
+        if self.status.state not in ("stopped", "rejected"):
+            self._set(state="stopped", detail="Stopped.")
+        return self.status
+
+    async def _converse(self, conn: Connection, max_updates: int | None) -> float | None:
+        session = WorkerSession()
+        self._session = session
+        host = self.host
+        session.send_hello(
+            Hello(
+                worker_id=self.worker_id,
+                runtime={"kind": host.runtime_kind, "version": host.runtime_version[:64]},
+                consent="opted_in",
+                client=_CLIENT,
+            )
+        )
+        event = await self._exchange(conn, session)
+        if isinstance(event, Rejected):
+            reject = event.reject
+            self._set(state="rejected", detail=f"The coordinator declined: {reject.detail}")
+            if reject.retry_window is None:
+                raise _Stop
+            return self._pick(reject.retry_window)
+        if not isinstance(event, Welcomed):
+            raise RemoteProtocolError(f"expected welcome, got {event!r}")
+        self._set(state="connected", detail="Connected; asking for work.")
+        while not self._stopped:
+            if max_updates is not None and self.status.updates_accepted >= max_updates:
+                raise _Stop
+            session.send_checkin(
+                Checkin(eligibility=self.config.eligibility, tasks=self.config.tasks)
+            )
+            event = await self._exchange(conn, session)
+            window: RetryWindow | None = None
+            if isinstance(event, Assigned):
+                window = await self._train_and_report(conn, session, event)
+            elif isinstance(event, ComeBackLater):
+                window = event.come_back.retry_window
+                self._set(state="waiting", detail=f"No work right now ({event.come_back.reason}).")
+            elif isinstance(event, ErrorReceived):
+                self._set(last_error=event.error.detail)
+                if event.error.fatal:
+                    return self.rng.uniform(0, 10.0)
+            wait = self._pick(window) if window is not None else self.rng.uniform(0.5, 2.0)
+            if window is not None and window.max_s > self.config.keep_open_s:
+                return wait  # a long wait: close the socket, reconnect later
+            await host.sleep(wait)
+        return None
+
+    async def _train_and_report(
+        self, conn: Connection, session: WorkerSession, event: Assigned
+    ) -> RetryWindow | None:
+        task = event.task
+        self._set(state="training", detail=f"Training round {task.round} of {task.task}.", rounds_joined=self.status.rounds_joined + 1)
+        spec = ModelSpec.from_dict(task.model)
+        params = floats_from_payload(event.frame.payload, event.frame.header.dtype)
+        examples = list(self.data(task.objective, dict(task.features or {}), self.host.now()))
+        if not examples:
+            # Nothing to learn from yet: let the assignment lapse rather than report nothing.
+            self._set(state="waiting", detail="Not enough local browsing data yet.")
+            raise _NoData
+        hyper = Hyper.from_dict(task.hyper)
+        rng = random.Random(f"{self.worker_id}:{task.task}:{task.round}")
+        result = train_local(spec, params, examples, hyper, rng)
+        session.send_update(
+            result.clipped_delta,
+            num_examples=result.num_examples,
+            unclipped=result.unclipped,
+            metrics={"loss": result.loss, "accuracy": result.accuracy},
+            norm=result.norm,
+        )
+        reply = await self._exchange(conn, session)
+        if isinstance(reply, Acked):
+            self._set(
+                state="connected",
+                detail=f"Update for round {task.round} accepted.",
+                updates_accepted=self.status.updates_accepted + 1,
+                last_update_at=self.host.now(),
+            )
+            return reply.ack.retry_window
+        if isinstance(reply, Rejected):
+            self._set(state="connected", detail=f"Update not used: {reply.reject.reason}.")
+            return reply.reject.retry_window
+        if isinstance(reply, ErrorReceived):
+            self._set(last_error=reply.error.detail)
+        return None
+
+    async def _exchange(self, conn: Connection, session: WorkerSession) -> Event:
+        """Send what the session queued, then read until the session yields an event."""
+        for out in session.data_to_send():
+            await conn.send(out)
+        while True:
+            data = await conn.receive()
+            if isinstance(data, str):
+                event = session.receive_text(data)
+            else:
+                event = session.receive_bytes(data)
+            if event is not None:
+                return event
+
+    def _pick(self, window: RetryWindow) -> float:
+        """A uniformly random moment in the window: what spreads a fleet's check-ins."""
+        return self.rng.uniform(window.min_s, window.max_s)
+
+
+class _NoData(Exception):
+    """No local examples for the task: let the assignment lapse, come back much later."""
+
+
+async def _quiet_close(conn: Connection) -> None:
+    try:
+        await conn.close()
+    except Exception:  # already gone
+        return

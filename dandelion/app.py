@@ -1,0 +1,106 @@
+"""The one aiohttp application: worker WebSocket endpoint and health check on one port.
+
+State lives in typed ``web.AppKey`` slots. The store, the coordinator and the round ticker start
+in a ``cleanup_ctx`` and stop in reverse order; on shutdown every worker connection is closed
+with 1001 before the store is drained, so nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from .coordinator import Coordinator
+from .settings import Settings
+from .storage import AsyncStore
+from .transport import WORKER_PATH, SchemaValidator, WorkerEndpoint
+
+__all__ = [
+    "COORDINATOR",
+    "ENDPOINT",
+    "SETTINGS",
+    "STORE",
+    "make_app",
+    "open_store",
+]
+
+log = logging.getLogger("dandelion.app")
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", AsyncStore)
+COORDINATOR = web.AppKey("coordinator", Coordinator)
+ENDPOINT = web.AppKey("endpoint", WorkerEndpoint)
+
+
+def open_store(path: str) -> AsyncStore:
+    """The default state backend: the embedded SQLite file at ``path``."""
+    from .storage import SQLiteStore
+
+    return AsyncStore(lambda: SQLiteStore(path))
+
+
+def make_app(
+    settings: Settings,
+    *,
+    store_factory: Callable[[], AsyncStore] | None = None,
+    on_coordinator: Callable[[Coordinator], None] | None = None,
+) -> web.Application:
+    """Build the application. ``on_coordinator`` sees the coordinator before it starts."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    validator = SchemaValidator()
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store = store_factory() if store_factory else open_store(settings.db)
+        app[STORE] = store
+        coordinator = Coordinator(store, settings)
+        app[COORDINATOR] = coordinator
+        endpoint = WorkerEndpoint(coordinator, settings, validator)
+        app[ENDPOINT] = endpoint
+        if on_coordinator is not None:
+            on_coordinator(coordinator)
+        await coordinator.start()
+        ticker = asyncio.get_running_loop().create_task(_tick_forever(coordinator, settings))
+        yield
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        await endpoint.close_all()
+        await coordinator.close()
+        await store.close()
+
+    async def handle_ws(request: web.Request) -> web.StreamResponse:
+        return await request.app[ENDPOINT].handle(request)
+
+    async def health(request: web.Request) -> web.Response:
+        coordinator = request.app[COORDINATOR]
+        return web.json_response(
+            {
+                "status": "ok",
+                "tasks": len(coordinator.tasks),
+                "connections": len(request.app[ENDPOINT].connections),
+            }
+        )
+
+    async def on_shutdown(app: web.Application) -> None:
+        if ENDPOINT in app:
+            await app[ENDPOINT].close_all()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_get(WORKER_PATH, handle_ws)
+    app.router.add_get("/healthz", health)
+    return app
+
+
+async def _tick_forever(coordinator: Coordinator, settings: Settings) -> None:
+    while True:
+        try:
+            await coordinator.tick()
+        except Exception:  # a failing tick must not stop rounds for good
+            log.exception("round tick failed")
+        await asyncio.sleep(settings.tick_s)

@@ -1,0 +1,248 @@
+"""A task's configuration: model, local training, server optimizer and round plan.
+
+Read from a TOML file (``dandelion task create FILE``) or a dict (the API). Every field is
+checked here, once, so the rest of the coordinator can trust it. See ``docs/tasks.md`` for the
+file format and ``examples/revisit-7d.toml`` for a complete example.
+
+Raises :class:`TaskConfigError` naming the offending field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from browser_worker.models import ModelSpec
+
+from ..aggregation.optimizers import OPTIMIZERS
+
+__all__ = ["RoundPlan", "ServerConfig", "TaskConfig", "TaskConfigError", "load_task_file"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_OBJECTIVE = re.compile(r"^[a-z0-9_]{1,64}$")
+
+
+class TaskConfigError(ValueError):
+    """A task configuration that cannot run, with the field at fault in the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundPlan:
+    """How a round selects, waits and closes.
+
+    ``goal``: reports that close the round early. ``over_selection``: assign up to
+    ``ceil(goal * over_selection)`` workers to absorb dropouts. ``min_reports``: fewer reports
+    than this at the deadline abandon the round (it is retried from the same model).
+    ``deadline_s``: the reporting deadline, enforced by a timer. ``max_rounds``: stop after this
+    many completed rounds (0: never).
+    """
+
+    goal: int = 100
+    over_selection: float = 1.3
+    min_reports: int = 0
+    deadline_s: float = 300.0
+    max_rounds: int = 0
+
+    @property
+    def max_assigned(self) -> int:
+        return math.ceil(self.goal * self.over_selection)
+
+    @property
+    def minimum(self) -> int:
+        """Reports needed at the deadline; 0 in the file means "80% of the goal"."""
+        return self.min_reports or max(1, math.ceil(0.8 * self.goal))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Server-side aggregation: optimizer, weighting and the server's own clipping bound."""
+
+    optimizer: str = "fedavg"
+    optimizer_params: dict[str, float] = field(default_factory=dict)
+    weighting: str = "examples"
+    max_examples: int = 0
+    clip_norm: float = 0.0  # 0: the task's local clip_norm
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfig:
+    name: str
+    objective: str
+    model: ModelSpec
+    hyper: dict[str, Any]
+    rounds: RoundPlan
+    server: ServerConfig
+    features: dict[str, Any] = field(default_factory=dict)
+    eligibility: dict[str, bool] = field(default_factory=dict)
+    update_dtype: str = "float32"
+    init_seed: int = 0
+
+    @property
+    def clip_norm(self) -> float:
+        """The L2 bound the server clips every update to, whatever the worker claims."""
+        return self.server.clip_norm or float(self.hyper["clip_norm"])
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["model"] = self.model.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TaskConfig:
+        return _parse(raw)
+
+
+def load_task_file(path: str | Path) -> TaskConfig:
+    """Read and check a TOML task file."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise TaskConfigError(f"{path}: {exc}") from None
+    return _parse(raw)
+
+
+def _parse(raw: dict[str, Any]) -> TaskConfig:
+    name = _req(raw, "name", str)
+    if not _NAME.match(name):
+        raise TaskConfigError(f"name {name!r}: use 1-64 of a-z 0-9 _ - (starting a-z0-9)")
+    objective = _req(raw, "objective", str)
+    if not _OBJECTIVE.match(objective):
+        raise TaskConfigError(f"objective {objective!r}: use 1-64 of a-z 0-9 _")
+    features = dict(_table(raw, "features"))
+    model_raw = dict(_table(raw, "model"))
+    if "num_features" not in model_raw and objective == "revisit_7d":
+        model_raw["num_features"] = _revisit_features(features)
+    model_raw.setdefault("num_classes", 2)
+    model_raw.setdefault("hidden", 0)
+    try:
+        model = ModelSpec.from_dict(
+            {**model_raw, "param_count": _spec_params(model_raw)}
+            if "param_count" not in model_raw
+            else model_raw
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TaskConfigError(f"model: {exc}") from None
+    hyper = _hyper(_table(raw, "hyper"))
+    rounds = _rounds(_table(raw, "rounds"))
+    server = _server(_table(raw, "server"))
+    eligibility = {}
+    for key, value in _table(raw, "eligibility").items():
+        if key not in ("idle", "charging", "unmetered") or not isinstance(value, bool):
+            raise TaskConfigError(f"eligibility.{key}: idle/charging/unmetered booleans only")
+        eligibility[key] = value
+    dtype = raw.get("update_dtype", "float32")
+    if dtype not in ("float32", "float16"):
+        raise TaskConfigError("update_dtype: float32 or float16")
+    seed = raw.get("init_seed", 0)
+    if type(seed) is not int:
+        raise TaskConfigError("init_seed: an integer")
+    return TaskConfig(
+        name, objective, model, hyper, rounds, server, features, eligibility, dtype, seed
+    )
+
+
+def _req(raw: dict[str, Any], key: str, kind: type) -> Any:
+    if key not in raw:
+        raise TaskConfigError(f"{key}: required")
+    if not isinstance(raw[key], kind):
+        raise TaskConfigError(f"{key}: must be a {kind.__name__}")
+    return raw[key]
+
+
+def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise TaskConfigError(f"{key}: must be a table")
+    return value
+
+
+def _num(section: str, raw: dict[str, Any], key: str, default: float, lo: float) -> float:
+    value = raw.get(key, default)
+    if type(value) not in (int, float) or not math.isfinite(value) or value < lo:
+        raise TaskConfigError(f"{section}.{key}: a number >= {lo}")
+    return float(value)
+
+
+def _int(section: str, raw: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = raw.get(key, default)
+    if type(value) is not int or not lo <= value <= hi:
+        raise TaskConfigError(f"{section}.{key}: an integer in [{lo}, {hi}]")
+    return value
+
+
+def _hyper(raw: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(raw) - {"learning_rate", "epochs", "batch_size", "clip_norm", "l2"}
+    if unknown:
+        raise TaskConfigError(f"hyper: unknown keys {sorted(unknown)}")
+    hyper: dict[str, Any] = {
+        "learning_rate": _num("hyper", raw, "learning_rate", 0.1, 1e-12),
+        "epochs": _int("hyper", raw, "epochs", 1, 1, 100),
+        "batch_size": _int("hyper", raw, "batch_size", 16, 1, 4096),
+        "clip_norm": _num("hyper", raw, "clip_norm", 1.0, 1e-12),
+    }
+    if "l2" in raw:
+        hyper["l2"] = _num("hyper", raw, "l2", 0.0, 0.0)
+    return hyper
+
+
+def _rounds(raw: dict[str, Any]) -> RoundPlan:
+    unknown = set(raw) - {"goal", "over_selection", "min_reports", "deadline_s", "max_rounds"}
+    if unknown:
+        raise TaskConfigError(f"rounds: unknown keys {sorted(unknown)}")
+    plan = RoundPlan(
+        goal=_int("rounds", raw, "goal", 100, 1, 10_000_000),
+        over_selection=_num("rounds", raw, "over_selection", 1.3, 1.0),
+        min_reports=_int("rounds", raw, "min_reports", 0, 0, 10_000_000),
+        deadline_s=_num("rounds", raw, "deadline_s", 300.0, 0.01),
+        max_rounds=_int("rounds", raw, "max_rounds", 0, 0, 10_000_000),
+    )
+    if plan.min_reports > plan.goal:
+        raise TaskConfigError("rounds.min_reports: must not exceed rounds.goal")
+    return plan
+
+
+def _server(raw: dict[str, Any]) -> ServerConfig:
+    raw = dict(raw)
+    optimizer = raw.pop("optimizer", "fedavg")
+    if optimizer not in OPTIMIZERS:
+        raise TaskConfigError(f"server.optimizer: one of {sorted(OPTIMIZERS)}")
+    weighting = raw.pop("weighting", "examples")
+    if weighting not in ("examples", "uniform"):
+        raise TaskConfigError("server.weighting: examples or uniform")
+    max_examples = _int("server", raw, "max_examples", 0, 0, 10**9)
+    raw.pop("max_examples", None)
+    clip = _num("server", raw, "clip_norm", 0.0, 0.0)
+    raw.pop("clip_norm", None)
+    params: dict[str, float] = {}
+    for key, value in raw.items():
+        if type(value) not in (int, float):
+            raise TaskConfigError(f"server.{key}: a number (an optimizer parameter)")
+        params[key] = float(value)
+    try:
+        OPTIMIZERS[optimizer](**params)
+    except TypeError as exc:
+        raise TaskConfigError(f"server: {optimizer} does not take {sorted(params)}: {exc}") from None
+    return ServerConfig(optimizer, params, weighting, max_examples, clip)
+
+
+def _spec_params(model: dict[str, Any]) -> int:
+    spec = ModelSpec(
+        kind=model.get("kind", ""),
+        num_features=model.get("num_features", 0),
+        num_classes=model.get("num_classes", 2),
+        hidden=model.get("hidden", 0),
+    )
+    return spec.param_count
+
+
+def _revisit_features(features: dict[str, Any]) -> int:
+    from browser_worker.features import FeatureConfig, num_features
+
+    try:
+        return num_features(FeatureConfig.from_dict(features))
+    except (TypeError, ValueError) as exc:
+        raise TaskConfigError(f"features: {exc}") from None

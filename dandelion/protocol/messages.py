@@ -1,0 +1,424 @@
+"""Control messages: one frozen dataclass per message type, and their JSON encoding.
+
+Rules of this file: it knows the shape of each message and nothing of when it may be sent (that
+is ``states.py``). Parsing here checks what the Python types need; the coordinator validates every
+inbound message against ``schemas/`` before it gets here, so these checks are the floor, not the
+contract. Unknown fields in a message are ignored here (a worker must ignore fields a newer
+coordinator adds); the coordinator's schema check refuses them on the way in.
+
+Raises :class:`~dandelion.protocol.errors.MessageError` for text that is not a message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from .errors import MessageError
+from .versions import PROTOCOL_VERSION, SUPPORTED_VERSIONS
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "Ack",
+    "Checkin",
+    "ComeBack",
+    "Error",
+    "Hello",
+    "Message",
+    "OptOut",
+    "Reject",
+    "RetryWindow",
+    "Task",
+    "Update",
+    "Welcome",
+    "encode_message",
+    "parse_message",
+]
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryWindow:
+    """When to come back: the worker waits a uniformly random time in [min_s, max_s]."""
+
+    min_s: float
+    max_s: float
+
+    def to_dict(self) -> Json:
+        return {"min_s": self.min_s, "max_s": self.max_s}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> RetryWindow:
+        lo, hi = _number(raw, "min_s"), _number(raw, "max_s")
+        if not 0 <= lo <= hi:
+            raise MessageError("retry_window needs 0 <= min_s <= max_s")
+        return cls(lo, hi)
+
+
+class Message:
+    """Base of every control message: ``type`` names it on the wire, ``v`` is the version."""
+
+    type: ClassVar[str]
+    v: int
+
+    def to_dict(self) -> Json:
+        raise NotImplementedError
+
+
+def _fields(msg: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> Json:
+    out: Json = {"type": msg.type, "v": msg.v}
+    for name in names:
+        out[name] = _plain(getattr(msg, name))
+    for name in optional:
+        value = getattr(msg, name)
+        if value is not None:
+            out[name] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, RetryWindow):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    type: ClassVar[str] = "hello"
+    worker_id: str
+    runtime: Json
+    consent: Literal["opted_in", "opted_out"]
+    versions: tuple[int, ...] = SUPPORTED_VERSIONS
+    client: str | None = None
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> Json:
+        return _fields(self, ("worker_id", "versions", "runtime", "consent"), ("client",))
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Message):
+    type: ClassVar[str] = "welcome"
+    session: str
+    heartbeat_s: float
+    max_message_bytes: int
+    update_dtypes: tuple[str, ...] = ("float32",)
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> Json:
+        return _fields(self, ("session", "heartbeat_s", "max_message_bytes", "update_dtypes"))
+
+
+@dataclass(frozen=True, slots=True)
+class Reject(Message):
+    type: ClassVar[str] = "reject"
+    reason: str
+    detail: str
+    task: str | None = None
+    round: int | None = None
+    nonce: str | None = None
+    versions: tuple[int, ...] | None = None
+    retry_window: RetryWindow | None = None
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> Json:
+        return _fields(
+            self,
+            ("reason", "detail"),
+            ("task", "round", "nonce", "versions", "retry_window"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Checkin(Message):
+    type: ClassVar[str] = "checkin"
+    eligibility: Json | None = None
+    tasks: tuple[str, ...] | None = None
+    capabilities: Json | None = None
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> Json:
+        return _fields(self, (), ("eligibility", "tasks", "capabilities"))
+
+
+@dataclass(frozen=True, slots=True)
+class Task(Message):
+    """An assignment. The model's parameters follow in one binary frame of type ``model``."""
+
+    type: ClassVar[str] = "task"
+    task: str
+    round: int
+    nonce: str
+    model_version: int
+    model: Json
+    objective: str
+    hyper: Json
+    deadline_s: float
+    update_dtype: str = "float32"
+    features: Json | None = None
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> Json:
+        return _fields(
+            self,
+            (
+                "task",
+                "round",
+                "nonce",
+                "model_version",
+                "model",
+                "objective",
+                "hyper",
+                "update_dtype",
+                "deadline_s",
+            ),
+            ("features",),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ComeBack(Message):
+    type: ClassVar[str] = "come_back"
+    retry_window: RetryWindow
+    reason: str
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> Json:
+        return _fields(self, ("retry_window", "reason"))
+
+
+@dataclass(frozen=True, slots=True)
+class Update(Message):
+    """A report. The update's values follow in one binary frame of type ``update``."""
+
+    type: ClassVar[str] = "update"
+    task: str
+    round: int
+    nonce: str
+    num_examples: int
+    unclipped: bool
+    metrics: Json = field(default_factory=dict)
+    norm: float | None = None
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> Json:
+        return _fields(
+            self, ("task", "round", "nonce", "num_examples", "metrics", "unclipped"), ("norm",)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(Message):
+    type: ClassVar[str] = "ack"
+    task: str
+    round: int
+    nonce: str
+    retry_window: RetryWindow | None = None
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> Json:
+        return _fields(self, ("task", "round", "nonce"), ("retry_window",))
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut(Message):
+    type: ClassVar[str] = "opt_out"
+    reason: str | None = None
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> Json:
+        return _fields(self, (), ("reason",))
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    type: ClassVar[str] = "error"
+    code: str
+    detail: str
+    fatal: bool = False
+    ref_type: str | None = None
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> Json:
+        return _fields(self, ("code", "detail", "fatal"), ("ref_type",))
+
+
+def encode_message(msg: Message) -> str:
+    """The compact JSON text of ``msg``."""
+    return json.dumps(msg.to_dict(), separators=(",", ":"), allow_nan=False)
+
+
+def parse_message(text: str | bytes | object) -> Message:
+    """Parse a text frame (or an already-decoded object) into its message dataclass."""
+    raw: object = text
+    if isinstance(text, str | bytes):
+        try:
+            raw = json.loads(text)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise MessageError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise MessageError("a control message must be a JSON object")
+    mtype = raw.get("type")
+    builder = _BUILDERS.get(mtype) if isinstance(mtype, str) else None
+    if builder is None:
+        raise MessageError(f"unknown message type {mtype!r}", ref_type=None)
+    v = raw.get("v")
+    if type(v) is not int or v < 1:
+        raise MessageError("field 'v' must be a positive integer", ref_type=mtype)
+    try:
+        msg: Message = builder(raw)
+        return msg
+    except MessageError as exc:
+        exc.ref_type = mtype
+        raise
+    except (TypeError, ValueError, KeyError) as exc:
+        raise MessageError(f"{mtype}: {exc}", ref_type=mtype) from None
+
+
+# -- field readers: each raises MessageError naming the field ------------------------------
+
+
+def _get(raw: Any, name: str) -> Any:
+    if not isinstance(raw, dict) or name not in raw:
+        raise MessageError(f"missing field {name!r}")
+    return raw[name]
+
+
+def _str(raw: Any, name: str) -> str:
+    value = _get(raw, name)
+    if not isinstance(value, str):
+        raise MessageError(f"field {name!r} must be a string")
+    return value
+
+
+def _int(raw: Any, name: str) -> int:
+    value = _get(raw, name)
+    if type(value) is not int:
+        raise MessageError(f"field {name!r} must be an integer")
+    return value
+
+
+def _number(raw: Any, name: str) -> float:
+    value = _get(raw, name)
+    if type(value) not in (int, float):
+        raise MessageError(f"field {name!r} must be a number")
+    return float(value)
+
+
+def _bool(raw: Any, name: str) -> bool:
+    value = _get(raw, name)
+    if type(value) is not bool:
+        raise MessageError(f"field {name!r} must be true or false")
+    return bool(value)
+
+
+def _obj(raw: Any, name: str) -> Json:
+    value = _get(raw, name)
+    if not isinstance(value, dict):
+        raise MessageError(f"field {name!r} must be an object")
+    return value
+
+
+def _opt(reader: Any, raw: Json, name: str) -> Any:
+    return reader(raw, name) if raw.get(name) is not None else None
+
+
+def _ints(raw: Any, name: str) -> tuple[int, ...]:
+    value = _get(raw, name)
+    if not isinstance(value, list) or not all(type(x) is int for x in value):
+        raise MessageError(f"field {name!r} must be a list of integers")
+    return tuple(value)
+
+
+def _strs(raw: Any, name: str) -> tuple[str, ...]:
+    value = _get(raw, name)
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise MessageError(f"field {name!r} must be a list of strings")
+    return tuple(value)
+
+
+def _window(raw: Json, name: str) -> RetryWindow:
+    return RetryWindow.from_dict(_obj(raw, name))
+
+
+_BUILDERS: dict[str, Any] = {
+    "hello": lambda r: Hello(
+        worker_id=_str(r, "worker_id"),
+        runtime=_obj(r, "runtime"),
+        consent=_str(r, "consent"),  # type: ignore[arg-type]
+        versions=_ints(r, "versions"),
+        client=_opt(_str, r, "client"),
+        v=r["v"],
+    ),
+    "welcome": lambda r: Welcome(
+        session=_str(r, "session"),
+        heartbeat_s=_number(r, "heartbeat_s"),
+        max_message_bytes=_int(r, "max_message_bytes"),
+        update_dtypes=_strs(r, "update_dtypes"),
+        v=r["v"],
+    ),
+    "reject": lambda r: Reject(
+        reason=_str(r, "reason"),
+        detail=_str(r, "detail"),
+        task=_opt(_str, r, "task"),
+        round=_opt(_int, r, "round"),
+        nonce=_opt(_str, r, "nonce"),
+        versions=_opt(_ints, r, "versions"),
+        retry_window=_opt(_window, r, "retry_window"),
+        v=r["v"],
+    ),
+    "checkin": lambda r: Checkin(
+        eligibility=_opt(_obj, r, "eligibility"),
+        tasks=_opt(_strs, r, "tasks"),
+        capabilities=_opt(_obj, r, "capabilities"),
+        v=r["v"],
+    ),
+    "task": lambda r: Task(
+        task=_str(r, "task"),
+        round=_int(r, "round"),
+        nonce=_str(r, "nonce"),
+        model_version=_int(r, "model_version"),
+        model=_obj(r, "model"),
+        objective=_str(r, "objective"),
+        hyper=_obj(r, "hyper"),
+        update_dtype=_str(r, "update_dtype"),
+        deadline_s=_number(r, "deadline_s"),
+        features=_opt(_obj, r, "features"),
+        v=r["v"],
+    ),
+    "come_back": lambda r: ComeBack(
+        retry_window=_window(r, "retry_window"), reason=_str(r, "reason"), v=r["v"]
+    ),
+    "update": lambda r: Update(
+        task=_str(r, "task"),
+        round=_int(r, "round"),
+        nonce=_str(r, "nonce"),
+        num_examples=_int(r, "num_examples"),
+        unclipped=_bool(r, "unclipped"),
+        metrics=_obj(r, "metrics"),
+        norm=_opt(_number, r, "norm"),
+        v=r["v"],
+    ),
+    "ack": lambda r: Ack(
+        task=_str(r, "task"),
+        round=_int(r, "round"),
+        nonce=_str(r, "nonce"),
+        retry_window=_opt(_window, r, "retry_window"),
+        v=r["v"],
+    ),
+    "opt_out": lambda r: OptOut(reason=_opt(_str, r, "reason"), v=r["v"]),
+    "error": lambda r: Error(
+        code=_str(r, "code"),
+        detail=_str(r, "detail"),
+        fatal=_bool(r, "fatal"),
+        ref_type=_opt(_str, r, "ref_type"),
+        v=r["v"],
+    ),
+}
+
+#: Every control message type, by its wire name.
+MESSAGE_TYPES: frozenset[str] = frozenset(_BUILDERS)

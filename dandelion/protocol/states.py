@@ -1,0 +1,117 @@
+"""The conversation's legal moves, as tables: one for each side, one row per state.
+
+Rules of this file: it knows message *types* and states, nothing else — not the fields, not the
+clock, not what a coordinator decides. A move missing from a table is illegal: received, it is a
+remote protocol error (the peer is answered with ``error`` code ``unexpected_message``); sent, it
+is a local protocol error (a bug on this side). ``FRAME`` stands for a binary tensor frame.
+
+Coordinator side::
+
+    AWAIT_HELLO ──hello──► NEGOTIATING ──welcome──► READY ──update──► AWAIT_UPDATE_FRAME
+         │                      └──reject──► CLOSED   ▲ │                  │
+         │                                            │ └─checkin─┐        │ FRAME
+         │                                            └───────────┴────────┘
+    any state but CLOSED ──opt_out──► CLOSED
+
+Worker side::
+
+    START ─hello─► AWAIT_WELCOME ─welcome─► READY ─checkin─► AWAIT_ASSIGNMENT ─task─► AWAIT_MODEL
+                      └─reject─► CLOSED     ▲ ▲            └─come_back─► READY           │ FRAME
+                                            │ └────── ack / reject ◄── AWAIT_ACK ◄─update─ TRAINING
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "COORDINATOR_RECEIVES",
+    "COORDINATOR_SENDS",
+    "FRAME",
+    "WORKER_ERROR_FALLBACK",
+    "WORKER_RECEIVES",
+    "WORKER_SENDS",
+    "CoordinatorState",
+    "WorkerState",
+]
+
+#: The pseudo message type of a binary tensor frame in the tables below.
+FRAME = "<frame>"
+
+
+class CoordinatorState(enum.Enum):
+    AWAIT_HELLO = "await_hello"
+    NEGOTIATING = "negotiating"
+    READY = "ready"
+    AWAIT_UPDATE_FRAME = "await_update_frame"
+    CLOSED = "closed"
+
+
+class WorkerState(enum.Enum):
+    START = "start"
+    AWAIT_WELCOME = "await_welcome"
+    READY = "ready"
+    AWAIT_ASSIGNMENT = "await_assignment"
+    AWAIT_MODEL = "await_model"
+    TRAINING = "training"
+    AWAIT_ACK = "await_ack"
+    CLOSED = "closed"
+
+
+_C = CoordinatorState
+_W = WorkerState
+
+# What the coordinator may receive in each state, and where it leads.
+COORDINATOR_RECEIVES: dict[CoordinatorState, dict[str, CoordinatorState]] = {
+    _C.AWAIT_HELLO: {"hello": _C.NEGOTIATING},
+    _C.NEGOTIATING: {"opt_out": _C.CLOSED},
+    # An update is legal in READY whatever the coordinator assigned: whether it is stale, a
+    # duplicate or never assigned is the coordinator's call, answered with reject, not an error.
+    _C.READY: {"checkin": _C.READY, "update": _C.AWAIT_UPDATE_FRAME, "opt_out": _C.CLOSED},
+    _C.AWAIT_UPDATE_FRAME: {FRAME: _C.READY, "opt_out": _C.CLOSED},
+    _C.CLOSED: {},
+}
+
+# What the coordinator may send in each state, and where it leads. ``error`` is legal in every
+# open state and changes nothing; a fatal error closes (handled by the session, not the table).
+COORDINATOR_SENDS: dict[CoordinatorState, dict[str, CoordinatorState]] = {
+    _C.AWAIT_HELLO: {"reject": _C.CLOSED},
+    _C.NEGOTIATING: {"welcome": _C.READY, "reject": _C.CLOSED},
+    _C.READY: {
+        "task": _C.READY,
+        "come_back": _C.READY,
+        "ack": _C.READY,
+        "reject": _C.READY,
+    },
+    _C.AWAIT_UPDATE_FRAME: {},
+    _C.CLOSED: {},
+}
+
+WORKER_RECEIVES: dict[WorkerState, dict[str, WorkerState]] = {
+    _W.START: {},
+    _W.AWAIT_WELCOME: {"welcome": _W.READY, "reject": _W.CLOSED},
+    _W.READY: {},
+    _W.AWAIT_ASSIGNMENT: {"task": _W.AWAIT_MODEL, "come_back": _W.READY},
+    _W.AWAIT_MODEL: {FRAME: _W.TRAINING},
+    _W.TRAINING: {},
+    _W.AWAIT_ACK: {"ack": _W.READY, "reject": _W.READY},
+    _W.CLOSED: {},
+}
+
+WORKER_SENDS: dict[WorkerState, dict[str, WorkerState]] = {
+    _W.START: {"hello": _W.AWAIT_WELCOME},
+    _W.AWAIT_WELCOME: {},
+    _W.READY: {"checkin": _W.AWAIT_ASSIGNMENT, "opt_out": _W.CLOSED},
+    _W.AWAIT_ASSIGNMENT: {"opt_out": _W.CLOSED},
+    _W.AWAIT_MODEL: {"opt_out": _W.CLOSED},
+    _W.TRAINING: {"update": _W.AWAIT_ACK, "opt_out": _W.CLOSED},
+    _W.AWAIT_ACK: {"opt_out": _W.CLOSED},
+    _W.CLOSED: {},
+}
+
+# After a non-fatal error from the coordinator, the worker returns to the state it had before
+# the message the error answers: its request was dropped, nothing else changed.
+WORKER_ERROR_FALLBACK: dict[WorkerState, WorkerState] = {
+    _W.AWAIT_ASSIGNMENT: _W.READY,
+    _W.AWAIT_ACK: _W.READY,
+}

@@ -1,0 +1,169 @@
+"""The worker's side of its connection, sans I/O. Runs in Pyodide: standard library only.
+
+Call the ``send_*`` methods to speak, drain :meth:`WorkerSession.data_to_send` onto the socket,
+and feed what arrives to :meth:`~WorkerSession.receive_text` / :meth:`~WorkerSession.receive_bytes`,
+each of which returns one event (or None while a task waits for its model frame).
+
+``receive_*`` raises :class:`~dandelion.protocol.errors.RemoteProtocolError` when the coordinator
+breaks the protocol (the worker then closes and reconnects later); ``send_*`` raises
+:class:`~dandelion.protocol.errors.LocalProtocolError` when the state forbids the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .errors import FrameError, LocalProtocolError, UnexpectedMessage
+from .events import (
+    Acked,
+    Assigned,
+    ComeBackLater,
+    ErrorReceived,
+    Event,
+    Rejected,
+    Welcomed,
+)
+from .frames import Dtype, FrameHeader, decode_frame, encode_frame, payload_from_floats
+from .messages import (
+    Ack,
+    Checkin,
+    ComeBack,
+    Error,
+    Hello,
+    Message,
+    OptOut,
+    Reject,
+    Task,
+    Update,
+    Welcome,
+    encode_message,
+    parse_message,
+)
+from .states import FRAME, WORKER_ERROR_FALLBACK, WORKER_RECEIVES, WORKER_SENDS, WorkerState
+
+__all__ = ["WorkerSession"]
+
+_S = WorkerState
+
+
+class WorkerSession:
+    """One connection's conversation, as the worker sees it."""
+
+    def __init__(self) -> None:
+        self.state = _S.START
+        self.welcome: Welcome | None = None
+        self.task: Task | None = None
+        self._outbox: list[str | bytes] = []
+
+    # -- output --------------------------------------------------------------------------------
+
+    def send_hello(self, hello: Hello) -> None:
+        self._send(hello)
+
+    def send_checkin(self, checkin: Checkin | None = None) -> None:
+        self._send(checkin or Checkin())
+
+    def send_update(
+        self,
+        values: Sequence[float],
+        *,
+        num_examples: int,
+        unclipped: bool,
+        metrics: dict[str, float] | None = None,
+        norm: float | None = None,
+    ) -> None:
+        """Report the trained update for the current task: the message, then its frame."""
+        task = self.task
+        if task is None or self.state is not _S.TRAINING:
+            raise LocalProtocolError(f"no task to report on in state {self.state.value}")
+        dtype: Dtype
+        if task.update_dtype == "float16":
+            dtype = "float16"
+        elif task.update_dtype == "float32":
+            dtype = "float32"
+        else:
+            raise LocalProtocolError(f"cannot encode dtype {task.update_dtype!r}")
+        header = FrameHeader(
+            "update", task.task, task.round, task.nonce, dtype, (len(values),), task.v
+        )
+        frame = encode_frame(header, payload_from_floats(values, dtype))
+        msg = Update(
+            task=task.task,
+            round=task.round,
+            nonce=task.nonce,
+            num_examples=num_examples,
+            unclipped=unclipped,
+            metrics=dict(metrics or {}),
+            norm=norm,
+            v=task.v,
+        )
+        self._send(msg, frame)
+
+    def send_opt_out(self, reason: str | None = None) -> None:
+        self._send(OptOut(reason=reason))
+
+    def _send(self, msg: Message, frame: bytes | None = None) -> None:
+        target = WORKER_SENDS[self.state].get(msg.type)
+        if target is None:
+            raise LocalProtocolError(f"cannot send {msg.type!r} in state {self.state.value}")
+        self._outbox.append(encode_message(msg))
+        if frame is not None:
+            self._outbox.append(frame)
+        self.state = target
+        if target is not _S.AWAIT_ACK:  # the task is kept only until its update is answered
+            self.task = None
+
+    def data_to_send(self) -> list[str | bytes]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def receive_text(self, text: str) -> Event | None:
+        msg = parse_message(text)
+        if isinstance(msg, Error):
+            if msg.fatal:
+                self.state = _S.CLOSED
+            else:
+                self.state = WORKER_ERROR_FALLBACK.get(self.state, self.state)
+            return ErrorReceived(msg)
+        self._move(msg.type)
+        if isinstance(msg, Welcome):
+            self.welcome = msg
+            return Welcomed(msg)
+        if isinstance(msg, Task):
+            self.task = msg
+            return None  # complete once its model frame arrives
+        if isinstance(msg, ComeBack):
+            return ComeBackLater(msg)
+        if isinstance(msg, Ack):
+            self.task = None
+            return Acked(msg)
+        if isinstance(msg, Reject):
+            self.task = None
+            return Rejected(msg)
+        raise UnexpectedMessage(f"a coordinator does not send {msg.type!r}", ref_type=msg.type)
+
+    def receive_bytes(self, data: bytes) -> Event:
+        self._move(FRAME)
+        task = self.task
+        assert task is not None  # the table only allows FRAME after a task
+        frame = decode_frame(data)
+        head = frame.header
+        # A model frame is shared by every worker of the round: its nonce is the round's tag,
+        # not this worker's assignment nonce, so only type, task and round must agree.
+        if (head.type, head.task, head.round) != ("model", task.task, task.round):
+            raise FrameError("model frame does not match its task (type, task, round)")
+        if head.count != task.model.get("param_count"):
+            raise FrameError(
+                f"model frame holds {head.count} values, task announces "
+                f"{task.model.get('param_count')}"
+            )
+        return Assigned(task, frame)
+
+    def _move(self, mtype: str) -> None:
+        target = WORKER_RECEIVES[self.state].get(mtype)
+        if target is None:
+            what = "a tensor frame" if mtype == FRAME else repr(mtype)
+            raise UnexpectedMessage(f"{what} is not expected in state {self.state.value}")
+        self.state = target

@@ -1,0 +1,63 @@
+"""The docs must say what the code does: settings, CLI commands and the README's commands."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from dandelion.cli import build_parser
+from dandelion.settings import SETTINGS, load_settings, settings_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_settings_page_holds_the_current_table() -> None:
+    page = (ROOT / "docs" / "settings.md").read_text()
+    assert settings_table() in page, "regenerate with: python -m dandelion.settings"
+
+
+def test_every_setting_is_a_serve_flag() -> None:
+    help_text = build_parser().format_help()
+    serve = _subparsers(build_parser())["serve"].format_help()
+    for s in SETTINGS:
+        assert s.flag in serve, s.name
+    assert "serve" in help_text
+
+
+def test_settings_defaults_agree_with_the_dataclass() -> None:
+    resolved = load_settings(environ={})
+    for s in SETTINGS:
+        assert getattr(resolved, s.name) == s.default, s.name
+
+
+def test_environment_overrides_defaults_and_flags_override_both() -> None:
+    resolved = load_settings(environ={"DANDELION_PORT": "9000"})
+    assert resolved.port == 9000
+    resolved = load_settings(environ={"DANDELION_PORT": "9000"}, overrides={"port": 9001})
+    assert resolved.port == 9001
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_every_cli_command_is_documented() -> None:
+    page = (ROOT / "docs" / "cli.md").read_text()
+    commands = _subparsers(build_parser())
+    for name, sub in commands.items():
+        assert f"dandelion {name}" in page, name
+        for child in _subparsers(sub).keys() if name == "task" else []:
+            assert f"dandelion task {child}" in page, child
+
+
+def test_readme_commands_exist_and_ci_runs_the_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    found = re.findall(r"^\s*(scripts/\w+)", readme, flags=re.MULTILINE)
+    assert {"scripts/demo", "scripts/test"} <= set(found)
+    for script in found:
+        assert (ROOT / script).exists(), script
+    assert "scripts/test" in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,176 @@
+"""SIGKILL a real coordinator process mid-round, restart it, and check nothing committed is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from dandelion.storage import SQLiteStore
+
+from .conftest import RawClient, scaled
+from .test_coordinator_live import report
+
+TASK_FILE = """
+name = "t1"
+objective = "toy"
+[model]
+kind = "logreg"
+num_features = 10
+[hyper]
+clip_norm = 1.0
+[rounds]
+goal = 3
+min_reports = 3
+over_selection = 1.0
+deadline_s = 60.0
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, tmp: Path) -> None:
+        self.db = tmp / "state.db"
+        self.task_file = tmp / "task.toml"
+        self.task_file.write_text(TASK_FILE)
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp / "server.log"
+
+    async def start(self) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "dandelion.cli",
+            "serve",
+            "--db",
+            str(self.db),
+            "--port",
+            str(self.port),
+            "--task",
+            str(self.task_file),
+            "--tick-s",
+            "0.02",
+            "--pace-min-s",
+            "0.01",
+            "--pace-max-s",
+            "0.2",
+        ]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        deadline = time.monotonic() + scaled(20)
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, self.log.read_text()
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as r:
+                        if r.status == 200 and (await r.json())["tasks"] == 1:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError("coordinator did not start:\n" + self.log.read_text())
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+def _snapshot(db: Path) -> dict[str, Any]:
+    store = SQLiteStore(str(db))
+    try:
+        return {
+            "versions": [v[0] if isinstance(v, tuple) else v.version for v in store.list_model_versions("t1")],
+            "reported": store.count_events(task="t1", event="reported"),
+            "rounds": {r.round: r.status for r in store.list_rounds("t1", 1000)},
+        }
+    finally:
+        store.close()
+
+
+async def _client(url: str, worker: str) -> RawClient:
+    client = await RawClient.connect(url)
+    assert (await client.hello(worker))["type"] == "welcome"
+    return client
+
+
+async def _task(client: RawClient) -> dict[str, Any]:
+    for _ in range(500):
+        msg, _frame = await client.checkin()
+        if msg["type"] == "task":
+            return msg
+        await asyncio.sleep(0.01)
+    raise AssertionError("no task")
+
+
+async def test_sigkill_mid_round_loses_nothing_and_resumes(tmp_path: Path) -> None:
+    server = Server(tmp_path)
+    acked_reports = 0
+    expected_version = 0
+    rng = np.random.default_rng(0)
+    try:
+        for cycle in range(3):
+            await server.start()
+            workers = [await _client(server.url, f"worker-c{cycle}-{i}") for i in range(3)]
+            # Full rounds: every worker reports, the round commits a new model version.
+            for _ in range(2):
+                tasks = [await _task(w) for w in workers]
+                assert {t["model_version"] for t in tasks} == {expected_version}
+                for w, t in zip(workers, tasks, strict=True):
+                    reply = await report(w, t, rng.normal(size=11) * 0.1)
+                    assert reply["type"] == "ack", reply
+                    acked_reports += 1
+                expected_version += 1
+                # the commit happens right after the last ack; wait for it to land
+                for _ in range(200):
+                    if len(_snapshot(server.db)["versions"]) == expected_version + 1:
+                        break
+                    await asyncio.sleep(0.02)
+            # Mid-round: two of three report, then the process dies.
+            tasks = [await _task(w) for w in workers]
+            killed_round = tasks[0]["round"]
+            for w, t in list(zip(workers, tasks, strict=True))[: 1 + cycle % 2]:
+                assert (await report(w, t, rng.normal(size=11) * 0.1))["type"] == "ack"
+                acked_reports += 1
+            before = _snapshot(server.db)
+            server.kill()
+            for w in workers:
+                await w.ws.close()
+            after = _snapshot(server.db)
+            # Every acknowledged report and every committed version survived the kill.
+            assert after["reported"] >= acked_reports
+            assert after["versions"] == list(range(expected_version + 1))
+            assert after["reported"] >= before["reported"]
+            assert after["rounds"][killed_round] == "open"
+        # A last restart: the interrupted round is marked, training resumes from the last model.
+        await server.start()
+        final = _snapshot(server.db)
+        assert final["rounds"][killed_round] == "interrupted"
+        worker = await _client(server.url, "worker-final")
+        task = await _task(worker)
+        assert task["model_version"] == expected_version
+        assert task["round"] > killed_round
+        await worker.ws.close()
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.terminate()
+            server.proc.wait()
