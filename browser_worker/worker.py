@@ -152,13 +152,18 @@ class Worker:
             try:
                 conn = await self.host.connect(self.config.coordinator_url)
             except ConnectFailed as exc:
-                wait = self.rng.uniform(0, backoff)
+                pause = self.rng.uniform(0, backoff)
                 backoff = min(backoff * 2, self.config.max_backoff_s)
-                self._set(state="waiting", detail=f"Coordinator unreachable; retrying in {wait:.0f} s.", last_error=str(exc))
-                await self.host.sleep(wait)
+                self._set(
+                    state="waiting",
+                    detail=f"Coordinator unreachable; retrying in {pause:.0f} s.",
+                    last_error=str(exc),
+                )
+                await self.host.sleep(pause)
                 continue
             backoff = 1.0
             self._conn = conn
+            wait: float | None
             try:
                 wait = await self._converse(conn, max_updates)
             except _Stop:
@@ -168,10 +173,18 @@ class Worker:
             except ConnectionClosed as exc:
                 wait = self.rng.uniform(0, backoff)
                 if not self._stopped:
-                    self._set(state="waiting", detail="Connection lost; reconnecting soon.", last_error=str(exc))
+                    self._set(
+                        state="waiting",
+                        detail="Connection lost; reconnecting soon.",
+                        last_error=str(exc),
+                    )
             except RemoteProtocolError as exc:
                 wait = self.rng.uniform(0, self.config.max_backoff_s / 10)
-                self._set(state="waiting", detail="The coordinator sent something unexpected.", last_error=str(exc))
+                self._set(
+                    state="waiting",
+                    detail="The coordinator sent something unexpected.",
+                    last_error=str(exc),
+                )
             finally:
                 self._conn = None
                 self._session = None
@@ -232,7 +245,11 @@ class Worker:
         self, conn: Connection, session: WorkerSession, event: Assigned
     ) -> RetryWindow | None:
         task = event.task
-        self._set(state="training", detail=f"Training round {task.round} of {task.task}.", rounds_joined=self.status.rounds_joined + 1)
+        self._set(
+            state="training",
+            detail=f"Training round {task.round} of {task.task}.",
+            rounds_joined=self.status.rounds_joined + 1,
+        )
         spec = ModelSpec.from_dict(task.model)
         params = floats_from_payload(event.frame.payload, event.frame.header.dtype)
         examples = list(self.data(task.objective, dict(task.features or {}), self.host.now()))

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
-from .coordinator import Coordinator
+from .coordinator import Coordinator, TaskConfig
 from .settings import Settings
 from .storage import AsyncStore
 from .transport import WORKER_PATH, SchemaValidator, WorkerEndpoint
@@ -48,8 +48,10 @@ def make_app(
     *,
     store_factory: Callable[[], AsyncStore] | None = None,
     on_coordinator: Callable[[Coordinator], None] | None = None,
+    tasks: Sequence[TaskConfig] = (),
 ) -> web.Application:
-    """Build the application. ``on_coordinator`` sees the coordinator before it starts."""
+    """Build the application. ``on_coordinator`` sees the coordinator before it starts;
+    ``tasks`` are created at start-up unless a task of the same name exists."""
     app = web.Application()
     app[SETTINGS] = settings
     validator = SchemaValidator()
@@ -64,6 +66,9 @@ def make_app(
         if on_coordinator is not None:
             on_coordinator(coordinator)
         await coordinator.start()
+        for config in tasks:
+            if config.name not in coordinator.tasks:
+                await coordinator.add_task(config)
         ticker = asyncio.get_running_loop().create_task(_tick_forever(coordinator, settings))
         yield
         ticker.cancel()

@@ -111,7 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .app import make_app
-    from .coordinator import Coordinator, TaskConfigError, load_task_file
+    from .coordinator import TaskConfigError, load_task_file
 
     settings = _settings(args)
     logging.basicConfig(
@@ -123,15 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"dandelion serve: {exc}", file=sys.stderr)
         return 2
 
-    def seed_tasks(coordinator: Coordinator) -> None:
-        async def create_missing(app: web.Application) -> None:
-            for config in configs:
-                if config.name not in coordinator.tasks:
-                    await coordinator.add_task(config)
-
-        app.on_startup.append(create_missing)
-
-    app = make_app(settings, on_coordinator=seed_tasks if configs else None)
+    app = make_app(settings, tasks=configs)
     print(f"dandelion: coordinator on http://{settings.host}:{settings.port} (workers: /ws)")
     web.run_app(app, host=settings.host, port=settings.port, print=None)
     return 0
@@ -159,11 +151,11 @@ def _task(args: argparse.Namespace) -> int:
             for row in rows or [{"name": "(no tasks)", "status": "", "model_version": ""}]:
                 print(f"{row['name']:<24} {row['status']:<8} version {row['model_version']}")
         return 0
-    info = describe_task(settings.db, args.name)
-    if info is None:
+    shown = describe_task(settings.db, args.name)
+    if shown is None:
         print(f"dandelion task show: no task {args.name!r}", file=sys.stderr)
         return 1
-    _print(info, args.json, None)
+    _print(shown, args.json, None)
     return 0
 
 

@@ -175,8 +175,9 @@ def settings_table() -> str:
         "| setting | flag | environment | default | meaning |",
         "|---|---|---|---|---|",
     ]
-    for s in SETTINGS:
-        lines.append(f"| `{s.name}` | `{s.flag}` | `{s.env}` | `{s.default}` | {s.help} |")
+    lines.extend(
+        f"| `{s.name}` | `{s.flag}` | `{s.env}` | `{s.default}` | {s.help} |" for s in SETTINGS
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ from aiohttp import web
 from dandelion.app import COORDINATOR, STORE, make_app
 from dandelion.coordinator import Coordinator, TaskConfig
 from dandelion.settings import Settings, load_settings
+from dandelion.storage import AsyncStore
 
 SCALE = float(os.environ.get("DANDELION_TEST_TIMEOUT_SCALE", "1"))
 
@@ -56,6 +57,10 @@ class Live:
     @property
     def coordinator(self) -> Coordinator:
         return self.app[COORDINATOR]
+
+    @property
+    def store(self) -> AsyncStore:
+        return self.app[STORE]
 
     async def wait_rounds(self, n: int, timeout: float = 10.0, status: str = "completed") -> None:
         async def done() -> None:
@@ -162,7 +167,3 @@ async def clients() -> AsyncIterator[Callable[[str], Any]]:
     yield connect
     for client in made:
         await client.close()
-
-
-def live_store(live_: Live) -> Any:
-    return live_.app[STORE]

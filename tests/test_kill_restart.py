@@ -99,7 +99,9 @@ def _snapshot(db: Path) -> dict[str, Any]:
     store = SQLiteStore(str(db))
     try:
         return {
-            "versions": [v[0] if isinstance(v, tuple) else v.version for v in store.list_model_versions("t1")],
+            "versions": [
+                v[0] if isinstance(v, tuple) else v.version for v in store.list_model_versions("t1")
+            ],
             "reported": store.count_events(task="t1", event="reported"),
             "rounds": {r.round: r.status for r in store.list_rounds("t1", 1000)},
         }

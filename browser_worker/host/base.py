@@ -103,5 +103,5 @@ class Host(abc.ABC):
     @abc.abstractmethod
     def storage(self) -> KeyValueStore: ...
 
-    def log(self, level: str, message: str) -> None:
+    def log(self, level: str, message: str) -> None:  # noqa: B027 - optional hook
         """Report a line to the host's log (console in a browser). Default: nothing."""

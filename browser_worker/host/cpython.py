@@ -119,7 +119,7 @@ class CPythonHost(Host):
                 ping_interval=None,  # the coordinator pings; we answer
                 **kwargs,  # type: ignore[arg-type]
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise ConnectFailed(f"{url}: {exc}") from None
         except Exception as exc:  # websockets' InvalidHandshake family, InvalidURI
             raise ConnectFailed(f"{url}: {exc}") from None

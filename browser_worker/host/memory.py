@@ -69,14 +69,14 @@ class MemoryHost(Host):
         self._serve = serve
         self._clock = clock
         self._storage = storage or MemoryKV()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         self.lines: list[tuple[str, str]] = []
 
     async def connect(self, url: str) -> Connection:
         if self._serve is None:
             raise ConnectFailed("no server")
         mine, theirs = connection_pair()
-        task = asyncio.get_running_loop().create_task(self._serve(theirs))
+        task: asyncio.Future[None] = asyncio.ensure_future(self._serve(theirs))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return mine

@@ -83,9 +83,7 @@ class Coordinator:
 
     async def start(self) -> None:
         """Resume every stored task from its last committed model version."""
-        interrupted = await self.store.write(
-            lambda s: s.mark_open_rounds_interrupted(self.clock())
-        )
+        interrupted = await self.store.write(lambda s: s.mark_open_rounds_interrupted(self.clock()))
         if interrupted:
             log.info("marked %d round(s) interrupted by the last shutdown", interrupted)
         await self.refresh_tasks()
@@ -104,9 +102,7 @@ class Coordinator:
     async def _load(self, record: TaskRecord) -> TaskRuntime:
         config = TaskConfig.from_dict(record.config)
         name = record.name
-        latest: ModelVersion | None = await self.store.read(
-            lambda s: s.latest_model_version(name)
-        )
+        latest: ModelVersion | None = await self.store.read(lambda s: s.latest_model_version(name))
         if latest is None:
             raise RuntimeError(f"task {name!r} has no model version")
         last_round: int = await self.store.read(lambda s: s.last_round_number(name))
@@ -122,6 +118,7 @@ class Coordinator:
         """Create a task with its initial model (version 0) and start running it."""
         runtime = await self.store.write(lambda s: create_task(s, config, self.clock()))
         self.tasks[config.name] = runtime
+        await self._open_round(runtime, self.clock())  # open for work at once, not next tick
         return runtime
 
     def add_listener(self, listener: RoundListener) -> None:
@@ -144,7 +141,9 @@ class Coordinator:
         await self.store.write(
             lambda s: (
                 s.set_consent(hello.worker_id, "opted_in", now),
-                s.record_events([ParticipationEvent(hello.worker_id, None, None, "connected", now)]),
+                s.record_events(
+                    [ParticipationEvent(hello.worker_id, None, None, "connected", now)]
+                ),
             )
         )
         return Welcome(
@@ -196,7 +195,9 @@ class Coordinator:
                 if runtime.status == "paused" and reason == "no_task":
                     reason = "paused"
                 continue
-            if any(eligibility.get(k) is not True for k, v in runtime.config.eligibility.items() if v):
+            if any(
+                eligibility.get(k) is not True for k, v in runtime.config.eligibility.items() if v
+            ):
                 reason = "not_eligible" if reason in ("no_task", "paused") else reason
                 continue
             mine = rnd.assignment_of(worker_id)
@@ -244,7 +245,8 @@ class Coordinator:
         await self.store.write(lambda s: s.record_events([record]))
         if reason is not None:
             return Reject(reason, detail[:512], update.task, update.round, update.nonce)
-        assert runtime is not None and rnd is not None
+        assert runtime is not None
+        assert rnd is not None
         if rnd.complete:
             self._close_soon(runtime)
         not_before = now if rnd.complete else rnd.deadline

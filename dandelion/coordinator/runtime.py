@@ -74,7 +74,10 @@ class TaskRuntime:
     @property
     def wants_round(self) -> bool:
         return (
-            self.status == "active" and self.round is None and not self.closing and not self.finished
+            self.status == "active"
+            and self.round is None
+            and not self.closing
+            and not self.finished
         )
 
     def new_round(self, opened_at: float) -> RoundState:
@@ -88,5 +91,5 @@ class TaskRuntime:
             "float32",
             (self.params.size,),
         )
-        frame = encode_frame(header, memoryview(self.params.astype("<f4", copy=False)))
+        frame = encode_frame(header, self.params.astype("<f4", copy=False).tobytes())
         return RoundState(self.config, number, self.model_version, frame, opened_at)

@@ -87,9 +87,26 @@ class TaskConfig:
         return self.server.clip_norm or float(self.hyper["clip_norm"])
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["model"] = self.model.to_dict()
-        return out
+        """The task file's structure: ``from_dict(config.to_dict()) == config``."""
+        server = self.server
+        return {
+            "name": self.name,
+            "objective": self.objective,
+            "update_dtype": self.update_dtype,
+            "init_seed": self.init_seed,
+            "features": dict(self.features),
+            "model": self.model.to_dict(),
+            "hyper": dict(self.hyper),
+            "server": {
+                "optimizer": server.optimizer,
+                "weighting": server.weighting,
+                "max_examples": server.max_examples,
+                "clip_norm": server.clip_norm,
+                **server.optimizer_params,
+            },
+            "rounds": asdict(self.rounds),
+            "eligibility": dict(self.eligibility),
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TaskConfig:
@@ -225,7 +242,9 @@ def _server(raw: dict[str, Any]) -> ServerConfig:
     try:
         OPTIMIZERS[optimizer](**params)
     except TypeError as exc:
-        raise TaskConfigError(f"server: {optimizer} does not take {sorted(params)}: {exc}") from None
+        raise TaskConfigError(
+            f"server: {optimizer} does not take {sorted(params)}: {exc}"
+        ) from None
     return ServerConfig(optimizer, params, weighting, max_examples, clip)
 
 

@@ -101,10 +101,9 @@ def encode_frame(header: FrameHeader, payload: bytes | bytearray | memoryview) -
 
     Raises FrameError if ``payload`` does not hold exactly ``header.payload_bytes`` bytes.
     """
-    if len(payload) != header.payload_bytes:
-        raise FrameError(
-            f"payload holds {len(payload)} bytes, header announces {header.payload_bytes}"
-        )
+    size = memoryview(payload).nbytes
+    if size != header.payload_bytes:
+        raise FrameError(f"payload holds {size} bytes, header announces {header.payload_bytes}")
     text = json.dumps(header.to_dict(), separators=(",", ":")).encode()
     pad = (-(_PREFIX.size + len(text))) % _ALIGN
     text += b" " * pad

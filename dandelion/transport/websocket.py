@@ -93,7 +93,9 @@ class WorkerEndpoint:
                 msg = await ws.receive(timeout=timeout)
             except TimeoutError:
                 what = "no hello" if session.worker_id is None else "idle"
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=f"{what} timeout".encode())
+                await ws.close(
+                    code=WSCloseCode.POLICY_VIOLATION, message=f"{what} timeout".encode()
+                )
                 return
             if msg.type is WSMsgType.TEXT:
                 event = session.receive_text(msg.data)
@@ -159,7 +161,10 @@ class WorkerEndpoint:
     async def close_all(self) -> None:
         """Close every worker connection with 1001 (going away): for shutdown."""
         await asyncio.gather(
-            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"shutdown") for ws in self.connections),
+            *(
+                ws.close(code=WSCloseCode.GOING_AWAY, message=b"shutdown")
+                for ws in self.connections
+            ),
             return_exceptions=True,
         )
 

@@ -1,0 +1,194 @@
+"""Local browsing signals -> examples, for "will this site be revisited within N days?".
+
+Runs inside the worker: URLs and titles go in, only hashed indices and numbers come out, and
+those never leave the device except as the trained model's clipped update.
+
+Feature layout (``num_features(config) = NUM_DENSE + num_buckets``):
+
+====  ==========================================================================
+0-1   time of day, sin and cos (local time: ``visit_time`` + ``tz_offset_min``)
+2-3   day of week, sin and cos (local time)
+4     log1p(earlier visits to this host) / 4
+5     1 if this is the first visit to this host in the history, else 0
+6     log1p(hours since the previous visit to this host) / 7 (0 on a first visit)
+7     log1p(distinct earlier days this host was visited) / 3
+8     path depth of the URL, capped at 5, / 5
+9     log1p(visits to this host in the 24 hours before) / 3
+10    log1p(visits to any host in the 24 hours before) / 6
+11-19 transition one-hot, in ``TRANSITIONS`` order
+20-   hashed host bucket (one-hot; blake2b of the host, stable across runs and runtimes)
+====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .models import Example
+
+__all__ = [
+    "NUM_DENSE",
+    "TRANSITIONS",
+    "FeatureConfig",
+    "VisitRecord",
+    "extract_examples",
+    "host_bucket",
+    "host_of",
+    "num_features",
+]
+
+TRANSITIONS = (
+    "link",
+    "typed",
+    "auto_bookmark",
+    "reload",
+    "form_submit",
+    "generated",
+    "auto_toplevel",
+    "keyword",
+    "other",
+)
+_TRANSITION_INDEX = {t: i for i, t in enumerate(TRANSITIONS)}
+NUM_DENSE = 11 + len(TRANSITIONS)
+_DAY = 86400.0
+_HOUR = 3600.0
+_TAU = 2 * math.pi
+
+
+@dataclass(frozen=True, slots=True)
+class VisitRecord:
+    """One visit, as ``chrome.history`` reports it (VisitItem + the page's URL and title)."""
+
+    url: str
+    title: str
+    visit_time: float  # seconds since the epoch, UTC
+    transition: str = "link"
+    tab_id: int | None = None
+    tz_offset_min: int = 0  # local time = UTC + this offset
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    num_buckets: int = 1024
+    horizon_days: float = 7.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"num_buckets": self.num_buckets, "horizon_days": self.horizon_days}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FeatureConfig:
+        config = cls(
+            num_buckets=int(raw.get("num_buckets", 1024)),
+            horizon_days=float(raw.get("horizon_days", 7.0)),
+        )
+        if config.num_buckets < 1 or config.horizon_days <= 0:
+            raise ValueError("need num_buckets >= 1 and horizon_days > 0")
+        return config
+
+
+def num_features(config: FeatureConfig) -> int:
+    return NUM_DENSE + config.num_buckets
+
+
+def host_of(url: str) -> str:
+    """The URL's host, lower case, without a leading ``www.``; "" if it has none."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+    return host[4:] if host.startswith("www.") else host
+
+
+def host_bucket(host: str, num_buckets: int) -> int:
+    """A stable bucket for ``host``: the same in every process and in Pyodide."""
+    digest = hashlib.blake2b(host.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % num_buckets
+
+
+def _path_depth(url: str) -> int:
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return 0
+    return len([p for p in path.split("/") if p])
+
+
+def extract_examples(
+    visits: Sequence[VisitRecord], config: FeatureConfig, now: float
+) -> list[Example]:
+    """One example per visit whose horizon has fully passed by ``now``; label 1 if the same host
+    was visited again within the horizon after it."""
+    horizon = config.horizon_days * _DAY
+    ordered = sorted(visits, key=lambda v: v.visit_time)
+    hosts = [host_of(v.url) for v in ordered]
+    times_of: dict[str, list[float]] = {}
+    for host, visit in zip(hosts, ordered, strict=True):
+        times_of.setdefault(host, []).append(visit.visit_time)
+    all_times = [v.visit_time for v in ordered]
+    seen_count: dict[str, int] = {}
+    seen_days: dict[str, set[int]] = {}
+    examples: list[Example] = []
+    for n, (host, visit) in enumerate(zip(hosts, ordered, strict=True)):
+        t = visit.visit_time
+        prior = seen_count.get(host, 0)
+        days = seen_days.setdefault(host, set())
+        if host and t <= now - horizon:
+            times = times_of[host]
+            k = bisect.bisect_right(times, t)
+            label = int(k < len(times) and times[k] <= t + horizon)
+            previous = times[bisect.bisect_left(times, t) - 1] if prior else None
+            examples.append(
+                _example(
+                    visit, host, prior, previous, len(days), n, all_times, times, config, label
+                )
+            )
+        seen_count[host] = prior + 1
+        days.add(int((t + visit.tz_offset_min * 60) // _DAY))
+    return examples
+
+
+def _example(
+    visit: VisitRecord,
+    host: str,
+    prior: int,
+    previous: float | None,
+    distinct_days: int,
+    position: int,
+    all_times: list[float],
+    host_times: list[float],
+    config: FeatureConfig,
+    label: int,
+) -> Example:
+    t = visit.visit_time
+    local = t + visit.tz_offset_min * 60
+    day_frac = (local % _DAY) / _DAY
+    week_frac = ((local / _DAY + 3) % 7) / 7  # 1970-01-01 was a Thursday: +3 makes Monday 0
+    since = (t - previous) / _HOUR if previous is not None else 0.0
+    host_day = bisect.bisect_left(host_times, t) - bisect.bisect_left(host_times, t - _DAY)
+    any_day = position - bisect.bisect_left(all_times, t - _DAY)
+    dense = [
+        math.sin(_TAU * day_frac),
+        math.cos(_TAU * day_frac),
+        math.sin(_TAU * week_frac),
+        math.cos(_TAU * week_frac),
+        math.log1p(prior) / 4,
+        1.0 if prior == 0 else 0.0,
+        math.log1p(since) / 7,
+        math.log1p(distinct_days) / 3,
+        min(_path_depth(visit.url), 5) / 5,
+        math.log1p(host_day) / 3,
+        math.log1p(any_day) / 6,
+    ]
+    indices = list(range(len(dense)))
+    values = dense
+    indices.append(11 + _TRANSITION_INDEX.get(visit.transition, len(TRANSITIONS) - 1))
+    values.append(1.0)
+    indices.append(NUM_DENSE + host_bucket(host, config.num_buckets))
+    values.append(1.0)
+    return Example(tuple(indices), tuple(values), label)

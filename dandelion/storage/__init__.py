@@ -1,0 +1,39 @@
+"""Coordinator state: one interface, a SQLite backend (the default) and an in-memory twin,
+and the asyncio wrapper that keeps SQLite off the event loop."""
+
+from __future__ import annotations
+
+from .errors import ConflictError, StorageError
+from .interface import StateStore
+from .memory import MemoryStore
+from .records import (
+    CONSENT_STATES,
+    EVENTS,
+    ROUND_STATUSES,
+    TASK_STATUSES,
+    ModelVersion,
+    ModelVersionInfo,
+    ParticipationEvent,
+    RoundRecord,
+    TaskRecord,
+)
+from .sqlite import SQLiteStore
+from .writer import AsyncStore
+
+__all__ = [
+    "CONSENT_STATES",
+    "EVENTS",
+    "ROUND_STATUSES",
+    "TASK_STATUSES",
+    "AsyncStore",
+    "ConflictError",
+    "MemoryStore",
+    "ModelVersion",
+    "ModelVersionInfo",
+    "ParticipationEvent",
+    "RoundRecord",
+    "SQLiteStore",
+    "StateStore",
+    "StorageError",
+    "TaskRecord",
+]

@@ -1,0 +1,215 @@
+"""An in-memory backend with the same contract as SQLite: tests and fast emulation.
+
+Thread-safe (one lock); ``transaction()`` snapshots the state and restores it on error, so the
+all-or-nothing promises hold here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .errors import ConflictError
+from .interface import StateStore
+from .records import (
+    ROUND_STATUSES,
+    TASK_STATUSES,
+    ModelVersion,
+    ModelVersionInfo,
+    ParticipationEvent,
+    RoundRecord,
+    TaskRecord,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(StateStore):
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._tasks: dict[str, TaskRecord] = {}
+        self._versions: dict[tuple[str, int], ModelVersion] = {}
+        self._rounds: dict[tuple[str, int], RoundRecord] = {}
+        self._events: list[ParticipationEvent] = []
+        self._consent: dict[str, tuple[str, float]] = {}
+
+    _STATE = ("_tasks", "_versions", "_rounds", "_events", "_consent")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            saved = {name: copy.copy(getattr(self, name)) for name in self._STATE}
+            try:
+                yield
+            except BaseException:
+                for name, value in saved.items():
+                    setattr(self, name, value)
+                raise
+
+    def create_task(self, record: TaskRecord) -> None:
+        if record.status not in TASK_STATUSES:
+            raise ValueError(f"task status {record.status!r}")
+        with self._lock:
+            if record.name in self._tasks:
+                raise ConflictError(f"a task named {record.name!r} exists already")
+            self._tasks[record.name] = copy.deepcopy(record)
+
+    def get_task(self, name: str) -> TaskRecord | None:
+        return self._tasks.get(name)
+
+    def list_tasks(self) -> list[TaskRecord]:
+        with self._lock:
+            return [self._tasks[k] for k in sorted(self._tasks)]
+
+    def set_task_status(self, name: str, status: str) -> None:
+        if status not in TASK_STATUSES:
+            raise ValueError(f"task status {status!r}")
+        with self._lock:
+            old = self._tasks[name]
+            self._tasks[name] = TaskRecord(old.name, old.config, status, old.created_at)
+
+    def save_model_version(self, version: ModelVersion) -> None:
+        key = (version.task, version.version)
+        with self._lock:
+            if version.task not in self._tasks:
+                raise ConflictError(f"no task {version.task!r}")
+            if key in self._versions:
+                raise ConflictError(f"model version {version.version} of {version.task!r} exists")
+            self._versions[key] = version
+
+    def latest_model_version(self, task: str) -> ModelVersion | None:
+        with self._lock:
+            mine = [v for (t, _), v in self._versions.items() if t == task]
+        return max(mine, key=lambda v: v.version) if mine else None
+
+    def get_model_version(self, task: str, version: int) -> ModelVersion | None:
+        return self._versions.get((task, version))
+
+    def list_model_versions(self, task: str) -> list[ModelVersionInfo]:
+        with self._lock:
+            mine = sorted(
+                (v for (t, _), v in self._versions.items() if t == task), key=lambda v: v.version
+            )
+        return [
+            ModelVersionInfo(v.task, v.version, v.round, v.created_at, v.metrics, len(v.params))
+            for v in mine
+        ]
+
+    def open_round(self, record: RoundRecord) -> None:
+        if record.status not in ROUND_STATUSES:
+            raise ValueError(f"round status {record.status!r}")
+        with self._lock:
+            key = (record.task, record.round)
+            if key in self._rounds:
+                raise ConflictError(f"round {record.round} of {record.task!r} exists")
+            if record.task not in self._tasks:
+                raise ConflictError(f"no task {record.task!r}")
+            self._rounds[key] = record
+
+    def close_round(
+        self,
+        *,
+        task: str,
+        round: int,
+        status: str,
+        closed_at: float,
+        assigned: int,
+        reported: int,
+        rejected: int,
+        dropped: int,
+        metrics: dict[str, Any],
+    ) -> None:
+        if status not in ROUND_STATUSES - {"open"}:
+            raise ValueError(f"a round cannot close as {status!r}")
+        with self._lock:
+            old = self._rounds.get((task, round))
+            if old is None:
+                raise KeyError(f"no round {round} of task {task!r}")
+            self._rounds[(task, round)] = RoundRecord(
+                task,
+                round,
+                old.model_version,
+                status,
+                old.opened_at,
+                closed_at,
+                old.goal,
+                assigned,
+                reported,
+                rejected,
+                dropped,
+                dict(metrics),
+            )
+
+    def get_round(self, task: str, round: int) -> RoundRecord | None:
+        return self._rounds.get((task, round))
+
+    def list_rounds(self, task: str, limit: int = 100) -> list[RoundRecord]:
+        with self._lock:
+            mine = [r for (t, _), r in self._rounds.items() if t == task]
+        return sorted(mine, key=lambda r: -r.round)[:limit]
+
+    def last_round_number(self, task: str) -> int:
+        with self._lock:
+            return max((n for (t, n) in self._rounds if t == task), default=0)
+
+    def mark_open_rounds_interrupted(self, closed_at: float) -> int:
+        with self._lock:
+            open_ = [k for k, r in self._rounds.items() if r.status == "open"]
+            for key in open_:
+                r = self._rounds[key]
+                self._rounds[key] = RoundRecord(
+                    r.task,
+                    r.round,
+                    r.model_version,
+                    "interrupted",
+                    r.opened_at,
+                    closed_at,
+                    r.goal,
+                    r.assigned,
+                    r.reported,
+                    r.rejected,
+                    r.dropped,
+                    r.metrics,
+                )
+            return len(open_)
+
+    def record_events(self, events: Sequence[ParticipationEvent]) -> None:
+        with self._lock:
+            self._events.extend(events)
+
+    def count_events(
+        self, *, task: str | None = None, event: str | None = None, since: float | None = None
+    ) -> int:
+        return sum(1 for _ in self._filter(task, event, since))
+
+    def event_counts(self, task: str | None = None) -> dict[str, int]:
+        return dict(Counter(e.event for e in self._filter(task, None, None)))
+
+    def iter_events(self, task: str | None = None) -> Iterator[ParticipationEvent]:
+        return iter(list(self._filter(task, None, None)))
+
+    def _filter(
+        self, task: str | None, event: str | None, since: float | None
+    ) -> Iterator[ParticipationEvent]:
+        with self._lock:
+            events = list(self._events)
+        for e in events:
+            if task is not None and e.task != task:
+                continue
+            if event is not None and e.event != event:
+                continue
+            if since is not None and e.at < since:
+                continue
+            yield e
+
+    def set_consent(self, worker_id: str, state: str, at: float) -> None:
+        with self._lock:
+            self._consent[worker_id] = (state, at)
+
+    def get_consent(self, worker_id: str) -> str | None:
+        entry = self._consent.get(worker_id)
+        return entry[0] if entry else None

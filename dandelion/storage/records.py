@@ -1,0 +1,96 @@
+"""What the coordinator stores: frozen records, one per table row.
+
+Participation events name a pseudonymous worker id, a task, a round, an event and a time —
+never an IP address, never browsing data. No individual update is ever stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CONSENT_STATES",
+    "EVENTS",
+    "ROUND_STATUSES",
+    "TASK_STATUSES",
+    "ModelVersion",
+    "ModelVersionInfo",
+    "ParticipationEvent",
+    "RoundRecord",
+    "TaskRecord",
+]
+
+TASK_STATUSES = frozenset({"active", "paused", "stopped"})
+ROUND_STATUSES = frozenset({"open", "completed", "abandoned", "interrupted"})
+CONSENT_STATES = frozenset({"opted_in", "opted_out"})
+#: Participation events, in the order a worker meets them.
+EVENTS = (
+    "connected",
+    "checked_in",
+    "selected",
+    "come_back",
+    "reported",
+    "rejected",
+    "dropped",
+    "opted_in",
+    "opted_out",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    name: str
+    config: dict[str, Any]
+    status: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """A committed model: version 0 is the initial model, version n the result of a round."""
+
+    task: str
+    version: int
+    round: int
+    params: bytes = field(repr=False)  # float32 little-endian
+    optimizer_state: bytes = field(repr=False)
+    created_at: float
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionInfo:
+    """A model version without its blobs, for listings."""
+
+    task: str
+    version: int
+    round: int
+    created_at: float
+    metrics: dict[str, Any]
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    task: str
+    round: int
+    model_version: int
+    status: str
+    opened_at: float
+    closed_at: float | None
+    goal: int
+    assigned: int = 0
+    reported: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipationEvent:
+    worker_id: str
+    task: str | None
+    round: int | None
+    event: str
+    at: float

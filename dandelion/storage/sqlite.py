@@ -1,0 +1,331 @@
+"""The embedded SQLite backend (the default), through sqlite-utils.
+
+WAL mode so readers never wait for the writer; ``synchronous=NORMAL``: in WAL mode a process
+crash (even SIGKILL) loses no committed transaction, only a power cut can lose the last few —
+and it makes each commit cheap enough to commit every acknowledged event. The schema comes only
+from ``migrations.py``, applied on open.
+
+Raises :class:`~dandelion.storage.errors.StorageError` when the file cannot be written (disk full,
+read-only) and :class:`~dandelion.storage.errors.ConflictError` for duplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlite_utils import Database
+
+from .errors import ConflictError, StorageError
+from .interface import StateStore
+from .migrations import MIGRATIONS
+from .records import (
+    ROUND_STATUSES,
+    TASK_STATUSES,
+    ModelVersion,
+    ModelVersionInfo,
+    ParticipationEvent,
+    RoundRecord,
+    TaskRecord,
+)
+
+__all__ = ["SQLiteStore"]
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise ConflictError(str(exc)) from exc
+    except sqlite3.Error as exc:
+        raise StorageError(f"{type(exc).__name__}: {exc}") from exc
+
+
+class SQLiteStore(StateStore):
+    """State in one SQLite file. One instance per thread (the connection is not shared)."""
+
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.path = path
+        with _translated():
+            conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+            # Driver-level autocommit: a statement outside transaction() commits at once, and
+            # transaction() issues BEGIN/COMMIT itself (sqlite-utils' atomic()).
+            conn.isolation_level = None
+            self.db = Database(conn, execute_plugins=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            if not readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                MIGRATIONS.apply(self.db)
+        self.conn = conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with _translated(), self.db.atomic():
+            yield
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with _translated():
+            return self.conn.execute(sql, params)
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    def create_task(self, record: TaskRecord) -> None:
+        if record.status not in TASK_STATUSES:
+            raise ValueError(f"task status {record.status!r}")
+        try:
+            self._exec(
+                "INSERT INTO tasks (name, config, status, created_at) VALUES (?, ?, ?, ?)",
+                (record.name, json.dumps(record.config), record.status, record.created_at),
+            )
+        except ConflictError:
+            raise ConflictError(f"a task named {record.name!r} exists already") from None
+
+    def get_task(self, name: str) -> TaskRecord | None:
+        row = self._exec(
+            "SELECT name, config, status, created_at FROM tasks WHERE name = ?", (name,)
+        ).fetchone()
+        return _task(row) if row else None
+
+    def list_tasks(self) -> list[TaskRecord]:
+        rows = self._exec("SELECT name, config, status, created_at FROM tasks ORDER BY name")
+        return [_task(r) for r in rows.fetchall()]
+
+    def set_task_status(self, name: str, status: str) -> None:
+        if status not in TASK_STATUSES:
+            raise ValueError(f"task status {status!r}")
+        if self._exec("UPDATE tasks SET status = ? WHERE name = ?", (status, name)).rowcount != 1:
+            raise KeyError(name)
+
+    # -- model versions --------------------------------------------------------------------------
+
+    def save_model_version(self, version: ModelVersion) -> None:
+        try:
+            self._exec(
+                "INSERT INTO model_versions (task, version, round, params, optimizer_state, "
+                "created_at, metrics) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    version.task,
+                    version.version,
+                    version.round,
+                    version.params,
+                    version.optimizer_state,
+                    version.created_at,
+                    json.dumps(version.metrics),
+                ),
+            )
+        except ConflictError:
+            raise ConflictError(
+                f"model version {version.version} of {version.task!r} exists already"
+            ) from None
+
+    _MV = "task, version, round, params, optimizer_state, created_at, metrics"
+
+    def latest_model_version(self, task: str) -> ModelVersion | None:
+        row = self._exec(
+            f"SELECT {self._MV} FROM model_versions WHERE task = ? ORDER BY version DESC LIMIT 1",
+            (task,),
+        ).fetchone()
+        return _version(row) if row else None
+
+    def get_model_version(self, task: str, version: int) -> ModelVersion | None:
+        row = self._exec(
+            f"SELECT {self._MV} FROM model_versions WHERE task = ? AND version = ?",
+            (task, version),
+        ).fetchone()
+        return _version(row) if row else None
+
+    def list_model_versions(self, task: str) -> list[ModelVersionInfo]:
+        rows = self._exec(
+            "SELECT task, version, round, created_at, metrics, length(params) "
+            "FROM model_versions WHERE task = ? ORDER BY version",
+            (task,),
+        ).fetchall()
+        return [ModelVersionInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+    # -- rounds ----------------------------------------------------------------------------------
+
+    _R = (
+        "task, round, model_version, status, opened_at, closed_at, goal, assigned, reported, "
+        "rejected, dropped, metrics"
+    )
+
+    def open_round(self, record: RoundRecord) -> None:
+        if record.status not in ROUND_STATUSES:
+            raise ValueError(f"round status {record.status!r}")
+        self._exec(
+            f"INSERT INTO rounds ({self._R}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.task,
+                record.round,
+                record.model_version,
+                record.status,
+                record.opened_at,
+                record.closed_at,
+                record.goal,
+                record.assigned,
+                record.reported,
+                record.rejected,
+                record.dropped,
+                json.dumps(record.metrics),
+            ),
+        )
+
+    def close_round(
+        self,
+        *,
+        task: str,
+        round: int,
+        status: str,
+        closed_at: float,
+        assigned: int,
+        reported: int,
+        rejected: int,
+        dropped: int,
+        metrics: dict[str, Any],
+    ) -> None:
+        if status not in ROUND_STATUSES - {"open"}:
+            raise ValueError(f"a round cannot close as {status!r}")
+        cur = self._exec(
+            "UPDATE rounds SET status = ?, closed_at = ?, assigned = ?, reported = ?, "
+            "rejected = ?, dropped = ?, metrics = ? WHERE task = ? AND round = ?",
+            (
+                status,
+                closed_at,
+                assigned,
+                reported,
+                rejected,
+                dropped,
+                json.dumps(metrics),
+                task,
+                round,
+            ),
+        )
+        if cur.rowcount != 1:
+            raise KeyError(f"no round {round} of task {task!r}")
+
+    def get_round(self, task: str, round: int) -> RoundRecord | None:
+        row = self._exec(
+            f"SELECT {self._R} FROM rounds WHERE task = ? AND round = ?", (task, round)
+        ).fetchone()
+        return _round(row) if row else None
+
+    def list_rounds(self, task: str, limit: int = 100) -> list[RoundRecord]:
+        rows = self._exec(
+            f"SELECT {self._R} FROM rounds WHERE task = ? ORDER BY round DESC LIMIT ?",
+            (task, limit),
+        ).fetchall()
+        return [_round(r) for r in rows]
+
+    def last_round_number(self, task: str) -> int:
+        row = self._exec("SELECT max(round) FROM rounds WHERE task = ?", (task,)).fetchone()
+        return int(row[0] or 0)
+
+    def mark_open_rounds_interrupted(self, closed_at: float) -> int:
+        cur = self._exec(
+            "UPDATE rounds SET status = 'interrupted', closed_at = ? WHERE status = 'open'",
+            (closed_at,),
+        )
+        return cur.rowcount
+
+    # -- participation and consent ---------------------------------------------------------------
+
+    def record_events(self, events: Sequence[ParticipationEvent]) -> None:
+        if not events:
+            return
+        with _translated():
+            self.db["events"].insert_all(  # type: ignore[union-attr]
+                (
+                    {
+                        "worker_id": e.worker_id,
+                        "task": e.task,
+                        "round": e.round,
+                        "event": e.event,
+                        "at": e.at,
+                    }
+                    for e in events
+                ),
+                batch_size=500,
+            )
+
+    def count_events(
+        self, *, task: str | None = None, event: str | None = None, since: float | None = None
+    ) -> int:
+        where, params = _event_filter(task, event, since)
+        row = self._exec(f"SELECT count(*) FROM events{where}", params).fetchone()
+        return int(row[0])
+
+    def event_counts(self, task: str | None = None) -> dict[str, int]:
+        where, params = _event_filter(task, None, None)
+        rows = self._exec(f"SELECT event, count(*) FROM events{where} GROUP BY event", params)
+        return {event: int(n) for event, n in rows.fetchall()}
+
+    def iter_events(self, task: str | None = None) -> Iterator[ParticipationEvent]:
+        where, params = _event_filter(task, None, None)
+        rows = self._exec(
+            f"SELECT worker_id, task, round, event, at FROM events{where} ORDER BY id", params
+        )
+        for r in rows:
+            yield ParticipationEvent(*r)
+
+    def set_consent(self, worker_id: str, state: str, at: float) -> None:
+        self._exec(
+            "INSERT INTO consent (worker_id, state, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(worker_id) DO UPDATE SET state = excluded.state, "
+            "updated_at = excluded.updated_at",
+            (worker_id, state, at),
+        )
+
+    def get_consent(self, worker_id: str) -> str | None:
+        row = self._exec("SELECT state FROM consent WHERE worker_id = ?", (worker_id,)).fetchone()
+        return str(row[0]) if row else None
+
+
+def _event_filter(
+    task: str | None, event: str | None, since: float | None
+) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    for clause, value in (("task = ?", task), ("event = ?", event), ("at >= ?", since)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _task(row: Sequence[Any]) -> TaskRecord:
+    return TaskRecord(row[0], json.loads(row[1]), row[2], row[3])
+
+
+def _version(row: Sequence[Any]) -> ModelVersion:
+    return ModelVersion(
+        row[0], row[1], row[2], bytes(row[3]), bytes(row[4] or b""), row[5], json.loads(row[6])
+    )
+
+
+def _round(row: Sequence[Any]) -> RoundRecord:
+    (task, number, version, status, opened, closed, goal, assigned, reported, rejected, dropped) = (
+        row[:11]
+    )
+    return RoundRecord(
+        task,
+        number,
+        version,
+        status,
+        opened,
+        closed,
+        goal,
+        assigned,
+        reported,
+        rejected,
+        dropped,
+        json.loads(row[11] or "{}"),
+    )
