@@ -1,0 +1,153 @@
+"""One contract, every backend: the SQLite file and the in-memory twin behave the same."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dandelion.storage import (
+    ConflictError,
+    MemoryStore,
+    ModelVersion,
+    ParticipationEvent,
+    RoundRecord,
+    SQLiteStore,
+    StateStore,
+    TaskRecord,
+)
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    made: StateStore = (
+        SQLiteStore(str(tmp_path / "state.db")) if request.param == "sqlite" else MemoryStore()
+    )
+    yield made
+    made.close()
+
+
+def _task(store: StateStore, name: str = "t1") -> None:
+    store.create_task(TaskRecord(name, {"objective": "x", "n": [1, 2]}, "active", 1.0))
+    store.save_model_version(ModelVersion(name, 0, 0, b"\0" * 8, b"", 1.0, {}))
+
+
+def _round(n: int, status: str = "open", task: str = "t1") -> RoundRecord:
+    return RoundRecord(task, n, 0, status, 10.0 + n, None, 5)
+
+
+def _close(store: StateStore, n: int, status: str = "completed", **extra: object) -> None:
+    store.commit_round_result(
+        task="t1",
+        round=n,
+        status=status,
+        closed_at=20.0 + n,
+        assigned=5,
+        reported=4,
+        rejected=1,
+        dropped=1,
+        metrics={"loss": 0.5},
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_tasks(store: StateStore) -> None:
+    _task(store, "b")
+    _task(store, "a")
+    assert [t.name for t in store.list_tasks()] == ["a", "b"]
+    record = store.get_task("a")
+    assert record is not None
+    assert record.config == {"objective": "x", "n": [1, 2]}
+    with pytest.raises(ConflictError):
+        store.create_task(TaskRecord("a", {}, "active", 2.0))
+    store.set_task_status("a", "paused")
+    assert store.get_task("a").status == "paused"  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        store.set_task_status("a", "sleeping")
+    assert store.get_task("zzz") is None
+
+
+def test_model_versions(store: StateStore) -> None:
+    _task(store)
+    store.save_model_version(ModelVersion("t1", 1, 3, b"\1" * 8, b"state", 2.0, {"acc": 0.5}))
+    latest = store.latest_model_version("t1")
+    assert latest is not None
+    assert (latest.version, latest.round, latest.params, latest.optimizer_state) == (
+        1,
+        3,
+        b"\1" * 8,
+        b"state",
+    )
+    assert store.get_model_version("t1", 0).params == b"\0" * 8  # type: ignore[union-attr]
+    listed = store.list_model_versions("t1")
+    assert [(v.version, v.size_bytes) for v in listed] == [(0, 8), (1, 8)]
+    with pytest.raises(ConflictError):
+        store.save_model_version(ModelVersion("t1", 1, 4, b"", b"", 3.0, {}))
+    assert store.latest_model_version("nope") is None
+
+
+def test_rounds_open_close_and_numbering(store: StateStore) -> None:
+    _task(store)
+    assert store.last_round_number("t1") == 0
+    store.open_round(_round(1))
+    store.open_round(_round(2))
+    _close(store, 1, model_version=ModelVersion("t1", 1, 1, b"", b"", 21.0, {}))
+    r1 = store.get_round("t1", 1)
+    assert r1 is not None
+    assert (r1.status, r1.reported, r1.dropped, r1.metrics) == ("completed", 4, 1, {"loss": 0.5})
+    assert store.last_round_number("t1") == 2
+    assert [r.round for r in store.list_rounds("t1", 10)] == [2, 1]
+    assert store.mark_open_rounds_interrupted(99.0) == 1
+    assert store.get_round("t1", 2).status == "interrupted"  # type: ignore[union-attr]
+    assert store.mark_open_rounds_interrupted(99.0) == 0
+    with pytest.raises(KeyError):
+        _close(store, 7)
+    with pytest.raises(ValueError):
+        _close(store, 2, status="open")
+
+
+def test_round_result_is_all_or_nothing(store: StateStore) -> None:
+    _task(store)
+    store.open_round(_round(1))
+    duplicate = ModelVersion("t1", 0, 1, b"", b"", 5.0, {})  # version 0 exists: the save fails
+    with pytest.raises(ConflictError):
+        _close(store, 1, model_version=duplicate)
+    assert store.get_round("t1", 1).status == "open"  # type: ignore[union-attr]
+    assert len(store.list_model_versions("t1")) == 1
+
+
+def test_events_and_consent(store: StateStore) -> None:
+    _task(store)
+    events = [
+        ParticipationEvent("w1", None, None, "connected", 1.0),
+        ParticipationEvent("w1", "t1", 1, "selected", 2.0),
+        ParticipationEvent("w2", "t1", 1, "selected", 3.0),
+        ParticipationEvent("w1", "t1", 1, "reported", 4.0),
+    ]
+    store.record_events(events)
+    store.record_events([])
+    assert store.count_events() == 4
+    assert store.count_events(task="t1", event="selected") == 2
+    assert store.count_events(since=3.0) == 2
+    assert store.event_counts("t1") == {"selected": 2, "reported": 1}
+    assert next(iter(store.iter_events("t1"))) == events[1]
+    assert store.get_consent("w1") is None
+    store.set_consent("w1", "opted_in", 1.0)
+    store.set_consent("w1", "opted_out", 2.0)
+    assert store.get_consent("w1") == "opted_out"
+
+
+def test_sqlite_migrations_are_idempotent_and_state_survives_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    first = SQLiteStore(path)
+    _task(first)
+    first.save_model_version(ModelVersion("t1", 1, 1, b"\7" * 4, b"", 2.0, {}))
+    first.close()
+    again = SQLiteStore(path)
+    applied = [m["name"] for m in again.db["_sqlite_migrations"].rows]  # type: ignore[union-attr]
+    assert applied == ["m001_initial"]
+    assert again.latest_model_version("t1").params == b"\7" * 4  # type: ignore[union-attr]
+    mode = again.conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    again.close()
