@@ -22,12 +22,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dandelion.aggregation import StreamingSum, decode_update
+from dandelion.aggregation import StreamingSum, decode_update, single_threaded_blas
 
 __all__ = ["measure_kernel"]
 
 
 def measure_kernel(d: int = 100_000, repeats: int = 2000) -> dict[str, Any]:
+    single_threaded_blas()  # as the coordinator runs it
     rng = np.random.default_rng(0)
     payload = rng.normal(size=d).astype("<f4").tobytes()
     view = memoryview(payload)

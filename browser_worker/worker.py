@@ -96,6 +96,7 @@ class Worker:
         self.status = WorkerStatus()
         self.worker_id = config.worker_id or self._stored_id()
         self._stopped = False
+        self._sleep: asyncio.Future[None] | None = None
         self._conn: Connection | None = None
         self._session: WorkerSession | None = None
 
@@ -114,9 +115,24 @@ class Worker:
 
     # -- control ---------------------------------------------------------------------------------
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait through the host's clock; stop() and opt_out() cut the wait short."""
+        if self._stopped:
+            return
+        self._sleep = asyncio.ensure_future(self.host.sleep(seconds))
+        try:
+            await self._sleep
+        except asyncio.CancelledError:
+            if not self._stopped:
+                raise  # cancelled from outside, not by stop()
+        finally:
+            self._sleep = None
+
     def stop(self) -> None:
         """Stop after the current step; closes the connection."""
         self._stopped = True
+        if self._sleep is not None:
+            self._sleep.cancel()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             # Closing wakes a pending receive; the loop then sees _stopped.
@@ -131,6 +147,8 @@ class Worker:
         """The user withdrew consent: tell the coordinator, stop, forget local state."""
         session, conn = self._session, self._conn
         self._stopped = True
+        if self._sleep is not None:
+            self._sleep.cancel()
         if session is not None and conn is not None:
             try:
                 session.send_opt_out("user withdrew consent")
@@ -159,7 +177,7 @@ class Worker:
                     detail=f"Coordinator unreachable; retrying in {pause:.0f} s.",
                     last_error=str(exc),
                 )
-                await self.host.sleep(pause)
+                await self._pause(pause)
                 continue
             backoff = 1.0
             self._conn = conn
@@ -191,7 +209,7 @@ class Worker:
                 await _quiet_close(conn)
             if wait is None or self._stopped:
                 break
-            await self.host.sleep(wait)
+            await self._pause(wait)
         if self.status.state not in ("stopped", "rejected"):
             self._set(state="stopped", detail="Stopped.")
         return self.status
@@ -238,7 +256,7 @@ class Worker:
             wait = self._pick(window) if window is not None else self.rng.uniform(0.5, 2.0)
             if window is not None and window.max_s > self.config.keep_open_s:
                 return wait  # a long wait: close the socket, reconnect later
-            await host.sleep(wait)
+            await self._pause(wait)
         return None
 
     async def _train_and_report(

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
+from .aggregation import single_threaded_blas
 from .coordinator import Coordinator, TaskConfig
 from .settings import Settings
 from .storage import AsyncStore
@@ -57,6 +58,7 @@ def make_app(
     validator = SchemaValidator()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        single_threaded_blas()
         store = store_factory() if store_factory else open_store(settings.db)
         app[STORE] = store
         coordinator = Coordinator(store, settings)
@@ -69,11 +71,17 @@ def make_app(
         for config in tasks:
             if config.name not in coordinator.tasks:
                 await coordinator.add_task(config)
-        ticker = asyncio.get_running_loop().create_task(_tick_forever(coordinator, settings))
+        loop = asyncio.get_running_loop()
+        background = [
+            loop.create_task(_tick_forever(coordinator, settings)),
+            loop.create_task(endpoint.watch()),
+        ]
         yield
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await endpoint.close_all()
         await coordinator.close()
         await store.close()

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from dandelion.protocol import (
@@ -129,3 +131,53 @@ def test_valid_frames_decode_and_their_headers_obey_the_schema(name: str) -> Non
 def test_broken_frames_are_refused(name: str) -> None:
     with pytest.raises(FrameError):
         decode_frame((EXAMPLES / "frames" / name).read_bytes())
+
+
+ALL_EXAMPLES = _examples("valid") + _examples("invalid")
+
+
+@pytest.mark.parametrize("path", ALL_EXAMPLES, ids=lambda p: p.name)
+def test_compiled_validator_agrees_with_the_reference_on_examples(path: Path) -> None:
+    check = SchemaValidator(SCHEMAS)
+    message = json.loads(path.read_text())
+    mtype = path.name.split(".")[0]
+    if message.get("type") != mtype:  # e.g. a wrong "type": checked by its own schema here
+        assert not _schema(mtype).is_valid(message)
+        return
+    assert (check(message) is None) == _schema(mtype).is_valid(message), path.name
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=70),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(_examples("valid")),
+    st.data(),
+)
+def test_compiled_validator_agrees_with_the_reference_on_mutations(
+    path: Path, data: st.DataObject
+) -> None:
+    message = json.loads(path.read_text())
+    mtype = message["type"]
+    keys = [*sorted(set(message) - {"type"}), "surprise"]
+    key = data.draw(st.sampled_from(keys))
+    action = data.draw(st.sampled_from(["set", "drop"]))
+    if action == "drop":
+        message.pop(key, None)
+    else:
+        message[key] = data.draw(
+            st.one_of(
+                _scalars,
+                st.lists(_scalars, max_size=3),
+                st.dictionaries(st.text(max_size=5), _scalars, max_size=3),
+            )
+        )
+    verdict = SchemaValidator(SCHEMAS)(message) is None
+    assert verdict == _schema(mtype).is_valid(message), message

@@ -10,6 +10,7 @@ from .kernel import (
     clip_factor,
     decode_update,
     l2_norm,
+    single_threaded_blas,
     update_weight,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "clip_factor",
     "decode_update",
     "l2_norm",
+    "single_threaded_blas",
     "update_weight",
 ]

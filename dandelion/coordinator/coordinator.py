@@ -160,11 +160,11 @@ class Coordinator:
         answer = self._select(worker_id, checkin, now)
         if isinstance(answer, ComeBack):
             events.append(ParticipationEvent(worker_id, None, None, "come_back", now))
-            await self.store.write(lambda s: s.record_events(events))
+            await self.store.record_events(events)
             return answer
         runtime, rnd, nonce = answer
         events.append(ParticipationEvent(worker_id, runtime.name, rnd.number, "selected", now))
-        await self.store.write(lambda s: s.record_events(events))
+        await self.store.record_events(events)
         config = runtime.config
         task = Task(
             task=runtime.name,
@@ -242,13 +242,13 @@ class Coordinator:
                     rnd.summary.rejected += 1
         event = "rejected" if reason else "reported"
         record = ParticipationEvent(worker_id, update.task, update.round, event, now)
-        await self.store.write(lambda s: s.record_events([record]))
+        await self.store.record_events([record])
         if reason is not None:
             return Reject(reason, detail[:512], update.task, update.round, update.nonce)
         assert runtime is not None
         assert rnd is not None
         if rnd.complete:
-            self._close_soon(runtime)
+            self._close_soon(runtime, rnd)
         not_before = now if rnd.complete else rnd.deadline
         return Ack(
             update.task,
@@ -276,7 +276,7 @@ class Coordinator:
         for runtime in list(self.tasks.values()):
             rnd = runtime.round
             if rnd is not None and rnd.open and (rnd.complete or rnd.due(now)):
-                self._close_soon(runtime)
+                self._close_soon(runtime, rnd)
             elif runtime.wants_round:
                 await self._open_round(runtime, now)
 
@@ -300,17 +300,17 @@ class Coordinator:
         runtime.last_round = rnd.number
         runtime.round = rnd
 
-    def _close_soon(self, runtime: TaskRuntime) -> None:
-        if runtime.closing:
+    def _close_soon(self, runtime: TaskRuntime, rnd: RoundState) -> None:
+        """Close ``rnd`` in the background, once: later callers (updates that were waiting for
+        their commit, the next tick) find it closing or closed and leave it be."""
+        if runtime.closing or runtime.round is not rnd or not rnd.open:
             return
         runtime.closing = True
-        task = asyncio.get_running_loop().create_task(self._close_round(runtime))
+        task = asyncio.get_running_loop().create_task(self._close_round(runtime, rnd))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close_round(self, runtime: TaskRuntime) -> None:
-        rnd = runtime.round
-        assert rnd is not None
+    async def _close_round(self, runtime: TaskRuntime, rnd: RoundState) -> None:
         try:
             await self._commit_round(runtime, rnd)
         except Exception:

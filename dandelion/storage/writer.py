@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .errors import StorageError
 from .interface import StateStore
+from .records import ParticipationEvent
 
 __all__ = ["AsyncStore"]
 
@@ -65,6 +66,9 @@ class AsyncStore:
         self._ready.wait()
         if self._start_error is not None:
             raise StorageError(f"cannot open state: {self._start_error}") from self._start_error
+        self._events: list[ParticipationEvent] = []
+        self._events_job: asyncio.Future[None] | None = None
+        self._events_lock = threading.Lock()
         self._reader_store: StateStore | None = None
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="dandelion-reader")
         self._closed = False
@@ -125,6 +129,27 @@ class AsyncStore:
         self.jobs += len(batch)
         for job, (ok, value) in zip(batch, results, strict=True):
             job.resolve(ok, value)
+
+    async def record_events(self, events: Sequence[ParticipationEvent]) -> None:
+        """Record participation events; return once they are committed.
+
+        Events from every caller that arrive while the writer is busy share one job and one
+        ``executemany``: the hot path of the coordinator (an event per acknowledgement) costs a
+        row, not a transaction.
+        """
+        with self._events_lock:
+            self._events.extend(events)
+            pending = self._events_job
+            if pending is None:
+                pending = self._events_job = asyncio.ensure_future(self.write(self._flush_events))
+        await asyncio.shield(pending)
+
+    def _flush_events(self, store: StateStore) -> None:
+        # Runs in the writer thread: take every event queued so far; later ones start a new job.
+        with self._events_lock:
+            batch, self._events = self._events, []
+            self._events_job = None
+        store.record_events(batch)
 
     # -- reads -----------------------------------------------------------------------------------
 

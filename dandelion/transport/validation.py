@@ -1,19 +1,25 @@
 """Inbound message validation against the wire contract in ``schemas/``.
 
-One compiled validator per message type, built once. A failing message is described by the
-first error jsonschema finds, phrased for the worker's author (field path and reason).
+Each schema is compiled once into Python code by fastjsonschema (about 5 µs per message, where a
+generic validator takes over 100 µs). The schemas use only keywords whose meaning is the same in
+JSON Schema draft 7, which fastjsonschema implements, and in 2020-12, which they declare;
+``tests/test_schemas.py`` checks that fastjsonschema and the reference implementation
+(jsonschema, 2020-12) agree on every example and on many generated messages.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+import fastjsonschema
 
 __all__ = ["SchemaValidator", "schema_dir"]
+
+_NOT_MESSAGES = ("frame_header", "common")
 
 
 def schema_dir() -> Path:
@@ -35,26 +41,25 @@ class SchemaValidator:
 
     def __call__(self, message: dict[str, Any]) -> str | None:
         mtype = message.get("type")
-        validator = self._validators.get(mtype) if isinstance(mtype, str) else None
-        if validator is None:
+        validate = self._validators.get(mtype) if isinstance(mtype, str) else None
+        if validate is None:
             return f"unknown message type {mtype!r}"
-        error = next(iter(validator.iter_errors(message)), None)
-        if error is None:
-            return None
-        where = "/".join(str(p) for p in error.absolute_path) or "(message)"
-        return f"{mtype}: {where}: {error.message}"[:500]
+        try:
+            validate(message)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            where = exc.message.removeprefix("data.").removeprefix("data ")
+            return f"{mtype}: {where}"[:500]
+        return None
 
 
 @cache
-def _load(directory: Path) -> dict[str, Draft202012Validator]:
-    validators: dict[str, Draft202012Validator] = {}
+def _load(directory: Path) -> dict[str, Callable[[Any], Any]]:
+    validators: dict[str, Callable[[Any], Any]] = {}
     for path in sorted(directory.glob("*.schema.json")):
-        schema = json.loads(path.read_text())
         mtype = path.name.removesuffix(".schema.json")
-        if mtype in ("frame_header", "common"):
+        if mtype in _NOT_MESSAGES:
             continue
-        Draft202012Validator.check_schema(schema)
-        validators[mtype] = Draft202012Validator(schema)
+        validators[mtype] = fastjsonschema.compile(json.loads(path.read_text()))
     if not validators:
         raise FileNotFoundError(f"no message schemas in {directory}")
     return validators

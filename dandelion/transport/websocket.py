@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from typing import Any
 
@@ -39,6 +40,7 @@ log = logging.getLogger("dandelion.transport")
 
 WORKER_PATH = "/ws"
 _CLOSE_TRY_LATER = 1013
+_GRACE_S = 30.0
 
 
 class WorkerEndpoint:
@@ -52,6 +54,8 @@ class WorkerEndpoint:
         self.validate = validate
         self.connections: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._by_worker: dict[str, web.WebSocketResponse] = {}
+        # Silence deadlines, checked by watch() in one sweep rather than a timer per message.
+        self._quiet_until: dict[web.WebSocketResponse, tuple[float, CoordinatorSession]] = {}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         s = self.settings
@@ -87,33 +91,56 @@ class WorkerEndpoint:
 
     async def _converse(self, ws: web.WebSocketResponse, session: CoordinatorSession) -> None:
         s = self.settings
-        timeout = s.hello_timeout_s
+        quiet_until = self._quiet_until
+        quiet_until[ws] = (time.monotonic() + s.hello_timeout_s, session)
+        try:
+            await self._converse_until_closed(ws, session)
+        finally:
+            quiet_until.pop(ws, None)
+
+    async def _converse_until_closed(
+        self, ws: web.WebSocketResponse, session: CoordinatorSession
+    ) -> None:
+        s = self.settings
+        quiet_until = self._quiet_until
         while not ws.closed:
-            try:
-                msg = await ws.receive(timeout=timeout)
-            except TimeoutError:
-                what = "no hello" if session.worker_id is None else "idle"
-                await ws.close(
-                    code=WSCloseCode.POLICY_VIOLATION, message=f"{what} timeout".encode()
-                )
-                return
+            msg = await ws.receive()
             if msg.type is WSMsgType.TEXT:
                 event = session.receive_text(msg.data)
             elif msg.type is WSMsgType.BINARY:
                 event = session.receive_bytes(msg.data)
             else:
                 return  # close, error (e.g. too big: aiohttp already answered 1009)
-            if event is not None:
-                await self._dispatch(ws, session, event)
+            quiet = await self._dispatch(ws, session, event) if event is not None else None
             await self._flush(ws, session)
             if session.close_code is not None:
                 await ws.close(code=session.close_code, message=session.close_reason.encode()[:120])
                 return
-            timeout = s.idle_timeout_s
+            # A worker training on an assignment may stay silent until its deadline has passed;
+            # otherwise silence beyond the idle timeout ends the connection.
+            quiet_until[ws] = (time.monotonic() + max(s.idle_timeout_s, quiet or 0.0), session)
+
+    async def watch(self) -> None:
+        """Close connections silent past their deadline: no hello in time, or idle. Runs for
+        the application's lifetime; one sweep per interval, whatever the number of connections."""
+        interval = min(1.0, self.settings.hello_timeout_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            expired = [(ws, s) for ws, (t, s) in self._quiet_until.items() if t <= now]
+            for ws, session in expired:
+                self._quiet_until.pop(ws, None)
+                what = "no hello" if session.worker_id is None else "idle"
+                task = asyncio.get_running_loop().create_task(
+                    ws.close(code=WSCloseCode.POLICY_VIOLATION, message=f"{what} timeout".encode())
+                )
+                task.add_done_callback(_ignore_result)
 
     async def _dispatch(
         self, ws: web.WebSocketResponse, session: CoordinatorSession, event: Any
-    ) -> None:
+    ) -> float | None:
+        """Act on one event; return how long the worker may now stay silent, if longer than
+        usual (it was given a task with a deadline)."""
         coordinator = self.coordinator
         worker = session.worker_id
         if isinstance(event, HelloReceived):
@@ -129,8 +156,8 @@ class WorkerEndpoint:
             answer_c = await coordinator.on_checkin(worker, event.checkin)
             if isinstance(answer_c, tuple):
                 session.send(answer_c[0], answer_c[1])
-            else:
-                session.send(answer_c)
+                return answer_c[0].deadline_s + _GRACE_S
+            session.send(answer_c)
         elif isinstance(event, UpdateReceived):
             assert worker is not None
             session.send(await coordinator.on_update(worker, event.update, event.frame))
@@ -139,6 +166,7 @@ class WorkerEndpoint:
             await coordinator.on_opt_out(worker)
         elif isinstance(event, ProtocolViolation):
             log.debug("worker %s: %s (%s)", worker, event.error.detail, event.error.code)
+        return None
 
     def _claim(self, worker: str, ws: web.WebSocketResponse) -> None:
         old = self._by_worker.get(worker)
@@ -148,7 +176,7 @@ class WorkerEndpoint:
             task = asyncio.get_running_loop().create_task(
                 old.close(code=WSCloseCode.POLICY_VIOLATION, message=b"already_connected")
             )
-            task.add_done_callback(lambda t: t.exception())
+            task.add_done_callback(_ignore_result)
 
     @staticmethod
     async def _flush(ws: web.WebSocketResponse, session: CoordinatorSession) -> None:
@@ -167,6 +195,11 @@ class WorkerEndpoint:
             ),
             return_exceptions=True,
         )
+
+
+def _ignore_result(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _internal_error() -> str:
