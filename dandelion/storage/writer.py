@@ -67,7 +67,7 @@ class AsyncStore:
         if self._start_error is not None:
             raise StorageError(f"cannot open state: {self._start_error}") from self._start_error
         self._events: list[ParticipationEvent] = []
-        self._events_job: asyncio.Future[None] | None = None
+        self._events_job: _Job | None = None
         self._events_lock = threading.Lock()
         self._reader_store: StateStore | None = None
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="dandelion-reader")
@@ -137,12 +137,17 @@ class AsyncStore:
         ``executemany``: the hot path of the coordinator (an event per acknowledgement) costs a
         row, not a transaction.
         """
+        if self._closed:
+            raise StorageError("store is closed")
         with self._events_lock:
             self._events.extend(events)
-            pending = self._events_job
-            if pending is None:
-                pending = self._events_job = asyncio.ensure_future(self.write(self._flush_events))
-        await asyncio.shield(pending)
+            job = self._events_job
+            if job is None:
+                # One job (and one future) for every caller until the writer takes the batch.
+                job = self._events_job = _Job(self._flush_events, asyncio.get_running_loop())
+                self._queue.put(job)
+        # shield: a caller that gives up must not cancel the others' shared future.
+        await asyncio.shield(job.future)
 
     def _flush_events(self, store: StateStore) -> None:
         # Runs in the writer thread: take every event queued so far; later ones start a new job.
