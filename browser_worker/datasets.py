@@ -6,12 +6,11 @@ so a worker told ``objective = "revisit_7d"`` knows what to compute from its own
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from .features import FeatureConfig, VisitRecord, extract_examples, num_features
+from .features import FeatureConfig, extract_examples, num_features
 from .models import Example, ModelSpec
+from .objectives import OBJECTIVES
 from .synthetic import SyntheticConfig, generate_history
 
 __all__ = ["EPOCH", "OBJECTIVES", "Population", "make_population", "revisit_dataset"]
@@ -19,15 +18,6 @@ __all__ = ["EPOCH", "OBJECTIVES", "Population", "make_population", "revisit_data
 #: Where synthetic histories start (2026-01-05, a Monday, 00:00 UTC): fixed for reproducibility.
 EPOCH = 1_767_571_200.0
 _DAY = 86400.0
-
-Pipeline = Callable[[Sequence[VisitRecord], dict[str, Any], float], list[Example]]
-
-
-def _revisit(visits: Sequence[VisitRecord], features: dict[str, Any], now: float) -> list[Example]:
-    return extract_examples(visits, FeatureConfig.from_dict(features), now)
-
-
-OBJECTIVES: dict[str, Pipeline] = {"revisit_7d": _revisit}
 
 
 def revisit_dataset(

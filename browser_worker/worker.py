@@ -16,7 +16,7 @@ import random
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from dandelion.protocol import (
     Acked,
@@ -149,16 +149,37 @@ class Worker:
         self._stopped = True
         if self._sleep is not None:
             self._sleep.cancel()
-        if session is not None and conn is not None:
-            try:
+        try:
+            if session is not None and conn is not None:
                 session.send_opt_out("user withdrew consent")
                 for out in session.data_to_send():
                     await conn.send(out)
                 await conn.close(1000, "opted out")
-            except Exception as exc:  # the coordinator will also see the socket close
-                self.host.log("warning", f"opt-out not delivered: {exc}")
+            else:
+                await asyncio.wait_for(self._announce_opt_out(), 10.0)
+        except Exception as exc:  # the coordinator will also see the socket close
+            self.host.log("warning", f"opt-out not delivered: {exc}")
         self.host.storage.clear()
         self._set(state="stopped", detail="You opted out. Training stopped; local data deleted.")
+
+    async def _announce_opt_out(self) -> None:
+        """No open session: a hello saying "opted_out" records the withdrawal."""
+        conn = await self.host.connect(self.config.coordinator_url)
+        try:
+            session = WorkerSession()
+            session.send_hello(self._hello("opted_out"))
+            await self._exchange(conn, session)  # the coordinator answers reject
+        finally:
+            await _quiet_close(conn)
+
+    def _hello(self, consent: Literal["opted_in", "opted_out"]) -> Hello:
+        host = self.host
+        return Hello(
+            worker_id=self.worker_id,
+            runtime={"kind": host.runtime_kind, "version": host.runtime_version[:64]},
+            consent=consent,
+            client=_CLIENT,
+        )
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -217,15 +238,7 @@ class Worker:
     async def _converse(self, conn: Connection, max_updates: int | None) -> float | None:
         session = WorkerSession()
         self._session = session
-        host = self.host
-        session.send_hello(
-            Hello(
-                worker_id=self.worker_id,
-                runtime={"kind": host.runtime_kind, "version": host.runtime_version[:64]},
-                consent="opted_in",
-                client=_CLIENT,
-            )
-        )
+        session.send_hello(self._hello("opted_in"))
         event = await self._exchange(conn, session)
         if isinstance(event, Rejected):
             reject = event.reject

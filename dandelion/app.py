@@ -1,4 +1,5 @@
-"""The one aiohttp application: worker WebSocket endpoint and health check on one port.
+"""The one aiohttp application on one port: worker WebSocket endpoint, health check and the
+worker bundle (``/worker/``).
 
 State lives in typed ``web.AppKey`` slots. The store, the coordinator and the round ticker start
 in a ``cleanup_ctx`` and stop in reverse order; on shutdown every worker connection is closed
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 
 from .aggregation import single_threaded_blas
+from .api import add_bundle_routes
 from .coordinator import Coordinator, TaskConfig
 from .settings import Settings
 from .storage import AsyncStore
@@ -107,6 +109,7 @@ def make_app(
     app.on_shutdown.append(on_shutdown)
     app.router.add_get(WORKER_PATH, handle_ws)
     app.router.add_get("/healthz", health)
+    add_bundle_routes(app, settings.bundle_dir)
     return app
 
 

@@ -1,4 +1,4 @@
-"""The ``dandelion`` command: serve, task, demo.
+"""The ``dandelion`` command: serve, task, bundle, demo.
 
 Every setting of ``dandelion.settings.SETTINGS`` is a flag of ``serve`` (and of ``demo`` where it
 applies) and an environment variable; ``docs/cli.md`` lists the commands and a test keeps it in
@@ -64,6 +64,33 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="Print JSON.")
         _add_settings(p, only=["db"])
 
+    bundle = sub.add_parser(
+        "bundle",
+        help="Build the worker bundle (Pyodide runtime, worker wheel, lock file, JS) that "
+        "`serve` serves at /worker/, or the browser extension with one inside.",
+    )
+    bundle.add_argument(
+        "--out", default=None, help="Output folder [the bundle_dir setting, or the extension's]."
+    )
+    bundle.add_argument(
+        "--pyodide",
+        default=None,
+        metavar="DIR",
+        help="The npm package `pyodide` [node_modules/pyodide here or in the project].",
+    )
+    bundle.add_argument(
+        "--extension",
+        action="store_true",
+        help="Build the unpacked Manifest V3 extension instead (default out: worker-extension).",
+    )
+    bundle.add_argument(
+        "--coordinator-url",
+        default="ws://127.0.0.1:8750/ws",
+        help="With --extension: the coordinator its worker reports to [ws://127.0.0.1:8750/ws].",
+    )
+    bundle.add_argument("--json", action="store_true", help="Print JSON.")
+    _add_settings(bundle, only=["bundle_dir"])
+
     demo = sub.add_parser(
         "demo",
         help="Run a local coordinator and emulated workers over real WebSockets; compare the "
@@ -95,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _task(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "bundle":
+            return _bundle(args)
     except SettingsError as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
@@ -167,6 +196,38 @@ def _print(info: dict[str, Any], as_json: bool, line: str | None) -> None:
     else:
         for key, value in info.items():
             print(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bundle import BundleError, assemble_bundle, assemble_extension
+
+    settings = _settings(args)
+    try:
+        if args.extension:
+            out = Path(args.out or "worker-extension")
+            info = assemble_extension(out, args.coordinator_url, args.pyodide)
+        else:
+            out = Path(args.out or settings.bundle_dir)
+            info = assemble_bundle(out, args.pyodide)
+    except BundleError as exc:
+        print(f"dandelion bundle: {exc}", file=sys.stderr)
+        return 2
+    summary = {
+        "path": str(out),
+        "pyodide": info.pyodide_version,
+        "wheel": info.wheel,
+        "bytes": info.total_bytes,
+        "files": len(info.files),
+    }
+    what = "extension" if args.extension else "worker bundle"
+    line = (
+        f"{what} in {out}: Pyodide {info.pyodide_version}, {info.wheel}, "
+        f"{info.total_bytes / 1e6:.1f} MB in {len(info.files)} files"
+    )
+    _print(summary, args.json, line)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

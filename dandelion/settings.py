@@ -101,6 +101,13 @@ SETTINGS: tuple[Setting, ...] = (
         0.001,
     ),
     Setting("log_level", str, "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
+    Setting(
+        "bundle_dir",
+        str,
+        "worker-bundle",
+        "Folder of the worker bundle (`dandelion bundle` writes it; `serve` serves it at "
+        "/worker/).",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -124,6 +131,7 @@ class Settings:
     pace_max_s: float = 600.0
     target_checkins_per_s: float = 50.0
     log_level: str = "INFO"
+    bundle_dir: str = "worker-bundle"
 
     def replace(self, **changes: Any) -> Settings:
         return load_settings(environ={}, overrides={**self.as_dict(), **changes})

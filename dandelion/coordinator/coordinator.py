@@ -137,6 +137,8 @@ class Coordinator:
             )
         now = self.clock()
         if hello.consent != "opted_in":
+            # A hello that says "opted_out" is how a disconnected worker reports a withdrawal.
+            await self.on_opt_out(hello.worker_id)
             return Reject("not_opted_in", "a worker takes part only after its user opts in")
         await self.store.write(
             lambda s: (

@@ -1,0 +1,94 @@
+"""The entry points the Web Worker glue (``js/dandelion-worker.mjs``) calls inside Pyodide.
+
+``start(config_json, signals_json, bridge)`` begins taking part and returns at once; the worker
+runs on the browser's event loop and reports through ``bridge.status(json)``. ``stop()`` ends
+it, ``opt_out()`` (awaitable from JS) tells the coordinator, stops and deletes local state, and
+``set_signals(json)`` replaces the local history the next round trains on.
+
+Only importable in Pyodide (it pulls in ``browser_worker.host.pyodide``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
+from typing import Any
+
+from .features import VisitRecord
+from .host.pyodide import PyodideHost
+from .models import Example
+from .signals import examples_for, visits_from_signals
+from .worker import Worker, WorkerConfig, WorkerStatus
+
+__all__ = ["opt_out", "set_signals", "start", "stop"]
+
+_state: dict[str, Any] = {"worker": None, "task": None, "visits": []}
+
+
+def _examples(objective: str, features: dict[str, Any], now: float) -> list[Example]:
+    visits: list[VisitRecord] = _state["visits"]
+    return examples_for(visits, objective, features, now)
+
+
+def set_signals(signals_json: str) -> int:
+    """Replace the local history; returns the number of usable visits."""
+    _state["visits"] = visits_from_signals(signals_json)
+    return len(_state["visits"])
+
+
+def start(config_json: str, signals_json: str, bridge: Any) -> int:
+    """Start the worker. ``config``: ``coordinatorUrl`` (required), ``tasks``, ``eligibility``,
+    ``workerId``. Returns the number of usable visits."""
+    config = json.loads(config_json)
+    url = config.get("coordinatorUrl")
+    if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
+        raise ValueError("coordinatorUrl must be a ws:// or wss:// URL")
+    if _state["worker"] is not None:
+        raise RuntimeError("the worker is already running; stop() it first")
+    count = set_signals(signals_json)
+    tasks = config.get("tasks")
+    worker = Worker(
+        PyodideHost(bridge),
+        WorkerConfig(
+            coordinator_url=url,
+            worker_id=config.get("workerId") or None,
+            tasks=tuple(tasks) if tasks else None,
+            eligibility=config.get("eligibility") or None,
+        ),
+        _examples,
+        on_status=lambda status: bridge.status(_status_json(status)),
+    )
+    _state["worker"] = worker
+    task = asyncio.ensure_future(worker.run())
+    task.add_done_callback(lambda t: _finished(t, bridge))
+    _state["task"] = task
+    return count
+
+
+def _status_json(status: WorkerStatus) -> str:
+    return json.dumps(asdict(status))
+
+
+def _finished(task: asyncio.Future[WorkerStatus], bridge: Any) -> None:
+    _state["worker"] = None
+    _state["task"] = None
+    if not task.cancelled() and task.exception() is not None:
+        bridge.log("error", f"worker failed: {task.exception()!r}")
+
+
+def stop() -> None:
+    worker: Worker | None = _state["worker"]
+    if worker is not None:
+        worker.stop()
+
+
+async def opt_out() -> None:
+    """Withdraw: the coordinator is told (if connected), training stops, local state goes."""
+    worker: Worker | None = _state["worker"]
+    task: asyncio.Future[WorkerStatus] | None = _state["task"]
+    _state["visits"] = []
+    if worker is not None:
+        await worker.opt_out()
+    if task is not None:
+        await asyncio.wait([task], timeout=5.0)

@@ -1,0 +1,113 @@
+// Dandelion's module Web Worker: boots Pyodide from the bundle it was served with, installs the
+// worker wheel offline through the bundle's lock file (integrity-checked), and runs the Python
+// worker's async loop on this worker's event loop. Nothing is fetched from anywhere but the
+// bundle's own origin.
+//
+// Messages in:  {type: "boot", installWorker}        boot only (benchmarks: with/without wheel)
+//               {type: "start", config, signals, storage}
+//               {type: "signals", signals} | {type: "stop"} | {type: "opt_out"}
+// Messages out: {type: "booted", timings} | {type: "status", status} | {type: "kv", op, key, value}
+//               {type: "log", level, message} | {type: "error", message} | {type: "stopped"}
+//               {type: "opted_out"}
+
+const base = new URL("./", import.meta.url);
+let booting = null;
+let entry = null;
+const kv = new Map();
+
+function post(message) {
+  self.postMessage(message);
+}
+
+function status(state, detail) {
+  post({ type: "status", status: { state, detail, rounds_joined: 0, updates_accepted: 0 } });
+}
+
+async function boot(installWorker) {
+  const t0 = performance.now();
+  const manifest = await (await fetch(new URL("bundle.json", base))).json();
+  const indexURL = new URL(manifest.pyodide.path, base).href;
+  const { loadPyodide } = await import(new URL("pyodide.mjs", indexURL).href);
+  const pyodide = await loadPyodide({
+    indexURL,
+    lockFileURL: new URL("pyodide-lock.json", indexURL).href,
+    packageBaseUrl: indexURL,
+    cdnUrl: indexURL, // never a third-party CDN: a package missing here is simply missing
+    stdout: (line) => post({ type: "log", level: "info", message: line }),
+    stderr: (line) => post({ type: "log", level: "warning", message: line }),
+  });
+  const t1 = performance.now();
+  const timings = { fetch_and_boot_ms: t1 - t0 };
+  if (installWorker) {
+    await pyodide.loadPackage(manifest.worker.package, {
+      checkIntegrity: true,
+      messageCallback: () => {},
+      errorCallback: (message) => post({ type: "log", level: "error", message }),
+    });
+    // loadPackage does not reject when a package is missing: importing is the real check.
+    entry = pyodide.pyimport(manifest.worker.module);
+    timings.install_and_import_ms = performance.now() - t1;
+  }
+  timings.total_ms = performance.now() - t0;
+  timings.python = pyodide.runPython("import sys; sys.version.split()[0]");
+  return { pyodide, timings };
+}
+
+function ensureBooted(installWorker = true) {
+  booting ??= boot(installWorker);
+  return booting;
+}
+
+const bridge = {
+  kvGet: (key) => (kv.has(key) ? kv.get(key) : undefined),
+  kvSet: (key, value) => {
+    kv.set(key, value);
+    post({ type: "kv", op: "set", key, value });
+  },
+  kvDelete: (key) => {
+    kv.delete(key);
+    post({ type: "kv", op: "delete", key });
+  },
+  kvClear: () => {
+    kv.clear();
+    post({ type: "kv", op: "clear" });
+  },
+  status: (json) => post({ type: "status", status: JSON.parse(json) }),
+  log: (level, message) => post({ type: "log", level, message }),
+};
+
+async function handle(message) {
+  switch (message.type) {
+    case "boot": {
+      const { timings } = await ensureBooted(message.installWorker !== false);
+      post({ type: "booted", timings });
+      break;
+    }
+    case "start": {
+      for (const [key, value] of Object.entries(message.storage ?? {})) kv.set(key, value);
+      status("loading", "Loading the Python runtime.");
+      const { timings } = await ensureBooted(true);
+      post({ type: "booted", timings });
+      entry.start(JSON.stringify(message.config), JSON.stringify(message.signals ?? {}), bridge);
+      break;
+    }
+    case "signals":
+      if (entry) entry.set_signals(JSON.stringify(message.signals ?? {}));
+      break;
+    case "stop":
+      if (entry) entry.stop();
+      post({ type: "stopped" });
+      break;
+    case "opt_out":
+      if (entry) await entry.opt_out();
+      kv.clear();
+      post({ type: "opted_out" });
+      break;
+    default:
+      post({ type: "error", message: `unknown message type ${JSON.stringify(message.type)}` });
+  }
+}
+
+self.onmessage = (event) => {
+  handle(event.data).catch((error) => post({ type: "error", message: String(error?.message ?? error) }));
+};

@@ -1,0 +1,174 @@
+// Dandelion in a page or an extension: start a federated-learning worker in a module Web
+// Worker, feed it the browser's own signals, and follow its status.
+//
+//   import { start, stop, optOut, events } from "/worker/dandelion.mjs";
+//   const worker = start({
+//     coordinatorUrl: "wss://fl.example.org/ws",
+//     consent: "opted_in",                    // required: nothing runs without an opt-in
+//     signals: { visits: [{ url, title, visitTime, transition }], tzOffsetMin },
+//   });
+//   events.addEventListener("status", (e) => console.log(e.detail.state, e.detail.detail));
+//
+// The signals never leave the Web Worker: only the clipped model update does. State the
+// worker keeps (its pseudonymous id) goes through `storage` — localStorage by default, or any
+// object with load(), set(key, value), delete(key) and clear().
+
+/** Status changes of the running worker: CustomEvent "status" with the status as `detail`;
+ *  "booted" with Pyodide's timings; "log" with {level, message}; "stopped"; "error". */
+export const events = new EventTarget();
+
+let current = null;
+let lastStatus = { state: "idle", detail: "Not started.", rounds_joined: 0, updates_accepted: 0 };
+
+function emit(type, detail) {
+  events.dispatchEvent(new CustomEvent(type, { detail }));
+}
+
+/** The default storage: localStorage keys under "dandelion.", or memory where there is none. */
+export function localStorageAdapter(prefix = "dandelion.") {
+  const ls = globalThis.localStorage;
+  if (!ls) return memoryAdapter();
+  return {
+    load() {
+      const out = {};
+      for (let i = 0; i < ls.length; i++) {
+        const key = ls.key(i);
+        if (key.startsWith(prefix)) out[key.slice(prefix.length)] = ls.getItem(key);
+      }
+      return out;
+    },
+    set: (key, value) => ls.setItem(prefix + key, value),
+    delete: (key) => ls.removeItem(prefix + key),
+    clear() {
+      for (const key of Object.keys(this.load())) ls.removeItem(prefix + key);
+    },
+  };
+}
+
+export function memoryAdapter() {
+  const data = {};
+  return {
+    load: () => ({ ...data }),
+    set: (key, value) => { data[key] = value; },
+    delete: (key) => { delete data[key]; },
+    clear: () => { for (const key of Object.keys(data)) delete data[key]; },
+  };
+}
+
+/** Start the worker. Throws unless `consent` is "opted_in" and `coordinatorUrl` is ws(s)://. */
+export async function start({
+  coordinatorUrl,
+  signals = { visits: [] },
+  consent,
+  storage = localStorageAdapter(),
+  tasks,
+  eligibility,
+  workerUrl = new URL("./dandelion-worker.mjs", import.meta.url),
+  onStatus,
+} = {}) {
+  if (consent !== "opted_in") {
+    throw new Error("Dandelion runs only after the user opts in: pass consent: \"opted_in\".");
+  }
+  if (!/^wss?:\/\//.test(coordinatorUrl ?? "")) {
+    throw new Error("coordinatorUrl must be a ws:// or wss:// URL.");
+  }
+  if (current) throw new Error("A Dandelion worker is already running: stop() it first.");
+  const worker = makeWorker(new URL(workerUrl, import.meta.url));
+  const snapshot = await storage.load();
+  current = { worker, storage, waiters: [] };
+  worker.onmessage = (event) => {
+    const message = event.data;
+    switch (message.type) {
+      case "status":
+        lastStatus = message.status;
+        if (onStatus) onStatus(lastStatus);
+        emit("status", lastStatus);
+        break;
+      case "kv":
+        if (message.op === "set") storage.set(message.key, message.value);
+        else if (message.op === "delete") storage.delete(message.key);
+        else storage.clear();
+        break;
+      case "booted":
+        emit("booted", message.timings);
+        break;
+      case "log":
+        emit("log", { level: message.level, message: message.message });
+        break;
+      case "error":
+        emit("error", { message: message.message });
+        break;
+      default:
+        for (const waiter of current?.waiters ?? []) waiter(message);
+    }
+  };
+  worker.onerror = (event) => emit("error", { message: event.message ?? "worker failed" });
+  worker.postMessage({
+    type: "start",
+    config: { coordinatorUrl, tasks, eligibility },
+    signals,
+    storage: snapshot,
+  });
+  return { events, status: () => lastStatus, stop, optOut, updateSignals };
+}
+
+// A Worker script must come from the page's own origin. A page elsewhere (the coordinator
+// serves the bundle from its own port) starts a one-line module worker from a blob: URL that
+// imports the real one; the bundle is served with CORS for this.
+function makeWorker(url) {
+  if (globalThis.location === undefined || url.origin === globalThis.location.origin) {
+    return new Worker(url, { type: "module" });
+  }
+  const shim = new Blob([`import ${JSON.stringify(url.href)};`], { type: "text/javascript" });
+  return new Worker(URL.createObjectURL(shim), { type: "module" });
+}
+
+function waitFor(type, timeoutMs) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), timeoutMs);
+    current.waiters.push((message) => {
+      if (message.type === type) {
+        clearTimeout(timer);
+        resolve(true);
+      }
+    });
+  });
+}
+
+function finish(state, detail) {
+  if (!current) return;
+  current.worker.terminate();
+  current = null;
+  lastStatus = { ...lastStatus, state, detail };
+  emit("status", lastStatus);
+  emit("stopped", lastStatus);
+}
+
+/** Stop taking part (consent is kept; start() again resumes). */
+export async function stop() {
+  if (!current) return;
+  current.worker.postMessage({ type: "stop" });
+  await waitFor("stopped", 2000);
+  finish("stopped", "Stopped.");
+}
+
+/** The user withdrew consent: the coordinator is told, training stops at once and the
+ *  worker's local state is deleted (even if the coordinator cannot be reached). */
+export async function optOut() {
+  if (!current) return;
+  const { storage } = current;
+  current.worker.postMessage({ type: "opt_out" });
+  await waitFor("opted_out", 10000);
+  storage.clear();
+  finish("stopped", "You opted out. Training stopped; local data deleted.");
+}
+
+/** Replace the local history the next round trains on. */
+export function updateSignals(signals) {
+  if (current) current.worker.postMessage({ type: "signals", signals });
+}
+
+/** The worker's latest status: {state, detail, rounds_joined, updates_accepted, last_update_at}. */
+export function status() {
+  return lastStatus;
+}

@@ -1,0 +1,170 @@
+"""Lay out a worker bundle (and the extension that carries one).
+
+A bundle is a static folder::
+
+    bundle.json                   what is in it: versions, files, sizes, sha256
+    dandelion.mjs                 the page/extension API: start(), stop(), status events
+    dandelion-worker.mjs          the module Web Worker that boots Pyodide and runs the worker
+    pyodide-<version>/            the Pyodide runtime from the npm package, unchanged
+        pyodide-lock.json         our lock file: the worker wheel, with its sha256
+        dandelion_worker-<v>-py3-none-any.whl
+
+The runtime folder carries its version so it can be cached for good; the lock file, the wheel
+and the JS are revalidated (see ``dandelion.api.bundle``). Raises :class:`BundleError` when the
+Pyodide runtime is missing or incomplete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .wheel import WORKER_DIST, _source_root, build_wheel
+
+__all__ = [
+    "BUNDLE_MANIFEST",
+    "PYODIDE_FILES",
+    "BundleError",
+    "BundleInfo",
+    "assemble_bundle",
+    "assemble_extension",
+    "find_pyodide",
+]
+
+BUNDLE_MANIFEST = "bundle.json"
+#: What the runtime needs from the npm package (source maps and typings stay behind).
+PYODIDE_FILES = (
+    "pyodide.mjs",
+    "pyodide.asm.mjs",
+    "pyodide.asm.wasm",
+    "python_stdlib.zip",
+    "package.json",
+)
+_JS_FILES = ("dandelion.mjs", "dandelion-worker.mjs")
+
+
+class BundleError(Exception):
+    """The bundle cannot be built (missing Pyodide runtime, unreadable lock file, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BundleInfo:
+    path: Path
+    pyodide_version: str
+    wheel: str
+    total_bytes: int
+    files: dict[str, dict[str, Any]]
+
+
+def find_pyodide(explicit: str | Path | None = None) -> Path:
+    """The folder of the npm ``pyodide`` package: ``explicit``, else ``$DANDELION_PYODIDE_DIR``,
+    else ``node_modules/pyodide`` here or in the project's source tree."""
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit))
+    elif os.environ.get("DANDELION_PYODIDE_DIR"):
+        candidates.append(Path(os.environ["DANDELION_PYODIDE_DIR"]))
+    else:
+        candidates += [Path.cwd() / "node_modules" / "pyodide"]
+        candidates += [_source_root() / "node_modules" / "pyodide"]
+    for folder in candidates:
+        if (folder / "pyodide.mjs").is_file():
+            missing = [
+                f for f in (*PYODIDE_FILES, "pyodide-lock.json") if not (folder / f).is_file()
+            ]
+            if missing:
+                raise BundleError(f"{folder} lacks {', '.join(missing)}: reinstall the npm package")
+            return folder
+    tried = ", ".join(str(c) for c in candidates)
+    raise BundleError(
+        f"no Pyodide runtime found (looked in {tried}); run `npm ci` in the project root "
+        "(package.json pins the npm package `pyodide`) or pass --pyodide DIR"
+    )
+
+
+def _pyodide_version(folder: Path) -> str:
+    try:
+        version = json.loads((folder / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"cannot read the Pyodide version in {folder}: {exc}") from None
+    return str(version)
+
+
+def _write_lock(pyodide_dir: Path, wheel: Path, out: Path) -> None:
+    """Pyodide's lock file, reduced to our wheel (the npm package ships no other wheels, so
+    nothing else in it could load), with the wheel's sha256 for Pyodide's integrity check."""
+    from pyodide_lock import PyodideLockSpec
+    from pyodide_lock.utils import add_wheels_to_spec
+
+    spec = PyodideLockSpec.from_json(pyodide_dir / "pyodide-lock.json")
+    spec.packages = {}
+    spec = add_wheels_to_spec(spec, [wheel], base_path=wheel.parent)
+    spec.to_json(out)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def assemble_bundle(out: Path, pyodide_dir: str | Path | None = None) -> BundleInfo:
+    """(Re)build the bundle in ``out``: the folder is replaced whole."""
+    runtime = find_pyodide(pyodide_dir)
+    version = _pyodide_version(runtime)
+    if out.exists():
+        shutil.rmtree(out)
+    folder = f"pyodide-{version}"
+    target = out / folder
+    target.mkdir(parents=True)
+    for name in PYODIDE_FILES:
+        shutil.copyfile(runtime / name, target / name)
+    wheel = build_wheel(target)
+    _write_lock(runtime, wheel.path, target / "pyodide-lock.json")
+    js = _source_root() / "browser_worker" / "js"
+    for name in _JS_FILES:
+        shutil.copyfile(js / name, out / name)
+    files: dict[str, dict[str, Any]] = {
+        p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
+    manifest = {
+        "bundle": 1,
+        "pyodide": {"version": version, "path": f"{folder}/"},
+        "worker": {
+            "package": WORKER_DIST,
+            "version": wheel.version,
+            "wheel": f"{folder}/{wheel.path.name}",
+            "module": "browser_worker.browser",
+        },
+        "files": files,
+    }
+    (out / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    total = sum(f["bytes"] for f in files.values())
+    return BundleInfo(out, version, wheel.path.name, total, files)
+
+
+def assemble_extension(
+    out: Path, coordinator_url: str, pyodide_dir: str | Path | None = None
+) -> BundleInfo:
+    """The unpacked Manifest V3 extension in ``out``, with a bundle in ``out/worker/`` and the
+    coordinator it reports to in ``out/config.json``."""
+    source = _source_root() / "browser_worker" / "extension"
+    if not (source / "manifest.json").is_file():
+        raise BundleError(f"no extension sources in {source}")
+    if not coordinator_url.startswith(("ws://", "wss://")):
+        raise BundleError(f"the coordinator URL must be ws:// or wss://, not {coordinator_url!r}")
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(source, out)
+    info = assemble_bundle(out / "worker", pyodide_dir)
+    (out / "config.json").write_text(json.dumps({"coordinatorUrl": coordinator_url}) + "\n")
+    return info
