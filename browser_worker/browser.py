@@ -37,18 +37,12 @@ def set_signals(signals_json: str) -> int:
     return len(_state["visits"])
 
 
-def start(config_json: str, signals_json: str, bridge: Any) -> int:
-    """Start the worker. ``config``: ``coordinatorUrl`` (required), ``tasks``, ``eligibility``,
-    ``workerId``. Returns the number of usable visits."""
-    config = json.loads(config_json)
+def _worker(config: dict[str, Any], bridge: Any) -> Worker:
     url = config.get("coordinatorUrl")
     if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
         raise ValueError("coordinatorUrl must be a ws:// or wss:// URL")
-    if _state["worker"] is not None:
-        raise RuntimeError("the worker is already running; stop() it first")
-    count = set_signals(signals_json)
     tasks = config.get("tasks")
-    worker = Worker(
+    return Worker(
         PyodideHost(bridge),
         WorkerConfig(
             coordinator_url=url,
@@ -59,6 +53,16 @@ def start(config_json: str, signals_json: str, bridge: Any) -> int:
         _examples,
         on_status=lambda status: bridge.status(_status_json(status)),
     )
+
+
+def start(config_json: str, signals_json: str, bridge: Any) -> int:
+    """Start the worker. ``config``: ``coordinatorUrl`` (required), ``tasks``, ``eligibility``,
+    ``workerId``. Returns the number of usable visits."""
+    config = json.loads(config_json)
+    if _state["worker"] is not None:
+        raise RuntimeError("the worker is already running; stop() it first")
+    worker = _worker(config, bridge)
+    count = set_signals(signals_json)
     _state["worker"] = worker
     task = asyncio.ensure_future(worker.run())
     task.add_done_callback(lambda t: _finished(t, bridge))
@@ -83,12 +87,18 @@ def stop() -> None:
         worker.stop()
 
 
-async def opt_out() -> None:
-    """Withdraw: the coordinator is told (if connected), training stops, local state goes."""
+async def opt_out(config_json: str | None = None, bridge: Any = None) -> bool:
+    """Withdraw: the coordinator is told, training stops, local state goes. With no worker
+    running, ``config_json`` (and the JS ``bridge``) name the coordinator to tell. Returns
+    whether the coordinator was told."""
     worker: Worker | None = _state["worker"]
     task: asyncio.Future[WorkerStatus] | None = _state["task"]
     _state["visits"] = []
+    if worker is None and config_json and bridge is not None:
+        worker = _worker(json.loads(config_json), bridge)
+    delivered = False
     if worker is not None:
-        await worker.opt_out()
+        delivered = await worker.opt_out()
     if task is not None:
         await asyncio.wait([task], timeout=5.0)
+    return delivered

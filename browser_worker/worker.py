@@ -143,8 +143,9 @@ class Worker:
         task = asyncio.get_running_loop().create_task(coro)
         task.add_done_callback(lambda t: t.exception())
 
-    async def opt_out(self) -> None:
-        """The user withdrew consent: tell the coordinator, stop, forget local state."""
+    async def opt_out(self) -> bool:
+        """The user withdrew consent: tell the coordinator, stop, forget local state. Returns
+        whether the coordinator was told (local state goes either way)."""
         session, conn = self._session, self._conn
         self._stopped = True
         if self._sleep is not None:
@@ -157,10 +158,13 @@ class Worker:
                 await conn.close(1000, "opted out")
             else:
                 await asyncio.wait_for(self._announce_opt_out(), 10.0)
+            delivered = True
         except Exception as exc:  # the coordinator will also see the socket close
             self.host.log("warning", f"opt-out not delivered: {exc}")
+            delivered = False
         self.host.storage.clear()
         self._set(state="stopped", detail="You opted out. Training stopped; local data deleted.")
+        return delivered
 
     async def _announce_opt_out(self) -> None:
         """No open session: a hello saying "opted_out" records the withdrawal."""

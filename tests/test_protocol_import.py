@@ -27,9 +27,38 @@ def test_protocol_imports_nothing_forbidden() -> None:
 def test_worker_imports_nothing_forbidden() -> None:
     statement = (
         "import browser_worker, browser_worker.worker, browser_worker.host, "
-        "browser_worker.training, browser_worker.features, browser_worker.models"
+        "browser_worker.training, browser_worker.features, browser_worker.models, "
+        "browser_worker.signals, browser_worker.objectives, browser_worker.reference, "
+        "browser_worker.host.memory"
     )
     assert _loaded_after(statement) == []
+
+
+def test_only_the_hosts_import_js_or_websockets() -> None:
+    """The host seam: ``js``/``pyodide`` only in host/pyodide.py (and the Pyodide entry
+    browser.py that uses it), ``websockets`` only in host/cpython.py."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "browser_worker"
+    allowed = {
+        "js": {"host/pyodide.py"},
+        "pyodide": {"host/pyodide.py"},
+        "websockets": {"host/cpython.py"},
+    }
+    found: dict[str, set[str]] = {name: set() for name in allowed}
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top in found:
+                    found[top].add(path.relative_to(root).as_posix())
+    assert found == allowed
 
 
 def test_the_check_itself_can_fail() -> None:

@@ -5,14 +5,16 @@
 //
 // Messages in:  {type: "boot", installWorker}        boot only (benchmarks: with/without wheel)
 //               {type: "start", config, signals, storage}
-//               {type: "signals", signals} | {type: "stop"} | {type: "opt_out"}
+//               {type: "signals", signals} | {type: "stop"}
+//               {type: "opt_out", config?, storage?}   (config when no worker was started)
 // Messages out: {type: "booted", timings} | {type: "status", status} | {type: "kv", op, key, value}
 //               {type: "log", level, message} | {type: "error", message} | {type: "stopped"}
-//               {type: "opted_out"}
+//               {type: "opted_out", delivered}
 
 const base = new URL("./", import.meta.url);
 let booting = null;
 let entry = null;
+let optedOut = false;
 const kv = new Map();
 
 function post(message) {
@@ -88,6 +90,7 @@ async function handle(message) {
       status("loading", "Loading the Python runtime.");
       const { timings } = await ensureBooted(true);
       post({ type: "booted", timings });
+      if (optedOut) break; // withdrawn while Pyodide was loading: never start
       entry.start(JSON.stringify(message.config), JSON.stringify(message.signals ?? {}), bridge);
       break;
     }
@@ -99,9 +102,19 @@ async function handle(message) {
       post({ type: "stopped" });
       break;
     case "opt_out":
-      if (entry) await entry.opt_out();
-      kv.clear();
-      post({ type: "opted_out" });
+      // Also while booting, or with no worker running: the Python side then connects only to
+      // announce the withdrawal under the stored id.
+      optedOut = true;
+      for (const [key, value] of Object.entries(message.storage ?? {})) kv.set(key, value);
+      let delivered = false;
+      try {
+        await ensureBooted(true);
+        const config = message.config ? JSON.stringify(message.config) : null;
+        delivered = Boolean(await entry.opt_out(config, bridge));
+      } finally {
+        kv.clear();
+        post({ type: "opted_out", delivered });
+      }
       break;
     default:
       post({ type: "error", message: `unknown message type ${JSON.stringify(message.type)}` });

@@ -75,7 +75,8 @@ export async function start({
   if (current) throw new Error("A Dandelion worker is already running: stop() it first.");
   const worker = makeWorker(new URL(workerUrl, import.meta.url));
   const snapshot = await storage.load();
-  current = { worker, storage, waiters: [] };
+  const config = { coordinatorUrl, tasks, eligibility };
+  current = { worker, storage, config, waiters: [] };
   worker.onmessage = (event) => {
     const message = event.data;
     switch (message.type) {
@@ -105,7 +106,7 @@ export async function start({
   worker.onerror = (event) => emit("error", { message: event.message ?? "worker failed" });
   worker.postMessage({
     type: "start",
-    config: { coordinatorUrl, tasks, eligibility },
+    config,
     signals,
     storage: snapshot,
   });
@@ -125,11 +126,11 @@ function makeWorker(url) {
 
 function waitFor(type, timeoutMs) {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), timeoutMs);
+    const timer = setTimeout(() => resolve(null), timeoutMs);
     current.waiters.push((message) => {
       if (message.type === type) {
         clearTimeout(timer);
-        resolve(true);
+        resolve(message);
       }
     });
   });
@@ -153,14 +154,32 @@ export async function stop() {
 }
 
 /** The user withdrew consent: the coordinator is told, training stops at once and the
- *  worker's local state is deleted (even if the coordinator cannot be reached). */
-export async function optOut() {
-  if (!current) return;
-  const { storage } = current;
-  current.worker.postMessage({ type: "opt_out" });
-  await waitFor("opted_out", 10000);
-  storage.clear();
+ *  worker's local state is deleted (even if the coordinator cannot be reached).
+ *
+ *  With no worker running, pass `{coordinatorUrl, storage}`: a worker is started only to
+ *  announce the withdrawal under the stored pseudonymous id, then the state is deleted.
+ *  Resolves to {delivered}: whether the coordinator was told. */
+export async function optOut({ coordinatorUrl, storage = localStorageAdapter(), workerUrl } = {}) {
+  if (!current) {
+    if (!/^wss?:\/\//.test(coordinatorUrl ?? "")) {
+      storage.clear();
+      return { delivered: false };
+    }
+    const url = workerUrl ?? new URL("./dandelion-worker.mjs", import.meta.url);
+    const worker = makeWorker(new URL(url, import.meta.url));
+    current = { worker, storage, waiters: [] };
+    worker.onmessage = (event) => {
+      for (const waiter of current?.waiters ?? []) waiter(event.data);
+    };
+    worker.postMessage({ type: "opt_out", config: { coordinatorUrl }, storage: await storage.load() });
+  } else {
+    current.worker.postMessage({ type: "opt_out", config: current.config });
+  }
+  const { storage: kept } = current;
+  const answer = await waitFor("opted_out", 15000);
+  kept.clear();
   finish("stopped", "You opted out. Training stopped; local data deleted.");
+  return { delivered: Boolean(answer?.delivered) };
 }
 
 /** Replace the local history the next round trains on. */

@@ -221,6 +221,13 @@ def embed_page(bundle_url: str, ws_url: str) -> str:
     return html.replace("{bundle}", bundle_url).replace("{ws}", ws_url)
 
 
+def pyodide_page(bundle_url: str) -> str:
+    """A page that loads Pyodide and the worker wheel from the bundle (``pages/pyodide.html``)
+    and exposes ``window.__reference(requestJson)``."""
+    html = (Path(__file__).parent / "pages" / "pyodide.html").read_text()
+    return html.replace("{bundle}", bundle_url)
+
+
 class PageServer:
     """A page on its own origin (another port than the coordinator), as an embedding site
     would be: it loads the worker bundle cross-origin from the coordinator."""
@@ -247,10 +254,17 @@ class PageServer:
         async def no_icon(_request: web.Request) -> web.Response:
             return web.Response(status=204)
 
+        async def visit(request: web.Request) -> web.Response:
+            # Pages to browse, so the browser's own history has something in it.
+            name = request.match_info["name"]
+            body = f"<!doctype html><title>Local page {name}</title><p>Page {name}.</p>"
+            return web.Response(text=body, content_type="text/html")
+
         app = web.Application()
         app.router.add_get("/", index)
         app.router.add_get("/signals.json", signals)
         app.router.add_get("/favicon.ico", no_icon)
+        app.router.add_get("/visit/{name}", visit)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()

@@ -1,0 +1,151 @@
+// Dandelion's service worker. It holds the user's choice and is the only part that reads the
+// browser's history and tabs — and only after the user opted in on the options page. The
+// worker itself (Pyodide in a module Web Worker) lives in an offscreen document, because a
+// service worker cannot start Web Workers; this file relays between the two and keeps the
+// worker's state in chrome.storage.local:
+//
+//   consent       "opted_in" once the user opted in; absent otherwise (the default: off)
+//   kv            the worker's own key-value state (its pseudonymous id)
+//   status        the worker's latest status, for the options page
+//
+// Opting out tells the coordinator, stops the worker, closes the offscreen document and
+// clears chrome.storage.local: nothing of Dandelion's is left in the browser.
+
+const OFFSCREEN = "offscreen.html";
+const HISTORY_DAYS = 90;
+const MAX_URLS = 2000; // distinct pages read from history, newest first
+const REFRESH_MINUTES = 30;
+let config = null;
+
+async function loadConfig() {
+  config ??= await (await fetch(chrome.runtime.getURL("config.json"))).json();
+  return config;
+}
+
+async function optedIn() {
+  const { consent } = await chrome.storage.local.get("consent");
+  return consent === "opted_in";
+}
+
+async function hasOffscreen() {
+  const contexts = await chrome.runtime.getContexts({ contextTypes: ["OFFSCREEN_DOCUMENT"] });
+  return contexts.length > 0;
+}
+
+let creating = null;
+async function ensureOffscreen() {
+  if (await hasOffscreen()) return false;
+  creating ??= chrome.offscreen
+    .createDocument({
+      url: OFFSCREEN,
+      reasons: ["WORKERS"],
+      justification: "Runs the federated-learning worker (Python in a Web Worker).",
+    })
+    .finally(() => { creating = null; });
+  await creating;
+  return true;
+}
+
+// The browser's own signals: visits with their times and transitions, and which of those
+// pages are open in a tab now. Read only after opt-in; handed to the worker, never sent on.
+async function readSignals() {
+  if (!(await optedIn())) return { visits: [], tzOffsetMin: 0 };
+  const items = await chrome.history.search({
+    text: "",
+    startTime: Date.now() - HISTORY_DAYS * 864e5,
+    maxResults: MAX_URLS,
+  });
+  const openTabs = new Map();
+  for (const tab of await chrome.tabs.query({})) if (tab.url) openTabs.set(tab.url, tab.id);
+  const visits = [];
+  for (const item of items) {
+    if (!/^https?:/.test(item.url ?? "")) continue;
+    for (const visit of await chrome.history.getVisits({ url: item.url })) {
+      visits.push({
+        url: item.url,
+        title: item.title ?? "",
+        visitTime: visit.visitTime,
+        transition: visit.transition,
+        tabId: openTabs.get(item.url),
+      });
+    }
+  }
+  return { visits, tzOffsetMin: -new Date().getTimezoneOffset() };
+}
+
+function toOffscreen(message) {
+  return chrome.runtime.sendMessage({ target: "offscreen", ...message });
+}
+
+async function startWorker() {
+  if (!(await optedIn())) return;
+  if (await ensureOffscreen()) return; // a new document says "ready", which starts it
+  const { coordinatorUrl } = await loadConfig();
+  const { kv = {} } = await chrome.storage.local.get("kv");
+  await toOffscreen({ type: "start", coordinatorUrl, signals: await readSignals(), storage: kv });
+}
+
+async function setStatus(status) {
+  if (await optedIn()) await chrome.storage.local.set({ status });
+}
+
+async function editKv(op, key, value) {
+  if (!(await optedIn())) return; // after an opt-out nothing is written back
+  const { kv = {} } = await chrome.storage.local.get("kv");
+  if (op === "set") kv[key] = value;
+  else if (op === "delete") delete kv[key];
+  else for (const k of Object.keys(kv)) delete kv[k];
+  await chrome.storage.local.set({ kv });
+}
+
+async function optIn() {
+  await chrome.storage.local.set({
+    consent: "opted_in",
+    optedInAt: Date.now(),
+    status: { state: "loading", detail: "Starting.", rounds_joined: 0, updates_accepted: 0 },
+  });
+  await chrome.alarms.create("refresh-signals", { periodInMinutes: REFRESH_MINUTES });
+  await startWorker();
+}
+
+async function optOut() {
+  const { coordinatorUrl } = await loadConfig();
+  const { kv = {} } = await chrome.storage.local.get("kv");
+  await chrome.storage.local.remove("consent"); // first: nothing restarts from here on
+  await chrome.alarms.clear("refresh-signals");
+  let told = false;
+  try {
+    await ensureOffscreen();
+    const reply = await toOffscreen({ type: "opt_out", coordinatorUrl, storage: kv });
+    told = Boolean(reply?.ok && reply.delivered);
+  } finally {
+    if (await hasOffscreen()) await chrome.offscreen.closeDocument();
+    await chrome.storage.local.clear();
+  }
+  return { ok: true, told };
+}
+
+chrome.runtime.onMessage.addListener((message, sender, reply) => {
+  if (sender.id !== chrome.runtime.id || message?.target !== "background") return false;
+  const work = {
+    opt_in: () => optIn().then(() => ({ ok: true })),
+    opt_out: () => optOut(),
+    offscreen_ready: () => startWorker().then(() => ({ ok: true })),
+    status: () => setStatus(message.status).then(() => ({ ok: true })),
+    kv: () => editKv(message.op, message.key, message.value).then(() => ({ ok: true })),
+    config: () => loadConfig(),
+  }[message.type];
+  if (!work) return false;
+  work().then(reply, (error) => reply({ ok: false, error: String(error?.message ?? error) }));
+  return true; // the reply comes asynchronously
+});
+
+chrome.alarms.onAlarm.addListener(async (alarm) => {
+  if (alarm.name !== "refresh-signals" || !(await optedIn())) return;
+  if (!(await hasOffscreen())) return startWorker();
+  await toOffscreen({ type: "signals", signals: await readSignals() });
+});
+
+chrome.action.onClicked.addListener(() => chrome.runtime.openOptionsPage());
+chrome.runtime.onStartup.addListener(startWorker);
+chrome.runtime.onInstalled.addListener(startWorker);
