@@ -28,7 +28,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from .models import Example
 
@@ -96,10 +95,18 @@ def num_features(config: FeatureConfig) -> int:
     return NUM_DENSE + config.num_buckets
 
 
+def _urlsplit(url: str) -> Any:
+    # urllib.parse is imported on first use: in Pyodide it costs ~90 ms, which the worker
+    # should not pay before its first check-in (it needs it only to turn visits into examples).
+    from urllib.parse import urlsplit as split
+
+    return split(url)
+
+
 def host_of(url: str) -> str:
     """The URL's host, lower case, without a leading ``www.``; "" if it has none."""
     try:
-        host = urlsplit(url).hostname or ""
+        host = _urlsplit(url).hostname or ""
     except ValueError:
         return ""
     return host[4:] if host.startswith("www.") else host
@@ -113,7 +120,7 @@ def host_bucket(host: str, num_buckets: int) -> int:
 
 def _path_depth(url: str) -> int:
     try:
-        path = urlsplit(url).path
+        path = _urlsplit(url).path
     except ValueError:
         return 0
     return len([p for p in path.split("/") if p])
