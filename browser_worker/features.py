@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,21 +96,44 @@ def num_features(config: FeatureConfig) -> int:
     return NUM_DENSE + config.num_buckets
 
 
+_split: Any = None
+
+
 def _urlsplit(url: str) -> Any:
     # urllib.parse is imported on first use: in Pyodide it costs ~90 ms, which the worker
     # should not pay before its first check-in (it needs it only to turn visits into examples).
-    from urllib.parse import urlsplit as split
+    global _split
+    if _split is None:
+        from urllib.parse import urlsplit
 
-    return split(url)
+        _split = urlsplit
+    return _split(url)
 
 
 def host_of(url: str) -> str:
     """The URL's host, lower case, without a leading ``www.``; "" if it has none."""
+    return _host_and_depth(url)[0]
+
+
+# A URL with nothing urlsplit would have to untangle (no user, port, query, fragment, escape or
+# whitespace): host and path are read off directly, with the same result urlsplit gives.
+_PLAIN_URL = re.compile(r"https?://([A-Za-z0-9.-]+)((?:/[A-Za-z0-9._~-]*)*)")
+
+
+def _host_and_depth(url: str) -> tuple[str, int]:
+    """``host_of(url)`` and the path depth, from one parse; ("", 0) if it does not parse."""
+    plain = _PLAIN_URL.fullmatch(url)
+    if plain is not None:
+        host = plain.group(1).lower()
+        depth = len([p for p in plain.group(2).split("/") if p])
+        return (host[4:] if host.startswith("www.") else host), depth
     try:
-        host = _urlsplit(url).hostname or ""
+        parts = _urlsplit(url)
     except ValueError:
-        return ""
-    return host[4:] if host.startswith("www.") else host
+        return "", 0
+    host = parts.hostname or ""
+    depth = len([p for p in parts.path.split("/") if p])
+    return (host[4:] if host.startswith("www.") else host), depth
 
 
 def host_bucket(host: str, num_buckets: int) -> int:
@@ -119,11 +143,7 @@ def host_bucket(host: str, num_buckets: int) -> int:
 
 
 def _path_depth(url: str) -> int:
-    try:
-        path = _urlsplit(url).path
-    except ValueError:
-        return 0
-    return len([p for p in path.split("/") if p])
+    return _host_and_depth(url)[1]
 
 
 def extract_examples(
@@ -133,7 +153,9 @@ def extract_examples(
     was visited again within the horizon after it."""
     horizon = config.horizon_days * _DAY
     ordered = sorted(visits, key=lambda v: v.visit_time)
-    hosts = [host_of(v.url) for v in ordered]
+    parsed = [_host_and_depth(v.url) for v in ordered]
+    hosts = [host for host, _ in parsed]
+    buckets: dict[str, int] = {}
     times_of: dict[str, list[float]] = {}
     for host, visit in zip(hosts, ordered, strict=True):
         times_of.setdefault(host, []).append(visit.visit_time)
@@ -149,10 +171,26 @@ def extract_examples(
             times = times_of[host]
             k = bisect.bisect_right(times, t)
             label = int(k < len(times) and times[k] <= t + horizon)
-            previous = times[bisect.bisect_left(times, t) - 1] if prior else None
+            previous = None
+            if prior:
+                # The latest earlier visit; earlier visits at this same instant count as 0 h ago.
+                before = bisect.bisect_left(times, t)
+                previous = times[before - 1] if before else t
+            bucket = buckets.get(host)
+            if bucket is None:
+                bucket = buckets[host] = host_bucket(host, config.num_buckets)
             examples.append(
                 _example(
-                    visit, host, prior, previous, len(days), n, all_times, times, config, label
+                    visit,
+                    parsed[n][1],
+                    bucket,
+                    prior,
+                    previous,
+                    len(days),
+                    n,
+                    all_times,
+                    times,
+                    label,
                 )
             )
         seen_count[host] = prior + 1
@@ -162,14 +200,14 @@ def extract_examples(
 
 def _example(
     visit: VisitRecord,
-    host: str,
+    depth: int,
+    bucket: int,
     prior: int,
     previous: float | None,
     distinct_days: int,
     position: int,
     all_times: list[float],
     host_times: list[float],
-    config: FeatureConfig,
     label: int,
 ) -> Example:
     t = visit.visit_time
@@ -188,7 +226,7 @@ def _example(
         1.0 if prior == 0 else 0.0,
         math.log1p(since) / 7,
         math.log1p(distinct_days) / 3,
-        min(_path_depth(visit.url), 5) / 5,
+        min(depth, 5) / 5,
         math.log1p(host_day) / 3,
         math.log1p(any_day) / 6,
     ]
@@ -196,6 +234,6 @@ def _example(
     values = dense
     indices.append(11 + _TRANSITION_INDEX.get(visit.transition, len(TRANSITIONS) - 1))
     values.append(1.0)
-    indices.append(NUM_DENSE + host_bucket(host, config.num_buckets))
+    indices.append(NUM_DENSE + bucket)
     values.append(1.0)
     return Example(tuple(indices), tuple(values), label)

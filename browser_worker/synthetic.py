@@ -15,6 +15,8 @@ Standard library only and deterministic per seed: the same history in CPython an
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -29,6 +31,11 @@ _DIURNAL = [
     1.2, 1.1, 0.9, 0.8, 0.8, 0.9, 1.1, 1.5, 1.8, 1.8, 1.4, 0.8,
 ]  # fmt: skip
 _TZ_OFFSETS_MIN = [-480, -420, -360, -300, -240, -180, 0, 60, 120, 180, 330, 480, 540, 600]
+# Transitions and their weights, as cumulative weights (the same draws as plain weights).
+_HABIT_TRANSITIONS = ("typed", "auto_bookmark", "link", "reload")
+_HABIT_CUM = (5, 7, 10, 11)
+_OTHER_TRANSITIONS = ("link", "typed", "reload", "form_submit", "generated", "keyword")
+_OTHER_CUM = (14, 15, 16, 17, 18, 19)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +60,19 @@ class _Profile:
 
 def catalogue(config: SyntheticConfig) -> list[list[str]]:
     """Domain names by category, most popular first."""
-    return [
-        [f"site{d:03d}.topic{c:02d}.example" for d in range(config.domains_per_category)]
-        for c in range(config.categories)
-    ]
+    return [list(names) for names in _catalogue(config.categories, config.domains_per_category)]
 
 
+@functools.cache
+def _catalogue(categories: int, per_category: int) -> tuple[tuple[str, ...], ...]:
+    # Made once per shape: the emulator builds thousands of users from one catalogue.
+    return tuple(
+        tuple(f"site{d:03d}.topic{c:02d}.example" for d in range(per_category))
+        for c in range(categories)
+    )
+
+
+@functools.cache
 def _zipf_cdf(n: int, s: float) -> list[float]:
     weights = [1.0 / (rank + 1) ** s for rank in range(n)]
     total = sum(weights)
@@ -70,15 +84,8 @@ def _zipf_cdf(n: int, s: float) -> list[float]:
 
 
 def _draw(rng: random.Random, cdf: list[float]) -> int:
-    u = rng.random() * cdf[-1]
-    lo, hi = 0, len(cdf) - 1
-    while lo < hi:  # binary search; bisect would do, but keep the draw explicit
-        mid = (lo + hi) // 2
-        if cdf[mid] < u:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    # The first index whose cumulative weight reaches u (the last one at most).
+    return bisect.bisect_left(cdf, rng.random() * cdf[-1], 0, len(cdf) - 1)
 
 
 def _cumulative(weights: list[float]) -> list[float]:
@@ -121,7 +128,7 @@ def generate_history(
     """``days`` of one user's visits starting at ``start`` (epoch seconds), in time order."""
     profile = user_profile(user_seed, config)
     rng = random.Random(user_seed * 104_729 + 3)
-    names = catalogue(config)
+    names = _catalogue(config.categories, config.domains_per_category)
     zipf = _zipf_cdf(config.domains_per_category, config.zipf_s)
     cats = _cumulative(profile.interests)
     habit_cdf = _cumulative([h[2] for h in profile.habits])
@@ -145,7 +152,7 @@ def generate_history(
 def _visit(
     rng: random.Random,
     profile: _Profile,
-    names: list[list[str]],
+    names: tuple[tuple[str, ...], ...],
     zipf: list[float],
     cats: list[float],
     habit_cdf: list[float],
@@ -154,12 +161,10 @@ def _visit(
 ) -> VisitRecord:
     if profile.habits and rng.random() < config.habit_share:
         cat, rank, _ = profile.habits[_draw(rng, habit_cdf)]
-        transition = rng.choices(("typed", "auto_bookmark", "link", "reload"), (5, 2, 3, 1))[0]
+        transition = rng.choices(_HABIT_TRANSITIONS, cum_weights=_HABIT_CUM)[0]
     else:
         cat, rank = _draw(rng, cats), _draw(rng, zipf)
-        transition = rng.choices(
-            ("link", "typed", "reload", "form_submit", "generated", "keyword"), (14, 1, 1, 1, 1, 1)
-        )[0]
+        transition = rng.choices(_OTHER_TRANSITIONS, cum_weights=_OTHER_CUM)[0]
     domain = names[cat][rank]
     depth = rng.choice((0, 1, 1, 2, 2, 3))
     path = "".join(f"/p{rng.randrange(1000)}" for _ in range(depth))

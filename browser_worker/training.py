@@ -57,8 +57,8 @@ class Hyper:
 
 @dataclass(frozen=True, slots=True)
 class LocalResult:
-    delta: list[float]
-    clipped_delta: list[float]
+    delta: Sequence[float]
+    clipped_delta: Sequence[float]
     num_examples: int
     loss: float  # on local data, received model
     accuracy: float  # on local data, received model

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from dandelion.protocol import (
     Rejected,
     RemoteProtocolError,
     RetryWindow,
+    TensorFrame,
     Welcomed,
     WorkerSession,
     floats_from_payload,
@@ -36,12 +37,34 @@ from dandelion.protocol import (
 
 from .host import ConnectFailed, Connection, ConnectionClosed, Host
 from .models import ModelSpec
-from .training import Hyper, train_local
+from .training import Hyper, LocalResult, train_local
 
-__all__ = ["DataProvider", "Worker", "WorkerConfig", "WorkerStatus"]
+__all__ = [
+    "DataProvider",
+    "NoLocalData",
+    "Trainer",
+    "Worker",
+    "WorkerConfig",
+    "WorkerStatus",
+    "train_pure",
+]
 
 #: Builds the local examples for a task: ``(objective, features config, now) -> examples``.
 DataProvider = Callable[[str, dict[str, Any], float], Sequence[Any]]
+#: Trains one assignment: ``(spec, model frame, examples, hyper, rng) -> LocalResult``; raises
+#: NoLocalData if the examples turn out to be empty.
+Trainer = Callable[
+    [ModelSpec, TensorFrame, Sequence[Any], Hyper, random.Random], Awaitable[LocalResult]
+]
+
+
+async def train_pure(
+    spec: ModelSpec, frame: TensorFrame, examples: Sequence[Any], hyper: Hyper, rng: random.Random
+) -> LocalResult:
+    """The default trainer, the one a browser runs: decode the model, ``train_local``."""
+    params = floats_from_payload(frame.payload, frame.header.dtype)
+    return train_local(spec, params, examples, hyper, rng)
+
 
 _ID_KEY = "dandelion.worker_id"
 _CLIENT = "browser_worker/0.1"
@@ -87,10 +110,12 @@ class Worker:
         *,
         rng: random.Random | None = None,
         on_status: Callable[[WorkerStatus], None] | None = None,
+        trainer: Trainer = train_pure,
     ) -> None:
         self.host = host
         self.config = config
         self.data = data
+        self.trainer = trainer  # the emulator plugs in a vectorized one (same updates)
         self.rng = rng or random.Random(secrets.randbits(64))
         self.on_status = on_status
         self.status = WorkerStatus()
@@ -211,7 +236,7 @@ class Worker:
                 wait = await self._converse(conn, max_updates)
             except _Stop:
                 wait = None
-            except _NoData:
+            except NoLocalData:
                 wait = self.rng.uniform(300.0, 900.0)
             except ConnectionClosed as exc:
                 wait = self.rng.uniform(0, backoff)
@@ -286,15 +311,14 @@ class Worker:
             rounds_joined=self.status.rounds_joined + 1,
         )
         spec = ModelSpec.from_dict(task.model)
-        params = floats_from_payload(event.frame.payload, event.frame.header.dtype)
-        examples = list(self.data(task.objective, dict(task.features or {}), self.host.now()))
+        examples = self.data(task.objective, dict(task.features or {}), self.host.now())
         if not examples:
             # Nothing to learn from yet: let the assignment lapse rather than report nothing.
             self._set(state="waiting", detail="Not enough local browsing data yet.")
-            raise _NoData
+            raise NoLocalData
         hyper = Hyper.from_dict(task.hyper)
         rng = random.Random(f"{self.worker_id}:{task.task}:{task.round}")
-        result = train_local(spec, params, examples, hyper, rng)
+        result = await self.trainer(spec, event.frame, examples, hyper, rng)
         session.send_update(
             result.clipped_delta,
             num_examples=result.num_examples,
@@ -336,8 +360,9 @@ class Worker:
         return self.rng.uniform(window.min_s, window.max_s)
 
 
-class _NoData(Exception):
-    """No local examples for the task: let the assignment lapse, come back much later."""
+class NoLocalData(Exception):
+    """No local examples for the task: the assignment lapses and the worker comes back much
+    later. Raised by the worker itself or by its trainer."""
 
 
 async def _quiet_close(conn: Connection) -> None:

@@ -1,5 +1,5 @@
-"""The one aiohttp application on one port: worker WebSocket endpoint, health check and the
-worker bundle (``/worker/``).
+"""The one aiohttp application on one port: worker WebSocket endpoint, health check, the
+worker bundle (``/worker/``), and the operators' admin API, dashboard and ``/metrics``.
 
 State lives in typed ``web.AppKey`` slots. The store, the coordinator and the round ticker start
 in a ``cleanup_ctx`` and stop in reverse order; on shutdown every worker connection is closed
@@ -17,9 +17,10 @@ from aiohttp import web
 
 from .aggregation import single_threaded_blas
 from .api import add_bundle_routes
+from .api.wiring import install as install_operator
 from .coordinator import Coordinator, TaskConfig
 from .settings import Settings
-from .storage import AsyncStore
+from .storage import AsyncStore, StorageError
 from .transport import WORKER_PATH, SchemaValidator, WorkerEndpoint
 
 __all__ = [
@@ -58,6 +59,7 @@ def make_app(
     app = web.Application()
     app[SETTINGS] = settings
     validator = SchemaValidator()
+    operator = install_operator(app, settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         single_threaded_blas()
@@ -67,6 +69,7 @@ def make_app(
         app[COORDINATOR] = coordinator
         endpoint = WorkerEndpoint(coordinator, settings, validator)
         app[ENDPOINT] = endpoint
+        operator.start(store, coordinator, endpoint)
         if on_coordinator is not None:
             on_coordinator(coordinator)
         await coordinator.start()
@@ -93,13 +96,15 @@ def make_app(
 
     async def health(request: web.Request) -> web.Response:
         coordinator = request.app[COORDINATOR]
-        return web.json_response(
-            {
-                "status": "ok",
-                "tasks": len(coordinator.tasks),
-                "connections": len(request.app[ENDPOINT].connections),
-            }
-        )
+        failure = request.app[STORE].failure
+        body: dict[str, object] = {
+            "status": "degraded" if failure else "ok",
+            "tasks": len(coordinator.tasks),
+            "connections": len(request.app[ENDPOINT].connections),
+        }
+        if failure:
+            body["storage"] = f"not writable: {failure}"
+        return web.json_response(body, status=503 if failure else 200)
 
     async def on_shutdown(app: web.Application) -> None:
         if ENDPOINT in app:
@@ -117,6 +122,8 @@ async def _tick_forever(coordinator: Coordinator, settings: Settings) -> None:
     while True:
         try:
             await coordinator.tick()
+        except StorageError:
+            pass  # the store logged it; rounds open again once writes succeed
         except Exception:  # a failing tick must not stop rounds for good
             log.exception("round tick failed")
         await asyncio.sleep(settings.tick_s)

@@ -1,4 +1,4 @@
-"""The ``dandelion`` command: serve, task, bundle, demo.
+"""The ``dandelion`` command: serve, task, bundle, privacy, demo, emulate.
 
 Every setting of ``dandelion.settings.SETTINGS`` is a flag of ``serve`` (and of ``demo`` where it
 applies) and an environment variable; ``docs/cli.md`` lists the commands and a test keeps it in
@@ -64,6 +64,33 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="Print JSON.")
         _add_settings(p, only=["db"])
 
+    token = sub.add_parser(
+        "token", help="Make, list and revoke the bearer tokens of the admin API and dashboard."
+    )
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    token_create = token_sub.add_parser("create", help="Make a token; it is printed once.")
+    token_create.add_argument("name", help="What the token is for (e.g. grafana, ops-laptop).")
+    token_list = token_sub.add_parser("list", help="List tokens by name (never the tokens).")
+    token_revoke = token_sub.add_parser("revoke", help="Revoke a token by name.")
+    token_revoke.add_argument("name")
+    for p in (token_create, token_list, token_revoke):
+        p.add_argument("--json", action="store_true", help="Print JSON.")
+        _add_settings(p, only=["db"])
+
+    backup = sub.add_parser(
+        "backup",
+        help="Copy the state file with SQLite's online backup API (safe while serving) and "
+        "verify the copy.",
+    )
+    backup.add_argument("dest", help="The backup file to write.")
+    restore = sub.add_parser(
+        "restore", help="Verify a backup and put it in place of the state file (stop serve first)."
+    )
+    restore.add_argument("source", help="The backup file to restore.")
+    for p in (backup, restore):
+        p.add_argument("--json", action="store_true", help="Print JSON.")
+        _add_settings(p, only=["db"])
+
     bundle = sub.add_parser(
         "bundle",
         help="Build the worker bundle (Pyodide runtime, worker wheel, lock file, JS) that "
@@ -91,6 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--json", action="store_true", help="Print JSON.")
     _add_settings(bundle, only=["bundle_dir"])
 
+    privacy = sub.add_parser(
+        "privacy", help="Privacy accounting: what a DP plan costs (dp-accounting)."
+    )
+    privacy_sub = privacy.add_subparsers(dest="privacy_command", required=True, metavar="ACTION")
+    eps = privacy_sub.add_parser(
+        "epsilon",
+        help="ε after T Poisson-sampled Gaussian rounds (sampling probability q, noise z).",
+    )
+    eps.add_argument("--q", type=float, required=True, help="Sampling probability per round.")
+    eps.add_argument("--noise", type=float, required=True, help="Noise multiplier z.")
+    eps.add_argument("--rounds", type=int, required=True, help="Number of rounds T.")
+    eps.add_argument("--delta", type=float, required=True, help="Target δ.")
+    eps.add_argument(
+        "--accountant", choices=["pld", "rdp"], default="pld", help="Accountant [pld]."
+    )
+    eps.add_argument("--json", action="store_true", help="Print one JSON object.")
+
     demo = sub.add_parser(
         "demo",
         help="Run a local coordinator and emulated workers over real WebSockets; compare the "
@@ -109,7 +153,44 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--db", default=None, help="Keep the demo's SQLite state here [a temporary file]."
     )
+    _add_emulate(sub)
     return parser
+
+
+def _add_emulate(sub: Any) -> None:
+    emulate = sub.add_parser(
+        "emulate",
+        help="Emulate a population of browser workers (the real worker code, each with its own "
+        "data and behaviour) against the real coordinator: in-process on virtual time, or over "
+        "real WebSockets.",
+    )
+    emulate.add_argument(
+        "--population", metavar="FILE", help="Population file, TOML or JSON (docs/emulation.md)."
+    )
+    emulate.add_argument("--workers", type=int, help="Population size [the file's, or 1000].")
+    emulate.add_argument("--rounds", type=int, help="Rounds to complete [the file's, or 10].")
+    emulate.add_argument("--cohort", type=int, help="Reports per round (the task's goal).")
+    emulate.add_argument("--seed", type=int, help="Seed of the population and its data.")
+    emulate.add_argument("--task", metavar="FILE", help="Task file (TOML) [the file's [task]].")
+    emulate.add_argument(
+        "--mode", choices=["inprocess", "websocket"], default="inprocess", help="[inprocess]"
+    )
+    emulate.add_argument(
+        "--backend",
+        choices=["local", "processes", "ray"],
+        default="local",
+        help="Where in-process training runs: here, in --processes processes, or on Ray [local].",
+    )
+    emulate.add_argument("--processes", type=int, default=2, help="Processes or Ray actors [2].")
+    emulate.add_argument("--ray-address", help="Join this Ray cluster (e.g. auto) [start one].")
+    emulate.add_argument("--url", help="websocket: a running coordinator's /ws URL [start one].")
+    emulate.add_argument(
+        "--db", help="websocket: that coordinator's state file (to follow rounds)."
+    )
+    emulate.add_argument("--data", metavar="NPZ", help="Devices' data from this table file.")
+    emulate.add_argument("--out", metavar="DIR", help="Write rounds.csv, result.json, rounds.svg.")
+    emulate.add_argument("--max-wall-s", type=float, default=0.0, help="Stop after this [none].")
+    emulate.add_argument("--json", action="store_true", help="End with one JSON object.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,8 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _task(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command in ("backup", "restore"):
+            return _backup(args)
+        if args.command == "token":
+            return _token(args)
         if args.command == "bundle":
             return _bundle(args)
+        if args.command == "privacy":
+            return _privacy(args)
+        if args.command == "emulate":
+            return _emulate(args)
     except SettingsError as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
@@ -198,6 +287,70 @@ def _print(info: dict[str, Any], as_json: bool, line: str | None) -> None:
             print(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .backup import BackupError, backup, restore
+
+    db = _settings(args).db
+    try:
+        info = backup(db, args.dest) if args.command == "backup" else restore(args.source, db)
+    except BackupError as exc:
+        print(f"dandelion {args.command}: {exc}", file=sys.stderr)
+        return 1
+    what = f"backed up {db} to {info.path}" if args.command == "backup" else f"restored {db}"
+    line = (
+        f"{what}: {info.bytes / 1e6:.1f} MB, {info.tasks} tasks, {info.model_versions} model "
+        f"versions, {info.events} events; integrity ok ({info.seconds:.2f} s)"
+    )
+    _print(asdict(info), args.json, line)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    import re
+    import time
+
+    from .api.auth import hash_token, new_token
+    from .storage import ConflictError, SQLiteStore
+
+    store = SQLiteStore(_settings(args).db)
+    try:
+        if args.token_command == "create":
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.name):
+                print("dandelion token: a name is 1-64 of A-Z a-z 0-9 _ . -", file=sys.stderr)
+                return 2
+            secret = new_token()
+            try:
+                store.add_admin_token(args.name, hash_token(secret), time.time())
+            except ConflictError:
+                print(f"dandelion token: a token named {args.name!r} exists", file=sys.stderr)
+                return 2
+            # Shown once: only its hash is kept.
+            _print({"name": args.name, "token": secret}, args.json, secret)
+            if not args.json:
+                print(
+                    f"(token {args.name!r}: store it now, it is not shown again)", file=sys.stderr
+                )
+        elif args.token_command == "list":
+            rows: list[dict[str, Any]] = [
+                {"name": n, "created_at": at} for n, at in store.list_admin_tokens()
+            ]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            for row in [] if args.json else rows:
+                made = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["created_at"]))
+                print(f"{row['name']}\tcreated {made} UTC")
+        elif not store.revoke_admin_token(args.name):
+            print(f"dandelion token: no token named {args.name!r}", file=sys.stderr)
+            return 1
+        else:
+            _print({"revoked": args.name}, args.json, f"revoked {args.name}")
+    finally:
+        store.close()
+    return 0
+
+
 def _bundle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -230,6 +383,22 @@ def _bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _privacy(args: argparse.Namespace) -> int:
+    from .privacy_cli import epsilon_report
+
+    try:
+        report = epsilon_report(args.q, args.noise, args.rounds, args.delta, args.accountant)
+    except ValueError as exc:
+        print(f"dandelion privacy epsilon: {exc}", file=sys.stderr)
+        return 2
+    line = (
+        f"ε = {report['epsilon']:.4f} after {args.rounds} rounds (q = {args.q:g}, "
+        f"z = {args.noise:g}, δ = {args.delta:g}; {args.accountant.upper()} accountant)"
+    )
+    _print(report, args.json, line)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .emulation.demo import DemoOptions, run_demo
 
@@ -252,6 +421,76 @@ def _demo(args: argparse.Namespace) -> int:
             f"{result['wall_s']:.0f} s)"
         )
     return 0 if result["rounds"] == options.rounds else 1
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from .coordinator import TaskConfigError, load_task_file
+    from .emulation import (
+        EmulateOptions,
+        PopulationConfig,
+        PopulationConfigError,
+        emulate,
+        load_population,
+        write_results,
+    )
+    from .emulation.localdata import TableSource
+    from .emulation.population import default_task
+
+    try:
+        config = load_population(args.population) if args.population else PopulationConfig()
+        changes = {
+            k: v
+            for k, v in {"size": args.workers, "rounds": args.rounds, "seed": args.seed}.items()
+            if v is not None
+        }
+        raw = config.to_dict()
+        for section, values in _nest(changes).items():
+            raw[section] = {**raw[section], **values}
+        config = PopulationConfig.from_dict(raw)
+        task = load_task_file(args.task).to_dict() if args.task else dict(config.task)
+        if args.cohort is not None:
+            task = task or default_task(args.cohort, config.rounds)
+            rounds = dict(task.get("rounds", {}))
+            rounds.update(goal=args.cohort, min_reports=max(1, (4 * args.cohort) // 5))
+            task["rounds"] = rounds
+        if task:
+            task["rounds"] = {**task.get("rounds", {}), "max_rounds": config.rounds}
+        options = EmulateOptions(
+            mode=args.mode,
+            backend=args.backend,
+            processes=args.processes,
+            ray_address=args.ray_address,
+            url=args.url,
+            db=args.db,
+            progress=not args.json or sys.stderr.isatty(),
+            max_wall_s=args.max_wall_s,
+        )
+        source = TableSource(args.data) if args.data else None
+        result = emulate(config, options, task=task or None, source=source)
+    except (PopulationConfigError, TaskConfigError) as exc:
+        print(f"dandelion emulate: {exc}", file=sys.stderr)
+        return 2
+    summary = result.summary()
+    if args.out:
+        summary["files"] = write_results(result, args.out)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{summary['rounds']} rounds, {summary['reports']} updates from {config.size} "
+            f"emulated workers in {summary['wall_s']:.1f} s ({summary['clients_per_s']:.0f} "
+            f"clients/s); final accuracy {summary['final_accuracy']}; peak memory "
+            f"{summary['peak_rss_mb']:.0f} MB"
+        )
+    return 0 if summary["rounds"] >= config.rounds else 1
+
+
+def _nest(changes: dict[str, Any]) -> dict[str, Any]:
+    sections = {"size": "population", "seed": "population", "rounds": "run"}
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in changes.items():
+        out.setdefault(sections[key], {})[key] = value
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -108,6 +108,58 @@ SETTINGS: tuple[Setting, ...] = (
         "Folder of the worker bundle (`dandelion bundle` writes it; `serve` serves it at "
         "/worker/).",
     ),
+    Setting(
+        "max_messages_per_s",
+        float,
+        20.0,
+        "Messages one worker connection may send per second (bursts of twice that, at least "
+        "10); faster ones are dropped with a rate_limited error.",
+        0.1,
+    ),
+    Setting(
+        "max_connections_per_address",
+        int,
+        256,
+        "Open worker connections allowed from one source address (held in memory only, never "
+        "stored); one more is refused with HTTP 429.",
+        1,
+    ),
+    Setting(
+        "trusted_proxies",
+        str,
+        "",
+        "Comma-separated addresses or networks (e.g. 127.0.0.1,172.28.0.0/24) of reverse "
+        "proxies whose X-Forwarded-For names the worker's address for the per-address limit.",
+    ),
+    Setting(
+        "monitor_k",
+        int,
+        10,
+        "Smallest count the dashboard, the admin API and /metrics show: a count below it is "
+        'shown as "<k" (see docs/monitoring.md).',
+        2,
+    ),
+    Setting(
+        "monitor_bucket_s",
+        float,
+        60.0,
+        "Width of the time buckets of participation figures: no finer timestamp is shown.",
+        1.0,
+    ),
+    Setting(
+        "monitor_window_s",
+        float,
+        3600.0,
+        "How far back the dashboard's participation funnel reaches.",
+        60.0,
+    ),
+    Setting(
+        "dashboard_refresh_s",
+        float,
+        2.0,
+        "How often the live dashboard's figures are recomputed and pushed to open dashboards.",
+        0.1,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -132,6 +184,13 @@ class Settings:
     target_checkins_per_s: float = 50.0
     log_level: str = "INFO"
     bundle_dir: str = "worker-bundle"
+    max_messages_per_s: float = 20.0
+    max_connections_per_address: int = 256
+    trusted_proxies: str = ""
+    monitor_k: int = 10
+    monitor_bucket_s: float = 60.0
+    monitor_window_s: float = 3600.0
+    dashboard_refresh_s: float = 2.0
 
     def replace(self, **changes: Any) -> Settings:
         return load_settings(environ={}, overrides={**self.as_dict(), **changes})

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from .coordinator import TaskConfig, create_task
-from .storage import SQLiteStore
+from .storage import SQLiteStore, StateStore
 
-__all__ = ["create_task_in", "describe_task", "list_tasks_in"]
+__all__ = ["create_task_in", "describe", "describe_task", "list_tasks_in", "privacy_summary"]
 
 
 def create_task_in(db: str, config: TaskConfig) -> dict[str, Any]:
@@ -30,6 +30,7 @@ def list_tasks_in(db: str) -> list[dict[str, Any]]:
         rows = []
         for record in store.list_tasks():
             latest = store.latest_model_version(record.name)
+            privacy = privacy_summary(store, record.name, record.config, recent=0)
             rows.append(
                 {
                     "name": record.name,
@@ -37,6 +38,7 @@ def list_tasks_in(db: str) -> list[dict[str, Any]]:
                     "objective": record.config.get("objective"),
                     "model_version": latest.version if latest else None,
                     "rounds": store.last_round_number(record.name),
+                    "epsilon_spent": (privacy or {}).get("epsilon_spent"),
                 }
             )
         return rows
@@ -47,32 +49,78 @@ def list_tasks_in(db: str) -> list[dict[str, Any]]:
 def describe_task(db: str, name: str) -> dict[str, Any] | None:
     store = SQLiteStore(db)
     try:
-        record = store.get_task(name)
-        if record is None:
-            return None
-        latest = store.latest_model_version(name)
-        rounds = store.list_rounds(name, 10)
-        return {
-            "name": record.name,
-            "status": record.status,
-            "created_at": record.created_at,
-            "config": record.config,
-            "model_version": latest.version if latest else None,
-            "model_metrics": latest.metrics if latest else {},
-            "rounds_opened": store.last_round_number(name),
-            "recent_rounds": [
-                {
-                    "round": r.round,
-                    "status": r.status,
-                    "goal": r.goal,
-                    "assigned": r.assigned,
-                    "reported": r.reported,
-                    "rejected": r.rejected,
-                    "dropped": r.dropped,
-                    "metrics": r.metrics,
-                }
-                for r in rounds
-            ],
-        }
+        return describe(store, name)
     finally:
         store.close()
+
+
+def describe(store: StateStore, name: str, rounds_shown: int = 10) -> dict[str, Any] | None:
+    """A task as `dandelion task show` and the admin API give it (None if there is none)."""
+    record = store.get_task(name)
+    if record is None:
+        return None
+    latest = store.latest_model_version(name)
+    rounds = store.list_rounds(name, rounds_shown)
+    return {
+        "name": record.name,
+        "status": record.status,
+        "status_reason": record.reason,
+        "privacy": privacy_summary(store, name, record.config),
+        "created_at": record.created_at,
+        "config": record.config,
+        "model_version": latest.version if latest else None,
+        "model_metrics": latest.metrics if latest else {},
+        "rounds_opened": store.last_round_number(name),
+        "recent_rounds": [
+            {
+                "round": r.round,
+                "status": r.status,
+                "goal": r.goal,
+                "assigned": r.assigned,
+                "reported": r.reported,
+                "rejected": r.rejected,
+                "dropped": r.dropped,
+                "metrics": r.metrics,
+            }
+            for r in rounds
+        ],
+    }
+
+
+def privacy_summary(
+    store: StateStore, name: str, config: dict[str, Any], recent: int = 10
+) -> dict[str, Any] | None:
+    """The privacy a DP task has spent, from its ledger (None for a task without privacy):
+    ε spent against the budget, the parameters charged, the next round's clip norm, and the
+    last ``recent`` ledger entries."""
+    privacy = config.get("privacy")
+    if not privacy:
+        return None
+    entries = store.list_ledger(name)
+    last = entries[-1] if entries else None
+    initial_clip = config["server"].get("clip_norm") or config["hyper"]["clip_norm"]
+    goal = config["rounds"]["goal"]
+    return {
+        "epsilon_spent": last.epsilon if last else 0.0,
+        "epsilon_budget": privacy["epsilon"],
+        "delta": privacy["delta"],
+        "accountant": privacy["accountant"],
+        "rounds_released": len(entries),
+        "noise_multiplier": privacy["noise_multiplier"],
+        "sampling_rate": goal / privacy["population"],
+        "population": privacy["population"],
+        "clipping": privacy["clipping"],
+        "clip_norm": last.next_clip_norm if last else initial_clip,
+        "ledger": [
+            {
+                "round": e.round,
+                "epsilon": e.epsilon,
+                "noise_multiplier": e.noise_multiplier,
+                "sampling_rate": e.sampling_rate,
+                "clip_norm": e.clip_norm,
+            }
+            for e in entries[-recent:]
+        ]
+        if recent
+        else [],
+    }

@@ -134,6 +134,24 @@ async def test_rejects_carry_the_reason(live: LiveFactory, clients: Any) -> None
     assert (stale["task"], stale["round"], stale["nonce"]) == (tb["task"], 1, tb["nonce"])
 
 
+async def test_update_frames_need_no_alignment_and_may_use_any_json_whitespace(
+    live: LiveFactory, clients: Any
+) -> None:
+    server: Live = await live()
+    await server.coordinator.add_task(small_task(goal=2))
+    client = await joined(server, clients, "worker-aaaa")
+    task = await assigned(client)
+    fields = {"v": 1, "type": "update", "task": task["task"], "round": task["round"]}
+    fields |= {"nonce": task["nonce"], "dtype": "float32", "shape": [PARAMS]}
+    header = b"\n" + json.dumps(fields).encode() + b"\t\r"
+    header += b" " * ((1 - 4 - len(header)) % 4)  # the values start 1 byte past a boundary
+    assert (4 + len(header)) % 4 == 1
+    values = np.full(PARAMS, 0.01, dtype="<f4").tobytes()
+    await client.send(update_msg(task))
+    await client.send(struct.pack("<I", len(header)) + header + values)
+    assert (await client.recv_json())["type"] == "ack"
+
+
 async def test_a_quiet_round_still_closes_and_one_below_minimum_is_retried(
     live: LiveFactory, clients: Any
 ) -> None:
@@ -217,6 +235,25 @@ async def test_silent_connection_is_closed(live: LiveFactory, clients: Any) -> N
     with pytest.raises(websockets.ConnectionClosed) as info:
         await client.recv(timeout=5)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+
+
+async def test_messages_before_hello_do_not_extend_the_hello_timeout(
+    live: LiveFactory, clients: Any
+) -> None:
+    server: Live = await live(hello_timeout_s=0.6)
+    client = await clients(server.url)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(2):
+        await client.send({"type": "checkin", "v": 1})
+        err = await client.recv_json()
+        assert (err["type"], err["code"], err["fatal"]) == ("error", "unexpected_message", False)
+        await asyncio.sleep(0.25)
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await client.recv(timeout=5)
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "no hello timeout")
+    assert loop.time() - start < scaled(3.0)
 
 
 async def test_oversized_message_closes_with_1009(live: LiveFactory, clients: Any) -> None:

@@ -50,8 +50,8 @@ def test_every_cli_command_is_documented() -> None:
     commands = _subparsers(build_parser())
     for name, sub in commands.items():
         assert f"dandelion {name}" in page, name
-        for child in _subparsers(sub).keys() if name == "task" else []:
-            assert f"dandelion task {child}" in page, child
+        for child in _subparsers(sub).keys() if name in ("task", "privacy", "token") else []:
+            assert f"dandelion {name} {child}" in page, child
 
 
 def test_readme_commands_exist_and_ci_runs_the_test_command() -> None:

@@ -10,6 +10,7 @@ from dandelion.protocol import (
     Ack,
     Acked,
     Assigned,
+    Checkin,
     CheckinReceived,
     ComeBack,
     ComeBackLater,
@@ -296,3 +297,73 @@ def test_worker_falls_back_after_a_non_fatal_error() -> None:
     (event,) = pair.to_worker()
     assert isinstance(event, ErrorReceived)
     assert pair.worker.state is WorkerState.READY
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(constant: str) -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.assign()
+    text = (
+        '{"type": "update", "v": 1, "task": "t", "round": 1, "nonce": "nonce-000000000001", '
+        f'"num_examples": 3, "metrics": {{"loss": {constant}}}, "unclipped": true}}'
+    )
+    event = _violation(pair.coord, text)
+    assert not event.fatal
+    err = _sent_error(pair.coord)
+    assert err["code"] == "malformed"
+    assert constant in str(err["detail"])
+    assert "NaN, Infinity and -Infinity are not JSON numbers" in str(err["detail"])
+    # Nothing waits for a frame: the update was refused, not held.
+    assert pair.coord.state is CoordinatorState.READY
+    assert isinstance(_violation(pair.coord, b"\0" * 16).error, UnexpectedMessage)
+
+
+def test_messages_after_welcome_must_carry_the_connection_version() -> None:
+    pair = Pair()
+    pair.handshake()
+    assert pair.coord.version == 1
+    event = _violation(pair.coord, '{"type": "checkin", "v": 2}')
+    assert not event.fatal
+    err = _sent_error(pair.coord)
+    assert (err["code"], err["ref_type"], err["fatal"]) == ("unsupported_version", "checkin", False)
+    assert "version 1" in str(err["detail"])
+    assert pair.coord.state is CoordinatorState.READY
+    assert isinstance(pair.coord.receive_text('{"type": "checkin", "v": 1}'), CheckinReceived)
+
+
+def test_a_version_mismatch_between_update_and_frame_drops_the_update() -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.assign()
+    pair.worker.send_update([0.0] * 4, num_examples=1, unclipped=True)
+    text, frame = pair.worker.data_to_send()
+    assert pair.coord.receive_text(text) is None
+    assert _violation(pair.coord, '{"type": "opt_out", "v": 2}').error.code == (
+        "unsupported_version"
+    )
+    assert pair.coord.state is CoordinatorState.READY
+    assert isinstance(_violation(pair.coord, frame).error, UnexpectedMessage)
+
+
+def test_the_worker_sends_the_version_the_welcome_chose() -> None:
+    pair = Pair()
+    pair.worker.send_hello(Hello("worker-0001", {"kind": "cpython"}, "opted_in", versions=(1, 2)))
+    (hello,) = pair.worker.data_to_send()
+    assert json.loads(hello)["v"] == 2  # hello: the highest version it speaks
+    pair.worker.receive_text(
+        json.dumps(
+            {
+                "type": "welcome",
+                "v": 2,
+                "session": "s",
+                "heartbeat_s": 20,
+                "max_message_bytes": 1 << 20,
+                "update_dtypes": ["float32"],
+            }
+        )
+    )
+    pair.worker.send_checkin(Checkin(v=1))
+    pair.worker.send_opt_out()
+    sent = [json.loads(m) for m in pair.worker.data_to_send() if isinstance(m, str)]
+    assert [(m["type"], m["v"]) for m in sent] == [("checkin", 2), ("opt_out", 2)]

@@ -146,7 +146,7 @@ def test_sqlite_migrations_are_idempotent_and_state_survives_reopen(tmp_path: Pa
     first.close()
     again = SQLiteStore(path)
     applied = [m["name"] for m in again.db["_sqlite_migrations"].rows]  # type: ignore[union-attr]
-    assert applied == ["m001_initial"]
+    assert applied == ["m001_initial", "m002_privacy_ledger", "m003_admin_tokens"]
     assert again.latest_model_version("t1").params == b"\7" * 4  # type: ignore[union-attr]
     mode = again.conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
 from browser_worker.datasets import OBJECTIVES, make_population, revisit_dataset
 from browser_worker.features import (
     NUM_DENSE,
@@ -101,3 +109,59 @@ def test_population_and_objectives() -> None:
     history = generate_history(5, 21, SyntheticConfig(), T0)
     built = OBJECTIVES["revisit_7d"](history, {"num_buckets": 1024}, T0 + 21 * DAY)
     assert built == revisit_dataset(5, days=21)
+
+
+def _readme_vector() -> list[str]:
+    readme = (Path(__file__).resolve().parent.parent / "schemas" / "README.md").read_text()
+    section = readme.split("## The revisit_7d objective", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    return block.splitlines()
+
+
+def test_the_contracts_revisit_test_vector_is_what_the_code_computes() -> None:
+    lines = _readme_vector()
+    head = re.fullmatch(r"now (\d+), num_buckets (\d+), horizon_days (\d+)", lines[0])
+    assert head is not None, lines[0]
+    now, buckets, horizon = (int(g) for g in head.groups())
+    config = FeatureConfig(num_buckets=buckets, horizon_days=horizon)
+    visits, hosts, examples = [], 0, {}
+    for line in lines[1:]:
+        if m := re.fullmatch(
+            r"visit \d+: t (\d+), tz_offset_min (-?\d+), transition (\w+), url (\S+)", line
+        ):
+            t, tz, transition, url = m.groups()
+            visits.append(VisitRecord(url, "", float(t), transition, tz_offset_min=int(tz)))
+        elif m := re.fullmatch(r'host_of\("([^"]+)"\) = "([^"]*)"', line):
+            assert host_of(m[1]) == m[2], line
+        elif m := re.fullmatch(
+            r'host "([^"]+)": blake2b-64 ([0-9a-f]{16}), little-endian (\d+), bucket (\d+)', line
+        ):
+            digest = hashlib.blake2b(m[1].encode(), digest_size=8).digest()
+            assert digest.hex() == m[2], line
+            assert int.from_bytes(digest, "little") == int(m[3]), line
+            assert host_bucket(m[1], buckets) == int(m[4]), line
+            hosts += 1
+        elif m := re.fullmatch(
+            r"example (\d+): label (\d), indices (\[.*\]), values (\[.*\])", line
+        ):
+            examples[int(m[1])] = (int(m[2]), json.loads(m[3]), json.loads(m[4]))
+        else:
+            raise AssertionError(f"unrecognised test vector line: {line}")
+    assert len(visits) == 3 and hosts == 2 and len(examples) == 3
+    got = extract_examples(visits, config, float(now))
+    assert len(got) == len(examples)
+    for n, ex in enumerate(got, 1):
+        label, indices, values = examples[n]
+        assert ex.label == label, n
+        assert list(ex.indices) == indices, n
+        assert list(ex.values) == pytest.approx(values, abs=5e-7), n
+        assert max(ex.indices) < num_features(config) == NUM_DENSE + buckets
+
+
+def test_visits_at_the_same_instant_are_zero_hours_apart() -> None:
+    config = FeatureConfig(num_buckets=8)
+    visits = [visit("a.example", 0), visit("a.example", 0), visit("a.example", 0.5)]
+    examples = extract_examples(visits, config, now=T0 + 30 * DAY)
+    assert [e.values[6] for e in examples[:2]] == [0.0, 0.0]  # hours since the previous visit
+    assert examples[2].values[6] == pytest.approx(math.log1p(12) / 7)
+    assert [e.label for e in examples] == [1, 1, 0]

@@ -11,6 +11,11 @@ into the model with the task's server optimizer and commits the round's outcome 
 the new model version in one transaction; a round below its minimum is abandoned and retried
 from the same model. After a crash, rounds left "open" become "interrupted" and every task
 resumes from its last committed model version.
+
+A task with a privacy config is asked before each round whether one more release fits its ε
+budget (the accountant runs off the event loop); if not, the round is not opened and the task
+becomes "budget_exhausted" with the reason stored. Its ledger entry is committed with the
+round's model, so the budget holds across restarts.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import random
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ..aggregation import UpdateRejected
 from ..aggregation.optimizers import decode_state, encode_state
+from ..privacy import PrivacyLedger
 from ..protocol import (
     Ack,
     Checkin,
@@ -40,7 +47,14 @@ from ..protocol import (
 )
 from ..protocol.versions import SUPPORTED_VERSIONS
 from ..settings import Settings
-from ..storage import AsyncStore, ModelVersion, ParticipationEvent, RoundRecord, TaskRecord
+from ..storage import (
+    AsyncStore,
+    LedgerEntry,
+    ModelVersion,
+    ParticipationEvent,
+    RoundRecord,
+    TaskRecord,
+)
 from .pace import PaceSteering
 from .rounds import RoundState
 from .runtime import RoundOutcome, TaskRuntime
@@ -97,6 +111,7 @@ class Coordinator:
                 self.tasks[record.name] = await self._load(record)
             elif runtime.status != record.status:
                 runtime.status = record.status
+                runtime.reason = record.reason
         self._last_refresh = self.clock()
 
     async def _load(self, record: TaskRecord) -> TaskRuntime:
@@ -109,9 +124,26 @@ class Coordinator:
         completed = await self.store.read(lambda s: len(s.list_model_versions(name)) - 1)
         params = np.frombuffer(latest.params, dtype="<f4").astype(np.float32)
         state = decode_state(latest.optimizer_state) if latest.optimizer_state else None
+        ledger, clip_norm = None, None
+        if config.privacy is not None:
+            entries: list[LedgerEntry] = await self.store.read(lambda s: s.list_ledger(name))
+            ledger = PrivacyLedger.from_entries(
+                config.privacy, ((e.sampling_rate, e.noise_multiplier, e.epsilon) for e in entries)
+            )
+            if entries:
+                clip_norm = entries[-1].next_clip_norm
         log.info("task %s resumes at model version %d, round %d", name, latest.version, last_round)
         return TaskRuntime(
-            config, record.status, params, latest.version, last_round, completed, state
+            config,
+            record.status,
+            params,
+            latest.version,
+            last_round,
+            completed,
+            state,
+            ledger=ledger,
+            clip_norm=clip_norm,
+            reason=record.reason,
         )
 
     async def add_task(self, config: TaskConfig) -> TaskRuntime:
@@ -168,6 +200,9 @@ class Coordinator:
         events.append(ParticipationEvent(worker_id, runtime.name, rnd.number, "selected", now))
         await self.store.record_events(events)
         config = runtime.config
+        hyper = dict(config.hyper)
+        if config.privacy is not None and config.privacy.adaptive:
+            hyper["clip_norm"] = rnd.clip_norm  # this round's C: the worker's bit is against it
         task = Task(
             task=runtime.name,
             round=rnd.number,
@@ -175,10 +210,10 @@ class Coordinator:
             model_version=rnd.model_version,
             model=config.model.to_dict(),
             objective=config.objective,
-            hyper=dict(config.hyper),
+            hyper=hyper,
             deadline_s=max(0.001, round(rnd.deadline - now, 3)),
             update_dtype=config.update_dtype,
-            features=dict(config.features) or None,
+            features=_task_features(config),
         )
         return task, rnd.model_frame
 
@@ -194,8 +229,8 @@ class Coordinator:
                 continue
             rnd = runtime.round
             if runtime.status != "active" or rnd is None or not rnd.open:
-                if runtime.status == "paused" and reason == "no_task":
-                    reason = "paused"
+                if runtime.status in ("paused", "budget_exhausted") and reason == "no_task":
+                    reason = runtime.status
                 continue
             if any(
                 eligibility.get(k) is not True for k, v in runtime.config.eligibility.items() if v
@@ -283,7 +318,22 @@ class Coordinator:
                 await self._open_round(runtime, now)
 
     async def _open_round(self, runtime: TaskRuntime, now: float) -> None:
+        epsilon_after = None
+        if runtime.ledger is not None:
+            runtime.opening = True
+            try:
+                check = await asyncio.to_thread(runtime.ledger.check_next)
+            finally:
+                runtime.opening = False
+            if runtime.status != "active" or runtime.round is not None:
+                return  # paused, or opened by someone else, while the accountant ran
+            if not check.allowed:
+                await self._exhaust(runtime, check.reason)
+                return
+            epsilon_after = check.after
+            now = self.clock()  # the accountant took a moment
         rnd = runtime.new_round(now)
+        rnd.epsilon_after = epsilon_after
         record = RoundRecord(
             task=runtime.name,
             round=rnd.number,
@@ -301,6 +351,13 @@ class Coordinator:
         await self.store.write(lambda s: s.open_round(record))
         runtime.last_round = rnd.number
         runtime.round = rnd
+
+    async def _exhaust(self, runtime: TaskRuntime, reason: str) -> None:
+        """Stop a task whose next round would pass its privacy budget, and say why."""
+        name = runtime.name
+        await self.store.write(lambda s: s.set_task_status(name, "budget_exhausted", reason))
+        runtime.status, runtime.reason = "budget_exhausted", reason
+        log.warning("task %s: round %d not started: %s", name, runtime.last_round + 1, reason)
 
     def _close_soon(self, runtime: TaskRuntime, rnd: RoundState) -> None:
         """Close ``rnd`` in the background, once: later callers (updates that were waiting for
@@ -325,7 +382,7 @@ class Coordinator:
         now = self.clock()
         mean = rnd.close()
         summary = rnd.summary
-        metrics = summary.metrics()
+        metrics = rnd.metrics()
         version: ModelVersion | None = None
         params = runtime.params
         snapshot = runtime.optimizer.state()
@@ -341,6 +398,7 @@ class Coordinator:
                 metrics=metrics,
             )
         status = "completed" if version is not None else "abandoned"
+        ledger = _ledger_entry(runtime, rnd, now) if version is not None else None
         try:
             await self.store.write(
                 lambda s: s.commit_round_result(
@@ -354,6 +412,7 @@ class Coordinator:
                     dropped=rnd.dropped,
                     metrics=metrics,
                     model_version=version,
+                    ledger=ledger,
                 )
             )
         except BaseException:
@@ -363,6 +422,9 @@ class Coordinator:
             runtime.params = params
             runtime.model_version = version.version
             runtime.completed_rounds += 1
+        if ledger is not None and runtime.ledger is not None:
+            runtime.ledger.record(runtime.ledger.next_event(), ledger.epsilon)
+            runtime.clip_norm = ledger.next_clip_norm
         log.info(
             "task %s round %d %s: %d/%d reported, model version %d",
             runtime.name,
@@ -392,6 +454,41 @@ class Coordinator:
         """Wait for rounds being committed; open rounds stay open (they resume as interrupted)."""
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _task_features(config: TaskConfig) -> dict[str, Any] | None:
+    """The ``features`` a task message carries: for ``revisit_7d`` every parameter of its
+    pipeline, defaults filled in, so that a worker never has to know the defaults."""
+    if config.objective == "revisit_7d":
+        from browser_worker.features import FeatureConfig
+
+        try:
+            return FeatureConfig.from_dict(config.features).to_dict()
+        except (TypeError, ValueError):
+            pass  # a task file the pipeline cannot read: sent as it was written
+    return dict(config.features) or None
+
+
+def _ledger_entry(runtime: TaskRuntime, rnd: RoundState, now: float) -> LedgerEntry | None:
+    """The ledger entry of a released DP round (None without privacy)."""
+    released = rnd.release
+    if runtime.ledger is None or released is None:
+        return None
+    assert rnd.epsilon_after is not None  # set when the round was allowed to open
+    event = runtime.ledger.next_event()
+    privacy = runtime.ledger.config
+    return LedgerEntry(
+        task=runtime.name,
+        round=rnd.number,
+        noise_multiplier=event.z,
+        sampling_rate=event.q,
+        epsilon=rnd.epsilon_after,
+        delta=privacy.delta,
+        accountant=privacy.accountant,
+        clip_norm=released.clip_norm,
+        next_clip_norm=released.next_clip_norm,
+        created_at=now,
+    )
 
 
 def create_task(store: object, config: TaskConfig, now: float) -> TaskRuntime:

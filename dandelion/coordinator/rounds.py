@@ -3,6 +3,8 @@
 Rules of this file: it decides whether an update belongs to the round and folds it into the
 aggregate; it never awaits, never reads the clock (``now`` is passed in), never stores anything.
 Individual updates are added and forgotten: memory is O(d) whatever the number of reports.
+With a privacy config, closing releases the DP-FedAvg output instead of the plain mean, with
+noise from a generator made for this round alone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..aggregation import StreamingSum, UpdateRejected, decode_update, update_weight
+from ..privacy import Release, observed_bit, release, secure_generator
 from ..protocol import TensorFrame, Update
 from .taskconfig import TaskConfig
 
@@ -62,7 +65,9 @@ class RoundState:
     """A round from opening to closing.
 
     ``model_frame`` is the round's model, encoded once and sent as the same bytes to every worker
-    of the round: its header's nonce is a per-round tag, not an assignment nonce.
+    of the round: its header's nonce is a per-round tag, not an assignment nonce. ``clip_norm``
+    is the round's L2 bound (the task's, or with adaptive clipping the one the last round
+    chose); ``epsilon_after`` is what the ledger will say once a DP round is released.
     """
 
     def __init__(
@@ -72,8 +77,12 @@ class RoundState:
         model_version: int,
         model_frame: bytes,
         opened_at: float,
+        clip_norm: float | None = None,
     ) -> None:
         self.config = config
+        self.clip_norm = clip_norm if clip_norm is not None else config.clip_norm
+        self.epsilon_after: float | None = None
+        self.release: Release | None = None
         self.number = number
         self.model_version = model_version
         self.opened_at = opened_at
@@ -141,12 +150,12 @@ class RoundState:
         values = decode_update(frame.payload, head.dtype, expected)
         server = self.config.server
         weight = update_weight(update.num_examples, server.weighting, server.max_examples or None)
-        result = self.sum.add(values, weight=weight, bound=self.config.clip_norm)
+        result = self.sum.add(values, weight=weight, bound=self.clip_norm)
         self._reported.add(update.nonce)
         summary = self.summary
         summary.reported += 1
         summary.clipped += int(result.clipped)
-        summary.unclipped_bits += int(update.unclipped)
+        summary.unclipped_bits += observed_bit(result.norm, self.clip_norm, update.unclipped)
         summary.weight += weight
         summary.norm_sum += result.norm
         loss, acc = update.metrics.get("loss"), update.metrics.get("accuracy")
@@ -162,11 +171,38 @@ class RoundState:
         return now >= self.deadline
 
     def close(self) -> np.ndarray | None:
-        """Close the round; return the mean update if it met its minimum, else None (abandon)."""
+        """Close the round; return the mean update if it met its minimum, else None (abandon).
+
+        With a privacy config the mean is DP-FedAvg's release — the clipped sum plus Gaussian
+        noise, over the expected number of reports — also kept as ``self.release``.
+        """
         self.phase = RoundPhase.CLOSED
         if self.summary.reported < self.config.rounds.minimum or self.sum.count == 0:
             return None
-        return self.sum.mean()
+        privacy = self.config.privacy
+        if privacy is None:
+            return self.sum.mean()
+        self.release = release(
+            privacy,
+            self.sum.sum,
+            self.summary.unclipped_bits,
+            self.sum.count,
+            self.clip_norm,
+            secure_generator(),
+        )
+        return self.release.mean
+
+    def metrics(self) -> dict[str, float]:
+        """What the round record keeps. Under DP only released figures: the workers' own
+        metrics (loss, accuracy, norms, clip counts) are not noised and are not kept."""
+        if self.config.privacy is None:
+            return self.summary.metrics()
+        if self.release is None:
+            return {}
+        out = self.release.metrics()
+        if self.epsilon_after is not None:
+            out["epsilon"] = self.epsilon_after
+        return out
 
     @property
     def dropped(self) -> int:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..aggregation.optimizers import ServerOptimizer, make_optimizer
+from ..privacy import PrivacyLedger
 from ..protocol import FrameHeader, encode_frame
 from .rounds import RoundState
 from .taskconfig import TaskConfig
@@ -36,7 +37,12 @@ class RoundOutcome:
 
 
 class TaskRuntime:
-    """One task as the coordinator runs it."""
+    """One task as the coordinator runs it.
+
+    With a privacy config, ``ledger`` holds what the task released and ``clip_norm`` the bound
+    of its next round (it moves with adaptive clipping); both are rebuilt from storage on
+    restart.
+    """
 
     def __init__(
         self,
@@ -47,9 +53,18 @@ class TaskRuntime:
         last_round: int,
         completed_rounds: int,
         optimizer_state: dict[str, np.ndarray] | None = None,
+        *,
+        ledger: PrivacyLedger | None = None,
+        clip_norm: float | None = None,
+        reason: str = "",
     ) -> None:
         self.config = config
         self.status = status
+        self.reason = reason
+        if ledger is None and config.privacy is not None:
+            ledger = PrivacyLedger(config.privacy)
+        self.ledger = ledger
+        self.clip_norm = clip_norm if clip_norm is not None else config.clip_norm
         self.params = params
         self.model_version = model_version
         self.last_round = last_round
@@ -61,6 +76,7 @@ class TaskRuntime:
             self.optimizer.load_state(optimizer_state)
         self.round: RoundState | None = None
         self.closing = False
+        self.opening = False  # a budget check is running before the next round opens
 
     @property
     def name(self) -> str:
@@ -77,6 +93,7 @@ class TaskRuntime:
             self.status == "active"
             and self.round is None
             and not self.closing
+            and not self.opening
             and not self.finished
         )
 
@@ -92,4 +109,4 @@ class TaskRuntime:
             (self.params.size,),
         )
         frame = encode_frame(header, self.params.astype("<f4", copy=False).tobytes())
-        return RoundState(self.config, number, self.model_version, frame, opened_at)
+        return RoundState(self.config, number, self.model_version, frame, opened_at, self.clip_norm)

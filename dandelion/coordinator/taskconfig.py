@@ -1,4 +1,4 @@
-"""A task's configuration: model, local training, server optimizer and round plan.
+"""A task's configuration: model, local training, server optimizer, round plan and privacy.
 
 Read from a TOML file (``dandelion task create FILE``) or a dict (the API). Every field is
 checked here, once, so the rest of the coordinator can trust it. See ``docs/tasks.md`` for the
@@ -19,6 +19,7 @@ from typing import Any
 from browser_worker.models import ModelSpec
 
 from ..aggregation.optimizers import OPTIMIZERS
+from ..privacy import PrivacyConfig, PrivacyConfigError
 
 __all__ = ["RoundPlan", "ServerConfig", "TaskConfig", "TaskConfigError", "load_task_file"]
 
@@ -80,10 +81,12 @@ class TaskConfig:
     eligibility: dict[str, bool] = field(default_factory=dict)
     update_dtype: str = "float32"
     init_seed: int = 0
+    privacy: PrivacyConfig | None = None  # DP-FedAvg when set (the [privacy] table)
 
     @property
     def clip_norm(self) -> float:
-        """The L2 bound the server clips every update to, whatever the worker claims."""
+        """The L2 bound the server clips every update to, whatever the worker claims (with
+        adaptive clipping: the first round's bound)."""
         return self.server.clip_norm or float(self.hyper["clip_norm"])
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +109,7 @@ class TaskConfig:
             },
             "rounds": asdict(self.rounds),
             "eligibility": dict(self.eligibility),
+            **({"privacy": self.privacy.to_dict()} if self.privacy is not None else {}),
         }
 
     @classmethod
@@ -157,9 +161,28 @@ def _parse(raw: dict[str, Any]) -> TaskConfig:
     seed = raw.get("init_seed", 0)
     if type(seed) is not int:
         raise TaskConfigError("init_seed: an integer")
+    privacy = None
+    if "privacy" in raw:
+        privacy = _privacy(_table(raw, "privacy"), rounds)
+        # User-level DP bounds what one user adds to the sum: weight 1, norm <= C.
+        if _table(raw, "server").get("weighting", "uniform") != "uniform":
+            raise TaskConfigError(
+                'server.weighting: must be "uniform" with [privacy] (each user adds one '
+                "clipped update of weight 1)"
+            )
+        server = ServerConfig(
+            server.optimizer, server.optimizer_params, "uniform", 0, server.clip_norm
+        )
     return TaskConfig(
-        name, objective, model, hyper, rounds, server, features, eligibility, dtype, seed
+        name, objective, model, hyper, rounds, server, features, eligibility, dtype, seed, privacy
     )
+
+
+def _privacy(raw: dict[str, Any], rounds: RoundPlan) -> PrivacyConfig:
+    try:
+        return PrivacyConfig.from_dict(raw, expected_reports=rounds.goal)
+    except PrivacyConfigError as exc:
+        raise TaskConfigError(f"privacy.{exc}") from None
 
 
 def _req(raw: dict[str, Any], key: str, kind: type) -> Any:

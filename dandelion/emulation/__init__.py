@@ -1,5 +1,22 @@
-"""Emulation tools: the demo now; large populations come later."""
+"""Emulation: the demo, and large emulated populations (``dandelion emulate``).
+
+Importing this package is light: numpy, Ray and the coordinator load with the modules that
+need them.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .population import PopulationConfig, PopulationConfigError, load_population
+from .results import RoundRecord, RunResult, write_results
+from .run import EmulateOptions, emulate
+
+__all__ = [
+    "EmulateOptions",
+    "PopulationConfig",
+    "PopulationConfigError",
+    "RoundRecord",
+    "RunResult",
+    "emulate",
+    "load_population",
+    "write_results",
+]

@@ -13,8 +13,10 @@ from .errors import (
     LocalProtocolError,
     MessageError,
     MessageTooLarge,
+    RateLimited,
     RemoteProtocolError,
     UnexpectedMessage,
+    VersionMismatch,
 )
 from .events import (
     Acked,
@@ -87,6 +89,7 @@ __all__ = [
     "OptOut",
     "OptOutReceived",
     "ProtocolViolation",
+    "RateLimited",
     "Reject",
     "Rejected",
     "RemoteProtocolError",
@@ -97,6 +100,7 @@ __all__ = [
     "Update",
     "UpdateReceived",
     "Validator",
+    "VersionMismatch",
     "Welcome",
     "Welcomed",
     "WorkerSession",

@@ -22,8 +22,10 @@ from .errors import (
     LocalProtocolError,
     MessageError,
     MessageTooLarge,
+    RateLimited,
     RemoteProtocolError,
     UnexpectedMessage,
+    VersionMismatch,
 )
 from .events import (
     CheckinReceived,
@@ -54,6 +56,10 @@ Validator = Callable[[dict[str, Any]], str | None]
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
 _S = CoordinatorState
+#: The longest text message of each kind a worker may send (the overall cap, max_text_bytes,
+#: is checked before parsing). Generous for what the schemas allow; an attacker's 60 KiB
+#: hello is refused all the same.
+TEXT_LIMITS = {"hello": 4096, "checkin": 16384, "update": 16384, "opt_out": 2048}
 
 
 class CoordinatorSession:
@@ -87,6 +93,13 @@ class CoordinatorSession:
             return None
         try:
             msg = self._parse(text)
+            if self.version is not None and msg.v != self.version:
+                # After the welcome every message carries the connection's version.
+                raise VersionMismatch(
+                    f"this connection speaks protocol version {self.version}, "
+                    f"not {msg.v}: message dropped",
+                    ref_type=msg.type,
+                )
             return self._accept(msg)
         except RemoteProtocolError as exc:
             return self._violation(exc)
@@ -115,15 +128,30 @@ class CoordinatorSession:
         except RemoteProtocolError as exc:
             return self._violation(exc)
 
+    def refuse(self, detail: str) -> ProtocolViolation:
+        """Drop a message unread because the connection sends too fast: answered with a
+        ``rate_limited`` error, which counts towards ``max_errors`` like any other."""
+        if self.state is _S.CLOSED:
+            return ProtocolViolation(RateLimited(detail), True)
+        return self._violation(RateLimited(detail))
+
     def _parse(self, text: str) -> Message:
         if len(text) > self._max_text:
             raise MessageTooLarge(
                 f"control message of {len(text)} characters exceeds {self._max_text}"
             )
         try:
-            raw = json.loads(text)
+            raw = json.loads(text, parse_constant=_refuse_constant)
         except ValueError as exc:
             raise MessageError(f"not JSON: {exc}") from None
+        except RecursionError:  # "[[[[…" thousands deep: no message of ours nests like that
+            raise MessageError("not JSON this coordinator reads: nested too deeply") from None
+        mtype = raw.get("type") if isinstance(raw, dict) else None
+        limit = TEXT_LIMITS.get(mtype) if isinstance(mtype, str) else None
+        if limit is not None and len(text) > limit:
+            raise MessageTooLarge(
+                f"{mtype} message of {len(text)} characters exceeds {limit}", ref_type=mtype
+            )
         if self._validate is not None and isinstance(raw, dict):
             reason = self._validate(raw)
             if reason is not None:
@@ -165,8 +193,9 @@ class CoordinatorSession:
             self._pending_update = None
         fatal = self.errors >= self._max_errors
         detail = exc.detail if not fatal else f"{exc.detail} (too many errors; closing)"
+        ref_type = exc.ref_type[:32] if exc.ref_type is not None else None  # error.schema.json
         self._outbox.append(
-            encode_message(Error(exc.code, detail[:512], fatal=fatal, ref_type=exc.ref_type))
+            encode_message(Error(exc.code, detail[:512], fatal=fatal, ref_type=ref_type))
         )
         if fatal:
             self._close(exc.close_code, "too many protocol errors")
@@ -210,3 +239,9 @@ class CoordinatorSession:
         """Messages queued since the last call, in order."""
         out, self._outbox = self._outbox, []
         return out
+
+
+def _refuse_constant(name: str) -> float:
+    """``json.loads`` calls this for ``NaN``, ``Infinity`` and ``-Infinity``, which Python
+    accepts by default and JSON does not: such a message is malformed."""
+    raise MessageError(f"not JSON: {name} (NaN, Infinity and -Infinity are not JSON numbers)")

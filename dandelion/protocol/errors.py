@@ -8,7 +8,8 @@
         ├── MessageError              a control message that is not JSON or breaks its schema
         │   └── MessageTooLarge       a control message over the size limit
         ├── FrameError                a binary frame whose header or length does not hold up
-        └── UnexpectedMessage         a well-formed message at the wrong point of the conversation
+        ├── UnexpectedMessage         a well-formed message at the wrong point of the conversation
+        └── VersionMismatch           a message whose ``v`` is not the connection's version
 
 A :class:`RemoteProtocolError` carries ``code`` (the ``error.code`` sent back on the wire) and
 ``close_code`` (the WebSocket close code to use when the connection must end).
@@ -22,8 +23,10 @@ __all__ = [
     "LocalProtocolError",
     "MessageError",
     "MessageTooLarge",
+    "RateLimited",
     "RemoteProtocolError",
     "UnexpectedMessage",
+    "VersionMismatch",
 ]
 
 #: WebSocket close code for "policy violation" (RFC 6455 section 7.4.1).
@@ -62,6 +65,12 @@ class MessageTooLarge(MessageError):
     code = "too_large"
 
 
+class RateLimited(RemoteProtocolError):
+    """More messages than the connection's rate allows; the message was dropped unread."""
+
+    code = "rate_limited"
+
+
 class FrameError(RemoteProtocolError):
     """A binary frame that is truncated, lies about its length, or has a bad header."""
 
@@ -72,3 +81,9 @@ class UnexpectedMessage(RemoteProtocolError):
     """A valid message that the conversation's state does not allow now."""
 
     code = "unexpected_message"
+
+
+class VersionMismatch(RemoteProtocolError):
+    """A message whose ``v`` is not the version the connection chose at ``welcome``."""
+
+    code = "unsupported_version"

@@ -172,8 +172,10 @@ def header_from_dict(raw: object) -> FrameHeader:
 def payload_from_floats(values: Sequence[float], dtype: Dtype = "float32") -> bytes:
     """Encode Python floats as little-endian ``dtype`` values."""
     if dtype == "float32":
-        arr = array("f", values)
+        # An array("f") is encoded as it is (one copy); anything else is converted value by value.
+        arr = values if isinstance(values, array) and values.typecode == "f" else array("f", values)
         if not _LITTLE:  # pragma: no cover - every supported host is little-endian
+            arr = array("f", arr)
             arr.byteswap()
         return arr.tobytes()
     if dtype == "float16":

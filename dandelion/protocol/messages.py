@@ -275,7 +275,7 @@ def parse_message(text: str | bytes | object) -> Message:
     except MessageError as exc:
         exc.ref_type = mtype
         raise
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise MessageError(f"{mtype}: {exc}", ref_type=mtype) from None
 
 
@@ -306,7 +306,10 @@ def _number(raw: Any, name: str) -> float:
     value = _get(raw, name)
     if type(value) not in (int, float):
         raise MessageError(f"field {name!r} must be a number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer literal of hundreds of digits
+        raise MessageError(f"field {name!r} is too large a number") from None
 
 
 def _bool(raw: Any, name: str) -> bool:

@@ -12,6 +12,7 @@ breaks the protocol (the worker then closes and reconnects later); ``send_*`` ra
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from .errors import FrameError, LocalProtocolError, UnexpectedMessage
 from .events import (
@@ -40,6 +41,7 @@ from .messages import (
     parse_message,
 )
 from .states import FRAME, WORKER_ERROR_FALLBACK, WORKER_RECEIVES, WORKER_SENDS, WorkerState
+from .versions import PROTOCOL_VERSION
 
 __all__ = ["WorkerSession"]
 
@@ -58,10 +60,12 @@ class WorkerSession:
     # -- output --------------------------------------------------------------------------------
 
     def send_hello(self, hello: Hello) -> None:
-        self._send(hello)
+        """Send ``hello``; its ``v`` is set to the highest of its ``versions``."""
+        self._send(replace(hello, v=max(hello.versions, default=hello.v)))
 
     def send_checkin(self, checkin: Checkin | None = None) -> None:
-        self._send(checkin or Checkin())
+        """Send ``checkin``, carrying the connection's version whatever ``checkin.v`` says."""
+        self._send(replace(checkin or Checkin(), v=self._v()))
 
     def send_update(
         self,
@@ -83,9 +87,8 @@ class WorkerSession:
             dtype = "float32"
         else:
             raise LocalProtocolError(f"cannot encode dtype {task.update_dtype!r}")
-        header = FrameHeader(
-            "update", task.task, task.round, task.nonce, dtype, (len(values),), task.v
-        )
+        # The frame header's v is the frame format's version, which is 1 in protocol v1.
+        header = FrameHeader("update", task.task, task.round, task.nonce, dtype, (len(values),))
         frame = encode_frame(header, payload_from_floats(values, dtype))
         msg = Update(
             task=task.task,
@@ -95,12 +98,17 @@ class WorkerSession:
             unclipped=unclipped,
             metrics=dict(metrics or {}),
             norm=norm,
-            v=task.v,
+            v=self._v(),
         )
         self._send(msg, frame)
 
     def send_opt_out(self, reason: str | None = None) -> None:
-        self._send(OptOut(reason=reason))
+        self._send(OptOut(reason=reason, v=self._v()))
+
+    def _v(self) -> int:
+        # Every message after the welcome carries the version it chose; the coordinator drops
+        # others with an unsupported_version error.
+        return self.welcome.v if self.welcome is not None else PROTOCOL_VERSION
 
     def _send(self, msg: Message, frame: bytes | None = None) -> None:
         target = WORKER_SENDS[self.state].get(msg.type)

@@ -14,7 +14,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from .records import ModelVersion, ModelVersionInfo, ParticipationEvent, RoundRecord, TaskRecord
+from .records import (
+    LedgerEntry,
+    ModelVersion,
+    ModelVersionInfo,
+    ParticipationEvent,
+    RoundRecord,
+    TaskRecord,
+)
 
 __all__ = ["StateStore"]
 
@@ -38,7 +45,8 @@ class StateStore(abc.ABC):
     def list_tasks(self) -> list[TaskRecord]: ...
 
     @abc.abstractmethod
-    def set_task_status(self, name: str, status: str) -> None: ...
+    def set_task_status(self, name: str, status: str, reason: str = "") -> None:
+        """Set the status and its ``reason`` ('' clears it). Raises KeyError, ValueError."""
 
     # -- model versions --------------------------------------------------------------------------
 
@@ -75,13 +83,20 @@ class StateStore(abc.ABC):
     ) -> None: ...
 
     def commit_round_result(
-        self, *, model_version: ModelVersion | None = None, **close: Any
+        self,
+        *,
+        model_version: ModelVersion | None = None,
+        ledger: LedgerEntry | None = None,
+        **close: Any,
     ) -> None:
-        """Close a round and save the model it produced, in one transaction."""
+        """Close a round and save the model it produced and its privacy ledger entry, in one
+        transaction."""
         with self.transaction():
             self.close_round(**close)
             if model_version is not None:
                 self.save_model_version(model_version)
+            if ledger is not None:
+                self.add_ledger_entry(ledger)
 
     @abc.abstractmethod
     def get_round(self, task: str, round: int) -> RoundRecord | None: ...
@@ -97,6 +112,16 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def mark_open_rounds_interrupted(self, closed_at: float) -> int:
         """At start-up: rounds left open by a crash become "interrupted". Returns how many."""
+
+    # -- privacy ledger --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_ledger_entry(self, entry: LedgerEntry) -> None:
+        """Record a released DP round. Raises ConflictError for a round recorded already."""
+
+    @abc.abstractmethod
+    def list_ledger(self, task: str) -> list[LedgerEntry]:
+        """Every ledger entry of ``task``, oldest round first."""
 
     # -- participation and consent ---------------------------------------------------------------
 
@@ -116,6 +141,37 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def get_consent(self, worker_id: str) -> str | None: ...
+
+    # -- monitoring (aggregates only: no per-worker rows leave these) ----------------------------
+
+    @abc.abstractmethod
+    def consent_counts(self) -> dict[str, int]:
+        """How many workers are in each consent state."""
+
+    @abc.abstractmethod
+    def event_histogram(
+        self, *, since: float, bucket_s: float, task: str | None = None
+    ) -> list[tuple[float, str, int]]:
+        """``(bucket start, event, count)`` for events at or after ``since``, in buckets of
+        ``bucket_s`` seconds aligned to the epoch, ordered by bucket then event."""
+
+    # -- admin tokens (only their SHA-256 is stored) ---------------------------------------------
+
+    @abc.abstractmethod
+    def add_admin_token(self, name: str, token_hash: str, at: float) -> None:
+        """Raises ConflictError if ``name`` or the hash exists already."""
+
+    @abc.abstractmethod
+    def admin_token_name(self, token_hash: str) -> str | None:
+        """The name of the token with this hash, or None."""
+
+    @abc.abstractmethod
+    def list_admin_tokens(self) -> list[tuple[str, float]]:
+        """``(name, created_at)`` of every token, by name."""
+
+    @abc.abstractmethod
+    def revoke_admin_token(self, name: str) -> bool:
+        """Delete the token called ``name``; False if there was none."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from .interface import StateStore
 from .records import (
     ROUND_STATUSES,
     TASK_STATUSES,
+    LedgerEntry,
     ModelVersion,
     ModelVersionInfo,
     ParticipationEvent,
@@ -36,8 +37,18 @@ class MemoryStore(StateStore):
         self._rounds: dict[tuple[str, int], RoundRecord] = {}
         self._events: list[ParticipationEvent] = []
         self._consent: dict[str, tuple[str, float]] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._ledger: dict[tuple[str, int], LedgerEntry] = {}
 
-    _STATE = ("_tasks", "_versions", "_rounds", "_events", "_consent")
+    _STATE: tuple[str, ...] = (
+        "_tasks",
+        "_versions",
+        "_rounds",
+        "_events",
+        "_consent",
+        "_ledger",
+        "_tokens",
+    )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -65,12 +76,12 @@ class MemoryStore(StateStore):
         with self._lock:
             return [self._tasks[k] for k in sorted(self._tasks)]
 
-    def set_task_status(self, name: str, status: str) -> None:
+    def set_task_status(self, name: str, status: str, reason: str = "") -> None:
         if status not in TASK_STATUSES:
             raise ValueError(f"task status {status!r}")
         with self._lock:
             old = self._tasks[name]
-            self._tasks[name] = TaskRecord(old.name, old.config, status, old.created_at)
+            self._tasks[name] = TaskRecord(old.name, old.config, status, old.created_at, reason)
 
     def save_model_version(self, version: ModelVersion) -> None:
         key = (version.task, version.version)
@@ -177,6 +188,22 @@ class MemoryStore(StateStore):
                 )
             return len(open_)
 
+    def add_ledger_entry(self, entry: LedgerEntry) -> None:
+        key = (entry.task, entry.round)
+        with self._lock:
+            if entry.task not in self._tasks:
+                raise ConflictError(f"no task {entry.task!r}")
+            if key in self._ledger:
+                raise ConflictError(
+                    f"round {entry.round} of {entry.task!r} is in the privacy ledger already"
+                )
+            self._ledger[key] = entry
+
+    def list_ledger(self, task: str) -> list[LedgerEntry]:
+        with self._lock:
+            mine = [e for (t, _), e in self._ledger.items() if t == task]
+        return sorted(mine, key=lambda e: e.round)
+
     def record_events(self, events: Sequence[ParticipationEvent]) -> None:
         with self._lock:
             self._events.extend(events)
@@ -213,3 +240,33 @@ class MemoryStore(StateStore):
     def get_consent(self, worker_id: str) -> str | None:
         entry = self._consent.get(worker_id)
         return entry[0] if entry else None
+
+    def consent_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(Counter(state for state, _ in self._consent.values()))
+
+    def event_histogram(
+        self, *, since: float, bucket_s: float, task: str | None = None
+    ) -> list[tuple[float, str, int]]:
+        if bucket_s <= 0:
+            raise ValueError("bucket_s must be positive")
+        counts = Counter((int(e.at / bucket_s), e.event) for e in self._filter(task, None, since))
+        return [(b * bucket_s, event, n) for (b, event), n in sorted(counts.items())]
+
+    def add_admin_token(self, name: str, token_hash: str, at: float) -> None:
+        with self._lock:
+            if name in self._tokens or any(h == token_hash for h, _ in self._tokens.values()):
+                raise ConflictError(f"an admin token named {name!r} exists already")
+            self._tokens[name] = (token_hash, at)
+
+    def admin_token_name(self, token_hash: str) -> str | None:
+        with self._lock:
+            return next((n for n, (h, _) in self._tokens.items() if h == token_hash), None)
+
+    def list_admin_tokens(self) -> list[tuple[str, float]]:
+        with self._lock:
+            return sorted((n, at) for n, (_, at) in self._tokens.items())
+
+    def revoke_admin_token(self, name: str) -> bool:
+        with self._lock:
+            return self._tokens.pop(name, None) is not None

@@ -61,3 +61,36 @@ def m001_initial(db: Database) -> None:
     db["consent"].create(  # type: ignore[union-attr]
         {"worker_id": str, "state": str, "updated_at": float}, pk="worker_id"
     )
+
+
+@MIGRATIONS()
+def m002_privacy_ledger(db: Database) -> None:
+    # Why a task has its status (e.g. the privacy budget that stopped it), and the ledger of
+    # every DP round it released: one row per round, written with the round's model version.
+    db["tasks"].add_column("reason", str, not_null_default="")  # type: ignore[union-attr]
+    db["privacy_ledger"].create(  # type: ignore[union-attr]
+        {
+            "task": str,
+            "round": int,
+            "noise_multiplier": float,
+            "sampling_rate": float,
+            "epsilon": float,
+            "delta": float,
+            "accountant": str,
+            "clip_norm": float,
+            "next_clip_norm": float,
+            "created_at": float,
+        },
+        pk=("task", "round"),
+        foreign_keys=[("task", "tasks", "name")],
+    )
+
+
+@MIGRATIONS()
+def m003_admin_tokens(db: Database) -> None:
+    # Bearer tokens of the admin API and dashboard: a name and the token's SHA-256, never the
+    # token itself (it is shown once, when made).
+    db["admin_tokens"].create(  # type: ignore[union-attr]
+        {"name": str, "token_hash": str, "created_at": float}, pk="name"
+    )
+    db["admin_tokens"].create_index(["token_hash"], unique=True)  # type: ignore[union-attr]

@@ -14,6 +14,7 @@ __all__ = [
     "EVENTS",
     "ROUND_STATUSES",
     "TASK_STATUSES",
+    "LedgerEntry",
     "ModelVersion",
     "ModelVersionInfo",
     "ParticipationEvent",
@@ -21,7 +22,9 @@ __all__ = [
     "TaskRecord",
 ]
 
-TASK_STATUSES = frozenset({"active", "paused", "stopped"})
+#: ``budget_exhausted``: the coordinator refused the next round (privacy budget); the task's
+#: ``reason`` says why.
+TASK_STATUSES = frozenset({"active", "paused", "stopped", "budget_exhausted"})
 ROUND_STATUSES = frozenset({"open", "completed", "abandoned", "interrupted"})
 CONSENT_STATES = frozenset({"opted_in", "opted_out"})
 #: Participation events, in the order a worker meets them.
@@ -44,6 +47,7 @@ class TaskRecord:
     config: dict[str, Any]
     status: str
     created_at: float
+    reason: str = ""  # why the task has its status, when the coordinator set it
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +98,24 @@ class ParticipationEvent:
     round: int | None
     event: str
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One released DP round of a task: what it cost, and the ε spent after it.
+
+    ``noise_multiplier`` (z) and ``sampling_rate`` (q) are what the accountant charged;
+    ``clip_norm`` is the round's C and ``next_clip_norm`` the next round's (they differ only
+    with adaptive clipping). Written in the same transaction as the round's model version.
+    """
+
+    task: str
+    round: int
+    noise_multiplier: float
+    sampling_rate: float
+    epsilon: float
+    delta: float
+    accountant: str
+    clip_norm: float
+    next_clip_norm: float
+    created_at: float

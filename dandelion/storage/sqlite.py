@@ -25,6 +25,7 @@ from .migrations import MIGRATIONS
 from .records import (
     ROUND_STATUSES,
     TASK_STATUSES,
+    LedgerEntry,
     ModelVersion,
     ModelVersionInfo,
     ParticipationEvent,
@@ -84,26 +85,36 @@ class SQLiteStore(StateStore):
             raise ValueError(f"task status {record.status!r}")
         try:
             self._exec(
-                "INSERT INTO tasks (name, config, status, created_at) VALUES (?, ?, ?, ?)",
-                (record.name, json.dumps(record.config), record.status, record.created_at),
+                "INSERT INTO tasks (name, config, status, created_at, reason) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.name,
+                    json.dumps(record.config),
+                    record.status,
+                    record.created_at,
+                    record.reason,
+                ),
             )
         except ConflictError:
             raise ConflictError(f"a task named {record.name!r} exists already") from None
 
+    _T = "name, config, status, created_at, reason"
+
     def get_task(self, name: str) -> TaskRecord | None:
-        row = self._exec(
-            "SELECT name, config, status, created_at FROM tasks WHERE name = ?", (name,)
-        ).fetchone()
+        row = self._exec(f"SELECT {self._T} FROM tasks WHERE name = ?", (name,)).fetchone()
         return _task(row) if row else None
 
     def list_tasks(self) -> list[TaskRecord]:
-        rows = self._exec("SELECT name, config, status, created_at FROM tasks ORDER BY name")
+        rows = self._exec(f"SELECT {self._T} FROM tasks ORDER BY name")
         return [_task(r) for r in rows.fetchall()]
 
-    def set_task_status(self, name: str, status: str) -> None:
+    def set_task_status(self, name: str, status: str, reason: str = "") -> None:
         if status not in TASK_STATUSES:
             raise ValueError(f"task status {status!r}")
-        if self._exec("UPDATE tasks SET status = ? WHERE name = ?", (status, name)).rowcount != 1:
+        cur = self._exec(
+            "UPDATE tasks SET status = ?, reason = ? WHERE name = ?", (status, reason, name)
+        )
+        if cur.rowcount != 1:
             raise KeyError(name)
 
     # -- model versions --------------------------------------------------------------------------
@@ -237,6 +248,41 @@ class SQLiteStore(StateStore):
         )
         return cur.rowcount
 
+    # -- privacy ledger --------------------------------------------------------------------------
+
+    _L = (
+        "task, round, noise_multiplier, sampling_rate, epsilon, delta, accountant, clip_norm, "
+        "next_clip_norm, created_at"
+    )
+
+    def add_ledger_entry(self, entry: LedgerEntry) -> None:
+        try:
+            self._exec(
+                f"INSERT INTO privacy_ledger ({self._L}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.task,
+                    entry.round,
+                    entry.noise_multiplier,
+                    entry.sampling_rate,
+                    entry.epsilon,
+                    entry.delta,
+                    entry.accountant,
+                    entry.clip_norm,
+                    entry.next_clip_norm,
+                    entry.created_at,
+                ),
+            )
+        except ConflictError:
+            raise ConflictError(
+                f"round {entry.round} of {entry.task!r} is in the privacy ledger already"
+            ) from None
+
+    def list_ledger(self, task: str) -> list[LedgerEntry]:
+        rows = self._exec(
+            f"SELECT {self._L} FROM privacy_ledger WHERE task = ? ORDER BY round", (task,)
+        ).fetchall()
+        return [LedgerEntry(*r) for r in rows]
+
     # -- participation and consent ---------------------------------------------------------------
 
     def record_events(self, events: Sequence[ParticipationEvent]) -> None:
@@ -282,6 +328,49 @@ class SQLiteStore(StateStore):
         row = self._exec("SELECT state FROM consent WHERE worker_id = ?", (worker_id,)).fetchone()
         return str(row[0]) if row else None
 
+    # -- monitoring ------------------------------------------------------------------------------
+
+    def consent_counts(self) -> dict[str, int]:
+        rows = self._exec("SELECT state, count(*) FROM consent GROUP BY state").fetchall()
+        return {state: int(n) for state, n in rows}
+
+    def event_histogram(
+        self, *, since: float, bucket_s: float, task: str | None = None
+    ) -> list[tuple[float, str, int]]:
+        if bucket_s <= 0:
+            raise ValueError("bucket_s must be positive")
+        where, params = _event_filter(task, None, since)
+        rows = self._exec(
+            f"SELECT CAST(at / ? AS INTEGER) AS b, event, count(*) FROM events{where} "
+            "GROUP BY b, event ORDER BY b, event",
+            [bucket_s, *params],
+        ).fetchall()
+        return [(b * bucket_s, event, int(n)) for b, event, n in rows]
+
+    # -- admin tokens ----------------------------------------------------------------------------
+
+    def add_admin_token(self, name: str, token_hash: str, at: float) -> None:
+        try:
+            self._exec(
+                "INSERT INTO admin_tokens (name, token_hash, created_at) VALUES (?, ?, ?)",
+                (name, token_hash, at),
+            )
+        except ConflictError:
+            raise ConflictError(f"an admin token named {name!r} exists already") from None
+
+    def admin_token_name(self, token_hash: str) -> str | None:
+        row = self._exec(
+            "SELECT name FROM admin_tokens WHERE token_hash = ?", (token_hash,)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def list_admin_tokens(self) -> list[tuple[str, float]]:
+        rows = self._exec("SELECT name, created_at FROM admin_tokens ORDER BY name").fetchall()
+        return [(str(n), float(t)) for n, t in rows]
+
+    def revoke_admin_token(self, name: str) -> bool:
+        return self._exec("DELETE FROM admin_tokens WHERE name = ?", (name,)).rowcount == 1
+
 
 def _event_filter(
     task: str | None, event: str | None, since: float | None
@@ -295,7 +384,7 @@ def _event_filter(
 
 
 def _task(row: Sequence[Any]) -> TaskRecord:
-    return TaskRecord(row[0], json.loads(row[1]), row[2], row[3])
+    return TaskRecord(row[0], json.loads(row[1]), row[2], row[3], row[4] or "")
 
 
 def _version(row: Sequence[Any]) -> ModelVersion:

@@ -13,19 +13,23 @@ it read while the writer writes). The event loop never blocks on SQLite.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from .errors import StorageError
+from .errors import ConflictError, StorageError
 from .interface import StateStore
 from .records import ParticipationEvent
 
 __all__ = ["AsyncStore"]
 
+log = logging.getLogger("dandelion.storage")
 T = TypeVar("T")
+_RECOVERED_AFTER_S = 2.0
 _STOP = object()
 
 
@@ -60,6 +64,9 @@ class AsyncStore:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self.batches = 0  # committed transactions: fewer than jobs under load (group commit)
+        #: Why the last write failed, while writes fail (disk full, read-only); None when fine.
+        self.failure: str | None = None
+        self._failed_at = 0.0
         self.jobs = 0
         self._writer = threading.Thread(target=self._run, name="dandelion-writer", daemon=True)
         self._writer.start()
@@ -83,6 +90,25 @@ class AsyncStore:
         self._queue.put(job)
         result: T = await job.future
         return result
+
+    # Health, kept by the writer thread: a failing medium is logged once, not once a write.
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failed_at = time.monotonic()
+        if self.failure is None:
+            log.error(
+                "the state file cannot be written: %s. The coordinator keeps running; it "
+                "acknowledges nothing until writes succeed again",
+                exc,
+            )
+        self.failure = str(exc)
+
+    def _wrote(self) -> None:
+        # A nearly full disk takes some writes and refuses others: writable again means no
+        # failure for a while, not one write that happened to fit.
+        if self.failure is not None and time.monotonic() - self._failed_at >= _RECOVERED_AFTER_S:
+            log.warning("the state file is writable again (after: %s)", self.failure)
+            self.failure = None
 
     def _run(self) -> None:
         try:
@@ -112,6 +138,8 @@ class AsyncStore:
 
     def _commit(self, store: StateStore, batch: list[_Job]) -> None:
         results: list[tuple[bool, Any]] = []
+        conn = getattr(store, "conn", None)
+        changes = conn.total_changes if conn is not None else 0
         try:
             with store.transaction():
                 for job in batch:
@@ -121,10 +149,28 @@ class AsyncStore:
                     except Exception as exc:
                         results.append((False, exc))
         except Exception as exc:  # the COMMIT failed: nothing of the batch is stored
-            error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
+            # A full disk makes SQLite roll the transaction back itself; the job's own error
+            # ("database or disk is full") says more than the failed COMMIT after it.
+            cause = [
+                v
+                for ok, v in results
+                if not ok and isinstance(v, StorageError) and not isinstance(v, ConflictError)
+            ]
+            error = cause[0] if cause else exc
+            error = error if isinstance(error, StorageError) else StorageError(str(error))
+            self._failed(error)
             for job in batch:
                 job.resolve(False, error)
             return
+        medium = [
+            v
+            for ok, v in results
+            if not ok and isinstance(v, StorageError) and not isinstance(v, ConflictError)
+        ]
+        if medium:
+            self._failed(medium[0])
+        elif conn is None or conn.total_changes > changes:
+            self._wrote()  # something was really written (a no-op commits even read-only)
         self.batches += 1
         self.jobs += len(batch)
         for job, (ok, value) in zip(batch, results, strict=True):

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -33,14 +34,35 @@ from ..protocol import (
     Welcome,
 )
 from ..settings import Settings
+from ..storage import StorageError
+from .limits import AddressLimit, TokenBucket, client_address, parse_networks
 
-__all__ = ["WORKER_PATH", "WorkerEndpoint"]
+__all__ = ["WORKER_PATH", "EndpointCounters", "WorkerEndpoint"]
 
 log = logging.getLogger("dandelion.transport")
 
 WORKER_PATH = "/ws"
 _CLOSE_TRY_LATER = 1013
 _GRACE_S = 30.0
+_UNAVAILABLE = (
+    "the coordinator cannot store its state right now; nothing was recorded, try again later"
+)
+
+
+@dataclass(slots=True)
+class EndpointCounters:
+    """What the endpoint has handled since start (read by ``/metrics``)."""
+
+    connections_opened: int = 0
+    received: int = 0  # WebSocket messages read, whatever became of them
+    messages: int = 0
+    updates_accepted: int = 0
+    updates_rejected: int = 0
+    update_bytes: int = 0
+    protocol_violations: int = 0
+    rate_limited: int = 0
+    storage_errors: int = 0
+    refused_connections: int = 0
 
 
 class WorkerEndpoint:
@@ -53,11 +75,28 @@ class WorkerEndpoint:
         self.settings = settings
         self.validate = validate
         self.connections: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self.counters = EndpointCounters()
+        self.addresses = AddressLimit(settings.max_connections_per_address)
+        self._trusted = parse_networks(settings.trusted_proxies)
         self._by_worker: dict[str, web.WebSocketResponse] = {}
         # Silence deadlines, checked by watch() in one sweep rather than a timer per message.
         self._quiet_until: dict[web.WebSocketResponse, tuple[float, CoordinatorSession]] = {}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        address = client_address(request, self._trusted)
+        if not self.addresses.acquire(address):
+            self.counters.refused_connections += 1
+            return web.Response(
+                status=429,
+                text="too many open connections from this address; try again later\n",
+                headers={"Retry-After": "60"},
+            )
+        try:
+            return await self._handle(request)
+        finally:
+            self.addresses.release(address)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         s = self.settings
         ws = web.WebSocketResponse(
             compress=False,
@@ -67,6 +106,7 @@ class WorkerEndpoint:
         )
         await ws.prepare(request)
         self.connections.add(ws)
+        self.counters.connections_opened += 1
         session = CoordinatorSession(
             validate=self.validate, max_text_bytes=s.max_text_bytes, max_errors=s.max_errors
         )
@@ -103,22 +143,38 @@ class WorkerEndpoint:
     ) -> None:
         s = self.settings
         quiet_until = self._quiet_until
+        bucket = TokenBucket(
+            s.max_messages_per_s, max(10.0, 2 * s.max_messages_per_s), time.monotonic()
+        )
         while not ws.closed:
             msg = await ws.receive()
-            if msg.type is WSMsgType.TEXT:
-                event = session.receive_text(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                event = session.receive_bytes(msg.data)
-            else:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 return  # close, error (e.g. too big: aiohttp already answered 1009)
+            self.counters.received += 1
+            if not bucket.take(time.monotonic()):
+                self.counters.rate_limited += 1
+                event: Any = session.refuse(
+                    f"more than {s.max_messages_per_s:g} messages per second; message dropped"
+                )
+            elif msg.type is WSMsgType.TEXT:
+                event = session.receive_text(msg.data)
+            else:
+                event = session.receive_bytes(msg.data)
             quiet = await self._dispatch(ws, session, event) if event is not None else None
+            # Let go of the message (an update frame is d floats) before waiting for the next:
+            # an idle worker must not keep its last update alive.
+            del msg, event
             await self._flush(ws, session)
             if session.close_code is not None:
                 await ws.close(code=session.close_code, message=session.close_reason.encode()[:120])
                 return
-            # A worker training on an assignment may stay silent until its deadline has passed;
-            # otherwise silence beyond the idle timeout ends the connection.
-            quiet_until[ws] = (time.monotonic() + max(s.idle_timeout_s, quiet or 0.0), session)
+            # Until its hello is welcomed a connection has only the hello timeout, counted from
+            # connecting: other messages buy no time. Once welcomed, a worker training on an
+            # assignment may stay silent until its deadline has passed; otherwise silence
+            # beyond the idle timeout ends the connection.
+            if session.version is not None:
+                quiet = max(s.idle_timeout_s, quiet or 0.0)
+                quiet_until[ws] = (time.monotonic() + quiet, session)
 
     async def watch(self) -> None:
         """Close connections silent past their deadline: no hello in time, or idle. Runs for
@@ -141,6 +197,21 @@ class WorkerEndpoint:
     ) -> float | None:
         """Act on one event; return how long the worker may now stay silent, if longer than
         usual (it was given a task with a deadline)."""
+        self.counters.messages += 1
+        try:
+            return await self._act(ws, session, event)
+        except StorageError:
+            # The state file cannot be written (the store has logged why): nothing was
+            # acknowledged. Say so; a worker retries later. A hello cannot be answered at all.
+            self.counters.storage_errors += 1
+            session.send(Error("internal", _UNAVAILABLE))
+            if isinstance(event, HelloReceived):
+                session.close(_CLOSE_TRY_LATER, "state unavailable")
+            return None
+
+    async def _act(
+        self, ws: web.WebSocketResponse, session: CoordinatorSession, event: Any
+    ) -> float | None:
         coordinator = self.coordinator
         worker = session.worker_id
         if isinstance(event, HelloReceived):
@@ -160,11 +231,18 @@ class WorkerEndpoint:
             session.send(answer_c)
         elif isinstance(event, UpdateReceived):
             assert worker is not None
-            session.send(await coordinator.on_update(worker, event.update, event.frame))
+            answer_u = await coordinator.on_update(worker, event.update, event.frame)
+            session.send(answer_u)
+            if isinstance(answer_u, Reject):
+                self.counters.updates_rejected += 1
+            else:
+                self.counters.updates_accepted += 1
+                self.counters.update_bytes += len(event.frame.payload)
         elif isinstance(event, OptOutReceived):
             assert worker is not None
             await coordinator.on_opt_out(worker)
         elif isinstance(event, ProtocolViolation):
+            self.counters.protocol_violations += 1
             log.debug("worker %s: %s (%s)", worker, event.error.detail, event.error.code)
         return None
 

@@ -27,13 +27,14 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def coordinator(tmp_path: Path, bundle_dir: Path) -> Iterator[Callable[..., Any]]:
-    """``await coordinator(task_toml)`` starts ``dandelion serve``; stopped after the test."""
+    """``await coordinator(task_toml, *serve_flags)`` starts ``dandelion serve``; stopped after
+    the test."""
     made: list[CoordinatorProcess] = []
 
-    async def start(task: str) -> CoordinatorProcess:
+    async def start(task: str, *extra_args: str) -> CoordinatorProcess:
         workdir = tmp_path / f"coordinator{len(made)}"
         workdir.mkdir()
-        proc = CoordinatorProcess(workdir, bundle_dir, task)
+        proc = CoordinatorProcess(workdir, bundle_dir, task, extra_args=extra_args)
         made.append(proc)
         await proc.start()
         return proc

@@ -94,6 +94,7 @@ class CoordinatorProcess:
     task: str
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
 
     @property
     def db(self) -> Path:
@@ -121,6 +122,7 @@ class CoordinatorProcess:
                 *("--db", str(self.db), "--task", str(task_file)),
                 *("--bundle-dir", str(self.bundle_dir)),
                 *("--pace-min-s", "0.5", "--pace-max-s", "2"),
+                *self.extra_args,
             ],
             cwd=self.workdir,
             stdout=log,

@@ -1,5 +1,6 @@
-# Sourced by scripts/test: what the browser tests need, installed idempotently from the
-# registries (Debian for Chromium and Node, npm for Pyodide). Nothing is downloaded at test time.
+# Sourced by scripts/test: what the browser and deployment tests need, installed idempotently
+# from the registries (Debian for Chromium, Node, nginx and docker-compose; npm for Pyodide).
+# Nothing is downloaded at test time.
 
 apt_install() {
     # apt_install PACKAGE...: install the missing ones (as root, or through sudo).
@@ -20,6 +21,11 @@ apt_install() {
 # Node with npm for the Pyodide runtime the worker bundle ships.
 command -v chromium >/dev/null 2>&1 || apt_install chromium
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+# The deployment tests: a real nginx in front of a coordinator, openssl for its certificate,
+# and docker-compose for `config` (it validates the compose file; no engine runs here).
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx-light
+command -v openssl >/dev/null 2>&1 || apt_install openssl
+command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
 
 # The npm package `pyodide`, at the version package-lock.json pins.
 want="$(cd "$ROOT" && node -p 'require("./package-lock.json").packages["node_modules/pyodide"].version')"

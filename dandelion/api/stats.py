@@ -1,0 +1,194 @@
+"""Participation and round figures for operators — aggregates only, and never a small one.
+
+Every count below ``k`` (the ``monitor_k`` setting, 10 by default) is withheld: the API returns
+``null`` with ``"<k"`` beside it, the dashboard prints "<10". A funnel that said "1 reported in
+the last minute" would point at one browser; a count of at least k hides each worker among k.
+Round metrics (loss, accuracy, norms) of a round with fewer than k reports are withheld too, for
+they are averages over fewer than k workers. Times are bucketed (``monitor_bucket_s``, a minute
+by default) and no per-worker row exists anywhere in these figures. See docs/monitoring.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..coordinator import Coordinator
+from ..settings import Settings
+from ..storage import AsyncStore, LedgerEntry, RoundRecord, StateStore, TaskRecord
+
+__all__ = ["FUNNEL", "SnapshotCache", "build_snapshot", "suppress"]
+
+#: The participation funnel, in the order a worker goes through it.
+FUNNEL = ("opted_in", "connected_now", "checked_in", "selected", "reported", "dropped", "opted_out")
+_SERIES = ("connected", "checked_in", "selected", "reported", "rejected", "dropped", "opted_out")
+_ROUND_METRICS = ("loss", "accuracy", "mean_norm", "clip_norm", "noise_std", "epsilon")
+ROUNDS_SHOWN = 50
+
+
+def suppress(count: int | None, k: int) -> int | None:
+    """``count`` if it is at least ``k``, else None (shown as "<k")."""
+    if count is None or count < k:
+        return None
+    return int(count)
+
+
+def _bucket(t: float | None, width: float) -> float | None:
+    return None if t is None else math.floor(t / width) * width
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    histogram: list[tuple[float, str, int]]
+    consent: dict[str, int]
+    tasks: list[TaskRecord]
+    rounds: dict[str, list[RoundRecord]]
+    ledgers: dict[str, list[LedgerEntry]]
+
+
+async def _collect(store: AsyncStore, since: float, bucket_s: float) -> _Raw:
+    def read(s: StateStore) -> _Raw:
+        tasks = s.list_tasks()
+        return _Raw(
+            histogram=s.event_histogram(since=since, bucket_s=bucket_s),
+            consent=s.consent_counts(),
+            tasks=tasks,
+            rounds={t.name: s.list_rounds(t.name, ROUNDS_SHOWN) for t in tasks},
+            ledgers={t.name: s.list_ledger(t.name) for t in tasks},
+        )
+
+    return await store.read(read)
+
+
+def _round_row(
+    r: RoundRecord, k: int, bucket_s: float, clip_default: float | None
+) -> dict[str, Any]:
+    enough = r.reported >= k
+    metrics = {m: (r.metrics.get(m) if enough else None) for m in _ROUND_METRICS}
+    if metrics["clip_norm"] is None and enough and clip_default is not None:
+        metrics["clip_norm"] = clip_default
+    duration = None if r.closed_at is None else round(r.closed_at - r.opened_at, 1)
+    return {
+        "round": r.round,
+        "status": r.status,
+        "goal": r.goal,  # the plan, not a count of workers
+        "assigned": suppress(r.assigned, k),
+        "reported": suppress(r.reported, k),
+        "dropped": suppress(r.dropped, k),
+        "duration_s": duration,
+        "closed_at": _bucket(r.closed_at, bucket_s),
+        **metrics,
+    }
+
+
+def build_snapshot(
+    raw: _Raw, coordinator: Coordinator | None, connected: int, settings: Settings, now: float
+) -> dict[str, Any]:
+    k, width = settings.monitor_k, settings.monitor_bucket_s
+    start = math.floor((now - settings.monitor_window_s) / width) * width
+    buckets = [start + i * width for i in range(int((now - start) // width) + 1)]
+    index = {b: i for i, b in enumerate(buckets)}
+    raw_series: dict[str, list[int]] = {e: [0] * len(buckets) for e in _SERIES}
+    for b, event, n in raw.histogram:
+        if event in raw_series and b in index:
+            raw_series[event][index[b]] += n
+    tasks = []
+    for record in raw.tasks:
+        runtime = coordinator.tasks.get(record.name) if coordinator is not None else None
+        config = runtime.config if runtime is not None else None
+        clip_default = runtime.clip_norm if runtime is not None else None
+        rounds = raw.rounds.get(record.name, [])
+        for r in rounds:  # drops, by the bucket their round closed in
+            closed = _bucket(r.closed_at, width)
+            if closed is not None and closed in index and r.dropped:
+                raw_series["dropped"][index[closed]] += r.dropped
+        ledger = raw.ledgers.get(record.name, [])
+        privacy = config.privacy if config is not None else None
+        tasks.append(
+            {
+                "name": record.name,
+                "status": record.status,
+                "reason": record.reason,
+                "model_version": runtime.model_version if runtime is not None else None,
+                "goal": config.rounds.goal if config is not None else None,
+                "epsilon_spent": ledger[-1].epsilon if ledger else (0.0 if privacy else None),
+                "epsilon_budget": privacy.epsilon if privacy is not None else None,
+                "delta": privacy.delta if privacy is not None else None,
+                "rounds": [_round_row(r, k, width, clip_default) for r in reversed(rounds)],
+            }
+        )
+    series = {e: [suppress(n, k) for n in values] for e, values in raw_series.items()}
+    totals = {e: sum(values) for e, values in raw_series.items()}
+    funnel = {
+        "opted_in": suppress(raw.consent.get("opted_in", 0), k),
+        "connected_now": suppress(connected, k),
+        "checked_in": suppress(totals["checked_in"], k),
+        "selected": suppress(totals["selected"], k),
+        "reported": suppress(totals["reported"], k),
+        "dropped": suppress(totals["dropped"], k),
+        "opted_out": suppress(totals["opted_out"], k),
+    }
+    return {
+        "as_of": math.floor(now / width) * width,
+        "k": k,
+        "bucket_s": width,
+        "window_s": settings.monitor_window_s,
+        "funnel": funnel,
+        "series": {"buckets": buckets, **series},
+        "tasks": tasks,
+    }
+
+
+class SnapshotCache:
+    """One snapshot at a time, recomputed at most every ``dashboard_refresh_s`` and shared by
+    every dashboard and API caller: a thousand open dashboards cost one query."""
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        coordinator: Callable[[], Coordinator | None],
+        connected: Callable[[], int],
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.coordinator = coordinator
+        self.connected = connected
+        self.settings = settings
+        self.clock = clock
+        self._value: dict[str, Any] | None = None
+        self._made = -math.inf
+        self._lock = asyncio.Lock()
+        self.version = 0
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        """The last snapshot made, without making one."""
+        return self._value
+
+    async def get(self) -> dict[str, Any]:
+        if (
+            self._value is not None
+            and time.monotonic() - self._made < self.settings.dashboard_refresh_s
+        ):
+            return self._value
+        async with self._lock:
+            if (
+                self._value is None
+                or time.monotonic() - self._made >= self.settings.dashboard_refresh_s
+            ):
+                now = self.clock()
+                since = now - self.settings.monitor_window_s - self.settings.monitor_bucket_s
+                raw = await _collect(self.store, since, self.settings.monitor_bucket_s)
+                value = build_snapshot(
+                    raw, self.coordinator(), self.connected(), self.settings, now
+                )
+                if value != self._value:
+                    self.version += 1
+                self._value = value
+                self._made = time.monotonic()
+        return self._value

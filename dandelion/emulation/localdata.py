@@ -1,0 +1,265 @@
+"""One emulated device's local data, held compactly, and the synthetic population it comes from.
+
+A device's examples are what the browser worker would compute from its own history: a synthetic
+browsing history (``browser_worker.synthetic``) through the worker's own feature pipeline
+(``browser_worker.objectives``). They are kept as three numpy arrays instead of thousands of
+``Example`` objects (about 10x less memory), and read back as ``Example`` objects on demand, so
+the pure-Python trainer and the vectorized one see exactly the same data.
+
+Rules of this file: no I/O beyond an optional ``.npz`` data file; deterministic per seed.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+
+from browser_worker.datasets import EPOCH
+from browser_worker.features import FeatureConfig, num_features
+from browser_worker.models import Example
+from browser_worker.objectives import OBJECTIVES
+from browser_worker.synthetic import SyntheticConfig, generate_history
+
+__all__ = [
+    "DataSource",
+    "DeviceData",
+    "LocalData",
+    "SyntheticSource",
+    "TableSource",
+    "load_table",
+    "pack",
+    "save_table",
+]
+
+_DAY = 86400.0
+
+
+class LocalData(Sequence[Example]):
+    """A device's examples: ``indices`` (n, k) int32 with -1 as padding, ``values`` (n, k)
+    float64, ``labels`` (n,) int8. Indexing yields the same ``Example`` objects the browser
+    worker would have built."""
+
+    __slots__ = ("indices", "labels", "values")
+
+    def __init__(self, indices: np.ndarray, values: np.ndarray, labels: np.ndarray) -> None:
+        self.indices = indices
+        self.values = values
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @overload
+    def __getitem__(self, i: int) -> Example: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Example]: ...
+    def __getitem__(self, i: int | slice) -> Example | Sequence[Example]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        row = self.indices[i]
+        keep = row >= 0
+        return Example(
+            tuple(row[keep].tolist()), tuple(self.values[i][keep].tolist()), int(self.labels[i])
+        )
+
+    def __iter__(self) -> Iterator[Example]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.indices.nbytes + self.values.nbytes + self.labels.nbytes)
+
+
+def pack(examples: Sequence[Example]) -> LocalData:
+    """The compact form of ``examples`` (rows padded to the longest with index -1)."""
+    n = len(examples)
+    k = max((len(ex.indices) for ex in examples), default=1)
+    indices = np.full((n, k), -1, dtype=np.int32)
+    values = np.zeros((n, k), dtype=np.float64)
+    labels = np.zeros(n, dtype=np.int8)
+    for r, ex in enumerate(examples):
+        m = len(ex.indices)
+        indices[r, :m] = ex.indices
+        values[r, :m] = ex.values
+        labels[r] = ex.label
+    return LocalData(indices, values, labels)
+
+
+class DataSource(abc.ABC):
+    """Where devices' data comes from. Picklable: Ray actors and processes rebuild it."""
+
+    @property
+    @abc.abstractmethod
+    def num_features(self) -> int: ...
+
+    @abc.abstractmethod
+    def local(self, device: int) -> LocalData: ...
+
+    @abc.abstractmethod
+    def test_set(self) -> LocalData: ...
+
+
+@dataclass(frozen=True)
+class SyntheticSource(DataSource):
+    """Each device is one synthetic user (seed derived from ``seed`` and the device number) with
+    ``history_days`` of browsing; held-out users (a disjoint seed range) make the test set."""
+
+    seed: int
+    heterogeneity: float = 0.5
+    history_days: float = 14.0
+    num_buckets: int = 1024
+    horizon_days: float = 7.0
+    test_users: int = 100
+    zipf_s: float = 1.1
+    objective: str = "revisit_7d"
+
+    @property
+    def num_features(self) -> int:
+        return num_features(FeatureConfig(self.num_buckets, self.horizon_days))
+
+    @property
+    def features(self) -> dict[str, Any]:
+        return {"num_buckets": self.num_buckets, "horizon_days": self.horizon_days}
+
+    def _user(self, user_seed: int) -> list[Example]:
+        synthetic = SyntheticConfig(heterogeneity=self.heterogeneity, zipf_s=self.zipf_s)
+        history = generate_history(user_seed, self.history_days, synthetic, EPOCH)
+        pipeline = OBJECTIVES[self.objective]
+        return pipeline(history, self.features, EPOCH + self.history_days * _DAY)
+
+    def local(self, device: int) -> LocalData:
+        return pack(self._user(self.seed * 1_000_003 + device))
+
+    def test_set(self) -> LocalData:
+        base = self.seed * 1_000_003 + 50_000_000
+        return pack([ex for u in range(self.test_users) for ex in self._user(base + u)])
+
+
+class TableSource(DataSource):
+    """Devices' data from a table made beforehand (``save_table``): the benchmark gives every
+    framework the same data this way."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._table: dict[str, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self._table = None
+
+    @property
+    def table(self) -> dict[str, np.ndarray]:
+        if self._table is None:
+            self._table = load_table(self.path)
+        return self._table
+
+    @property
+    def num_features(self) -> int:
+        return int(self.table["num_features"])
+
+    @property
+    def devices(self) -> int:
+        return int(self.table["ptr"].shape[0] - 1)
+
+    def local(self, device: int) -> LocalData:
+        t = self.table
+        a, b = int(t["ptr"][device]), int(t["ptr"][device + 1])
+        return LocalData(t["indices"][a:b], t["values"][a:b], t["labels"][a:b])
+
+    def test_set(self) -> LocalData:
+        t = self.table
+        return LocalData(t["test_indices"], t["test_values"], t["test_labels"])
+
+
+def save_table(path: str | Path, users: Sequence[LocalData], test: LocalData, nf: int) -> None:
+    """Write devices' data (one LocalData per device, equal row width) and a test set."""
+    k = max([u.indices.shape[1] for u in users] + [test.indices.shape[1]])
+
+    def widen(a: np.ndarray, fill: float) -> np.ndarray:
+        if a.shape[1] == k:
+            return a
+        out = np.full((a.shape[0], k), fill, dtype=a.dtype)
+        out[:, : a.shape[1]] = a
+        return out
+
+    ptr = np.zeros(len(users) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(u) for u in users])
+    np.savez(
+        path,
+        num_features=np.int64(nf),
+        ptr=ptr,
+        indices=np.concatenate([widen(u.indices, -1) for u in users]),
+        values=np.concatenate([widen(u.values, 0.0) for u in users]),
+        labels=np.concatenate([u.labels for u in users]),
+        test_indices=widen(test.indices, -1),
+        test_values=widen(test.values, 0.0),
+        test_labels=test.labels,
+    )
+
+
+def load_table(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
+
+
+class DeviceData(Sequence[Example]):
+    """What an emulated worker's data provider returns: the device's examples, built on first
+    use (as a browser reads its history when it starts training) and kept in a bounded cache.
+
+    ``bool()`` is True without building them: every emulated user has a history. The remote
+    backends build the examples where they train and never here.
+    """
+
+    __slots__ = ("_cache", "device")
+
+    def __init__(self, device: int, cache: DataCache) -> None:
+        self.device = device
+        self._cache = cache
+
+    def __bool__(self) -> bool:
+        return True
+
+    def materialize(self) -> LocalData:
+        return self._cache.get(self.device)
+
+    def __len__(self) -> int:
+        return len(self.materialize())
+
+    @overload
+    def __getitem__(self, i: int) -> Example: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Example]: ...
+    def __getitem__(self, i: int | slice) -> Example | Sequence[Example]:
+        return self.materialize()[i]
+
+
+class DataCache:
+    """Least-recently-used LocalData per device, bounded by count (memory stays flat as the
+    population grows: only devices that trained recently hold their examples)."""
+
+    def __init__(self, source: DataSource, capacity: int) -> None:
+        self.source = source
+        self.capacity = max(1, capacity)
+        self._items: OrderedDict[int, LocalData] = OrderedDict()
+        self.built = 0
+
+    def get(self, device: int) -> LocalData:
+        item = self._items.get(device)
+        if item is not None:
+            self._items.move_to_end(device)
+            return item
+        item = self.source.local(device)
+        self.built += 1
+        self._items[device] = item
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return item

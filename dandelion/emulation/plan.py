@@ -1,0 +1,108 @@
+"""What every emulation mode sets up the same way: the task, the devices' data source and the
+held-out evaluation of each round's model.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from browser_worker.datasets import EPOCH
+from browser_worker.models import ModelSpec
+from browser_worker.training import evaluate
+
+from ..coordinator import TaskConfig, TaskConfigError
+from .localdata import DataSource, LocalData, SyntheticSource
+from .population import PopulationConfig, PopulationConfigError, default_task
+
+__all__ = ["EmulationPlan", "Evaluator", "make_plan"]
+
+_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class EmulationPlan:
+    config: PopulationConfig
+    task: TaskConfig
+    source: DataSource
+    epoch: float  # UTC seconds at virtual time 0
+
+    @property
+    def size(self) -> int:
+        return self.config.size
+
+
+def make_plan(
+    config: PopulationConfig,
+    *,
+    task: dict[str, Any] | None = None,
+    source: DataSource | None = None,
+) -> EmulationPlan:
+    """The task (``task``, else the population file's ``[task]``, else the default revisit task
+    with a goal of a tenth of the population) and the data source its features need."""
+    raw = task or config.task or default_task(max(1, min(1000, config.size // 10)), config.rounds)
+    raw = {**raw, "rounds": {**raw.get("rounds", {})}}
+    raw["rounds"].setdefault("max_rounds", config.rounds)
+    try:
+        task_config = TaskConfig.from_dict(raw)
+    except TaskConfigError as exc:
+        raise PopulationConfigError(f"task.{exc}") from None
+    features = task_config.features
+    if source is None:
+        if task_config.objective != "revisit_7d":
+            raise PopulationConfigError(
+                f"task.objective: the synthetic population makes revisit_7d data, not "
+                f"{task_config.objective!r}"
+            )
+        source = SyntheticSource(
+            seed=config.seed,
+            heterogeneity=config.heterogeneity,
+            history_days=config.history_days,
+            num_buckets=int(features.get("num_buckets", 1024)),
+            horizon_days=float(features.get("horizon_days", 7.0)),
+            test_users=config.test_users,
+            zipf_s=config.zipf_s,
+        )
+    if source.num_features != task_config.model.num_features:
+        raise PopulationConfigError(
+            f"task.model: {task_config.model.num_features} features, but the devices' data has "
+            f"{source.num_features}"
+        )
+    epoch = EPOCH + config.history_days * _DAY + config.start_hour_utc * 3600.0
+    return EmulationPlan(config, task_config, source, epoch)
+
+
+class Evaluator:
+    """Log-loss and accuracy of a model on the held-out users (vectorized for logreg; the same
+    figures ``browser_worker.training.evaluate`` gives)."""
+
+    def __init__(self, spec: ModelSpec, test: LocalData) -> None:
+        self.spec = spec
+        self.test = test
+
+    def __call__(self, params: np.ndarray) -> tuple[float, float]:
+        test = self.test
+        if len(test) == 0:
+            return math.nan, math.nan
+        if self.spec.kind != "logreg":
+            return evaluate(self.spec, params.astype(np.float64).tolist(), test)
+        w = params.astype(np.float64)
+        idx = test.indices
+        z = w[self.spec.num_features] + np.where(
+            idx >= 0, w[np.maximum(idx, 0)] * test.values, 0.0
+        ).sum(axis=1)
+        p = 1.0 / (1.0 + np.exp(-z))
+        y = test.labels == 1
+        prob = np.where(y, p, 1.0 - p)
+        loss = float(-np.log(np.maximum(prob, 1e-300)).mean())
+        accuracy = float(((p > 1.0 - p) == y).mean())
+        return loss, accuracy
+
+
+def worker_rng(seed: int, device: int, session: int) -> random.Random:
+    """The random source of one device's worker in one session (jitter in retry windows)."""
+    return random.Random((seed << 40) ^ (device << 12) ^ session)

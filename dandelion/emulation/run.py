@@ -1,0 +1,84 @@
+"""The emulator's front door: one call for every mode and backend (``dandelion emulate`` uses it).
+
+from dandelion.emulation import PopulationConfig, emulate
+result = emulate(PopulationConfig(size=10_000, rounds=20), mode="inprocess")
+result.summary()["final_accuracy"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .localdata import DataSource
+from .population import PopulationConfig, PopulationConfigError
+from .results import RunResult
+
+__all__ = ["EmulateOptions", "emulate"]
+
+MODES = ("inprocess", "websocket")
+BACKENDS = ("local", "processes", "ray")
+
+
+@dataclass(frozen=True)
+class EmulateOptions:
+    mode: str = "inprocess"
+    backend: str = "local"  # inprocess only: local | processes | ray
+    processes: int = 2  # worker processes or Ray actors
+    ray_address: str | None = None
+    url: str | None = None  # websocket: an existing coordinator
+    db: str | None = None  # websocket: that coordinator's state file, to follow its rounds
+    coordinator: str = "subprocess"  # websocket without url: subprocess | inprocess
+    cache_devices: int = 2000
+    progress: bool = True
+    max_wall_s: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def emulate(
+    config: PopulationConfig,
+    options: EmulateOptions | None = None,
+    *,
+    task: dict[str, Any] | None = None,
+    source: DataSource | None = None,
+) -> RunResult:
+    """Run one emulation. Raises PopulationConfigError for a population or task that cannot
+    run (the message names the field)."""
+    options = options or EmulateOptions()
+    if options.mode not in MODES:
+        raise PopulationConfigError(f"mode: one of {list(MODES)}, not {options.mode!r}")
+    if options.backend not in BACKENDS:
+        raise PopulationConfigError(f"backend: one of {list(BACKENDS)}, not {options.backend!r}")
+    if options.processes < 1:
+        raise PopulationConfigError("processes: at least 1")
+    from .plan import make_plan
+
+    plan = make_plan(config, task=task, source=source)
+    if options.mode == "inprocess":
+        from .inprocess import InProcessOptions, run_inprocess
+
+        return run_inprocess(
+            plan,
+            InProcessOptions(
+                backend=options.backend,
+                processes=options.processes,
+                ray_address=options.ray_address,
+                cache_devices=options.cache_devices,
+                progress=options.progress,
+                settings=dict(options.settings),
+                max_wall_s=options.max_wall_s,
+            ),
+        )
+    from .websocket import WebSocketOptions, run_websocket
+
+    return run_websocket(
+        plan,
+        WebSocketOptions(
+            url=options.url,
+            db=options.db,
+            coordinator=options.coordinator,
+            progress=options.progress,
+            max_wall_s=options.max_wall_s or 1800.0,
+            settings=dict(options.settings),
+        ),
+    )

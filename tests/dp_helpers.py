@@ -1,0 +1,58 @@
+"""Building blocks for the privacy tests: a DP task, a round, and reports fed straight in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dandelion.coordinator import RoundState, TaskConfig
+from dandelion.protocol import FrameHeader, TensorFrame, Update, decode_frame, encode_frame
+
+
+def dp_config(
+    features: int = 10,
+    *,
+    goal: int = 10,
+    clip: float = 1.0,
+    privacy: dict[str, Any] | None = None,
+    **rounds: Any,
+) -> TaskConfig:
+    plan = {"goal": goal, "over_selection": 1.0, "min_reports": 1, "deadline_s": 5.0}
+    plan.update(rounds)
+    return TaskConfig.from_dict(
+        {
+            "name": "dp",
+            "objective": "toy",
+            "model": {"kind": "logreg", "num_features": features},
+            "hyper": {"learning_rate": 0.5, "epochs": 1, "batch_size": 4, "clip_norm": clip},
+            "server": {"weighting": "uniform"},
+            "rounds": plan,
+            "privacy": privacy
+            if privacy is not None
+            else {"population": 100 * goal, "noise_multiplier": 1.0, "epsilon": 10.0},
+        }
+    )
+
+
+def new_round(config: TaskConfig, clip_norm: float | None = None) -> RoundState:
+    return RoundState(config, 1, 0, b"", 0.0, clip_norm)
+
+
+def frame_of(
+    config: TaskConfig, nonce: str, values: np.ndarray | bytes, dtype: str = "float32"
+) -> TensorFrame:
+    payload = values if isinstance(values, bytes) else np.asarray(values, dtype="<f4").tobytes()
+    count = config.model.param_count
+    header = FrameHeader("update", config.name, 1, nonce, dtype, (count,))  # type: ignore[arg-type]
+    return decode_frame(encode_frame(header, payload))
+
+
+def feed(rnd: RoundState, values: np.ndarray | bytes, *, unclipped: bool = True, **kw: Any) -> str:
+    """Assign a fresh worker and add its report; return the nonce. Raises UpdateRejected."""
+    n = rnd.summary.assigned
+    nonce = f"nonce-{n:012d}"
+    rnd.assign(f"worker-{n:06d}", nonce, 0.0)
+    update = Update(rnd.config.name, 1, nonce, num_examples=5, unclipped=unclipped)
+    rnd.add(update, frame_of(rnd.config, nonce, values, **kw))
+    return nonce
