@@ -9,7 +9,14 @@ from typing import Any
 from .coordinator import TaskConfig, create_task
 from .storage import SQLiteStore, StateStore
 
-__all__ = ["create_task_in", "describe", "describe_task", "list_tasks_in", "privacy_summary"]
+__all__ = [
+    "create_task_in",
+    "describe",
+    "describe_task",
+    "list_tasks_in",
+    "privacy_summary",
+    "task_rows",
+]
 
 
 def create_task_in(db: str, config: TaskConfig) -> dict[str, Any]:
@@ -24,24 +31,40 @@ def create_task_in(db: str, config: TaskConfig) -> dict[str, Any]:
     return {"name": config.name, "param_count": config.model.param_count, "status": "active"}
 
 
+def task_rows(store: StateStore) -> list[dict[str, Any]]:
+    """Every task in a line: what the admin API lists (`task list` shows a subset)."""
+    rows = []
+    for record in store.list_tasks():
+        latest = store.latest_model_version(record.name)
+        privacy = privacy_summary(store, record.name, record.config, recent=0)
+        rows.append(
+            {
+                "name": record.name,
+                "status": record.status,
+                "status_reason": record.reason,
+                "objective": record.config.get("objective"),
+                "model_version": latest.version if latest else None,
+                "rounds_opened": store.last_round_number(record.name),
+                "epsilon_spent": (privacy or {}).get("epsilon_spent"),
+            }
+        )
+    return rows
+
+
 def list_tasks_in(db: str) -> list[dict[str, Any]]:
     store = SQLiteStore(db)
     try:
-        rows = []
-        for record in store.list_tasks():
-            latest = store.latest_model_version(record.name)
-            privacy = privacy_summary(store, record.name, record.config, recent=0)
-            rows.append(
-                {
-                    "name": record.name,
-                    "status": record.status,
-                    "objective": record.config.get("objective"),
-                    "model_version": latest.version if latest else None,
-                    "rounds": store.last_round_number(record.name),
-                    "epsilon_spent": (privacy or {}).get("epsilon_spent"),
-                }
-            )
-        return rows
+        return [
+            {
+                "name": row["name"],
+                "status": row["status"],
+                "objective": row["objective"],
+                "model_version": row["model_version"],
+                "rounds": row["rounds_opened"],
+                "epsilon_spent": row["epsilon_spent"],
+            }
+            for row in task_rows(store)
+        ]
     finally:
         store.close()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,23 @@ from aiohttp import web
 from dandelion.app import COORDINATOR, STORE, make_app
 from dandelion.coordinator import Coordinator, TaskConfig
 from dandelion.settings import Settings, load_settings
-from dandelion.storage import AsyncStore
+from dandelion.storage import AsyncStore, MemoryStore, SQLiteStore, StateStore
 
 SCALE = float(os.environ.get("DANDELION_TEST_TIMEOUT_SCALE", "1"))
 
 
 def scaled(seconds: float) -> float:
     return seconds * SCALE
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    """Each state backend in turn, on a fresh state: the storage contract runs on both."""
+    made: StateStore = (
+        SQLiteStore(str(tmp_path / "state.db")) if request.param == "sqlite" else MemoryStore()
+    )
+    yield made
+    made.close()
 
 
 def small_task(name: str = "t1", **rounds: Any) -> TaskConfig:

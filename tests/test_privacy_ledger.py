@@ -3,7 +3,6 @@ in one transaction, and migrated into databases made before it existed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from sqlite_utils.migrations import Migrations
 from dandelion.storage import (
     ConflictError,
     LedgerEntry,
-    MemoryStore,
     ModelVersion,
     RoundRecord,
     SQLiteStore,
@@ -21,15 +19,6 @@ from dandelion.storage import (
     TaskRecord,
 )
 from dandelion.storage.migrations import m001_initial
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    made: StateStore = (
-        SQLiteStore(str(tmp_path / "state.db")) if request.param == "sqlite" else MemoryStore()
-    )
-    yield made
-    made.close()
 
 
 def _entry(n: int, eps: float) -> LedgerEntry:

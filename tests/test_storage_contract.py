@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dandelion.storage import (
     ConflictError,
-    MemoryStore,
     ModelVersion,
     ParticipationEvent,
     RoundRecord,
@@ -17,15 +15,6 @@ from dandelion.storage import (
     StateStore,
     TaskRecord,
 )
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    made: StateStore = (
-        SQLiteStore(str(tmp_path / "state.db")) if request.param == "sqlite" else MemoryStore()
-    )
-    yield made
-    made.close()
 
 
 def _task(store: StateStore, name: str = "t1") -> None:

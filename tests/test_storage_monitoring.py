@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from dandelion.storage import (
     ConflictError,
-    MemoryStore,
     ParticipationEvent,
-    SQLiteStore,
     StateStore,
 )
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    made: StateStore = (
-        SQLiteStore(str(tmp_path / "state.db")) if request.param == "sqlite" else MemoryStore()
-    )
-    yield made
-    made.close()
 
 
 def test_event_histogram_buckets_and_filters(store: StateStore) -> None:

@@ -27,8 +27,8 @@ from aiohttp import web
 
 from ..coordinator import Coordinator, TaskConfig, TaskConfigError
 from ..settings import Settings
-from ..storage import AsyncStore, ConflictError, StateStore
-from ..tasks_cli import describe, privacy_summary
+from ..storage import AsyncStore, ConflictError
+from ..tasks_cli import describe, task_rows
 from .auth import ADMIN
 from .errors import ApiError
 from .stats import SnapshotCache, suppress
@@ -95,27 +95,7 @@ def _round_counts(r: dict[str, Any], k: int) -> dict[str, Any]:
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
-
-    def read(s: StateStore) -> list[dict[str, Any]]:
-        rows = []
-        for record in s.list_tasks():
-            latest = s.latest_model_version(record.name)
-            privacy = privacy_summary(s, record.name, record.config, recent=0)
-            rows.append(
-                {
-                    "name": record.name,
-                    "status": record.status,
-                    "status_reason": record.reason,
-                    "objective": record.config.get("objective"),
-                    "model_version": latest.version if latest else None,
-                    "rounds_opened": s.last_round_number(record.name),
-                    "epsilon_spent": (privacy or {}).get("epsilon_spent"),
-                }
-            )
-        return rows
-
-    return web.json_response({"tasks": await ctx.store.read(read)})
+    return web.json_response({"tasks": await _ctx(request).store.read(task_rows)})
 
 
 async def create_task(request: web.Request) -> web.Response:

@@ -65,7 +65,7 @@ class _Live(Collector):
                 "Malformed or out-of-order worker messages.",
                 c.protocol_violations,
             )
-            connected = sum(1 for ws in list(endpoint.connections) if not ws.closed)
+            connected = endpoint.open_connections()
             if connected >= self.k:
                 yield GaugeMetricFamily(
                     "dandelion_connected_workers", "Workers connected now.", value=connected

@@ -44,7 +44,7 @@ class Operator:
         self.store, self.coordinator, self.endpoint = store, coordinator, endpoint
         self.tokens = TokenChecker(store)
         self.snapshots = SnapshotCache(
-            store, lambda: self.coordinator, lambda: _open(endpoint), self.settings
+            store, lambda: self.coordinator, endpoint.open_connections, self.settings
         )
         coordinator.add_listener(self.metrics.on_round)
 
@@ -52,11 +52,6 @@ class Operator:
         if self.tokens is None:
             raise web.HTTPServiceUnavailable(text="starting")
         return self.tokens
-
-
-def _open(endpoint: WorkerEndpoint) -> int:
-    """Workers connected now (a closed socket may linger in the registry until collected)."""
-    return sum(1 for ws in list(endpoint.connections) if not ws.closed)
 
 
 OPERATOR: web.AppKey[Operator] = web.AppKey("dandelion_operator", Operator)

@@ -82,6 +82,10 @@ class WorkerEndpoint:
         # Silence deadlines, checked by watch() in one sweep rather than a timer per message.
         self._quiet_until: dict[web.WebSocketResponse, tuple[float, CoordinatorSession]] = {}
 
+    def open_connections(self) -> int:
+        """Workers connected now (a closed socket may linger in the registry until collected)."""
+        return sum(1 for ws in list(self.connections) if not ws.closed)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         address = client_address(request, self._trusted)
         if not self.addresses.acquire(address):
