@@ -181,25 +181,35 @@ async def test_tasks_are_created_paused_resumed_stopped_and_models_downloaded(
     assert token not in caplog.text
 
 
-async def test_small_counts_are_withheld_everywhere(live: LiveFactory) -> None:
-    server = await live(monitor_k=10, dashboard_refresh_s=0.1)
+async def _after_two_rounds(live: LiveFactory, k: int) -> tuple[Live, dict[str, Any]]:
+    """Three workers, two rounds of task t1 with ``monitor_k = k``; then what the API says."""
+    server = await live(monitor_k=k, dashboard_refresh_s=0.1)
     await server.coordinator.add_task(small_task(goal=3, min_reports=3, max_rounds=2))
     auth = {"Authorization": f"Bearer {await _token(server)}"}
     await _run_workers(server, 3, 2)
     await server.wait_rounds(2)
     await asyncio.sleep(0.2)
-    base = _http(server)
+    base = _http(server) + "/api/v1"
+    got: dict[str, Any] = {}
     async with aiohttp.ClientSession(headers=auth) as http:
-        async with http.get(base + "/api/v1/participation") as r:
-            figures = await r.json()
-        async with http.get(base + "/api/v1/tasks/t1/rounds") as r:
-            rounds = (await r.json())["rounds"]
-        async with http.get(base + "/api/v1/tasks/t1") as r:
-            task = await r.json()
-        async with http.get(base + "/api/v1/dashboard") as r:
-            dashboard = await r.json()
-        async with http.get(base + "/metrics") as r:
-            metrics = await r.text()
+        for key, path in (
+            ("participation", "/participation"),
+            ("rounds", "/tasks/t1/rounds"),
+            ("task", "/tasks/t1"),
+            ("dashboard", "/dashboard"),
+        ):
+            async with http.get(base + path) as r:
+                got[key] = await r.json()
+        async with http.get(_http(server) + "/metrics") as r:
+            got["metrics_type"] = r.headers["Content-Type"]
+            got["metrics"] = await r.text()
+    return server, got
+
+
+async def test_small_counts_are_withheld_everywhere(live: LiveFactory) -> None:
+    _, got = await _after_two_rounds(live, k=10)
+    figures, rounds, task = got["participation"], got["rounds"]["rounds"], got["task"]
+    dashboard, metrics = got["dashboard"], got["metrics"]
     # Three workers, six reports: every worker count is below k = 10.
     assert figures["k"] == 10
     assert all(v is None for v in figures["funnel"].values()), figures["funnel"]
@@ -220,21 +230,9 @@ async def test_small_counts_are_withheld_everywhere(live: LiveFactory) -> None:
 
 
 async def test_counts_at_or_above_k_are_shown_and_metrics_parse(live: LiveFactory) -> None:
-    server = await live(monitor_k=2, dashboard_refresh_s=0.1)
-    await server.coordinator.add_task(small_task(goal=3, min_reports=3, max_rounds=2))
-    auth = {"Authorization": f"Bearer {await _token(server)}"}
-    await _run_workers(server, 3, 2)
-    await server.wait_rounds(2)
-    await asyncio.sleep(0.2)
-    base = _http(server)
-    async with aiohttp.ClientSession(headers=auth) as http:
-        async with http.get(base + "/api/v1/participation") as r:
-            figures = await r.json()
-        async with http.get(base + "/api/v1/tasks/t1/rounds") as r:
-            rounds = (await r.json())["rounds"]
-        async with http.get(base + "/metrics") as r:
-            assert r.headers["Content-Type"].startswith("text/plain")
-            metrics = await r.text()
+    server, got = await _after_two_rounds(live, k=2)
+    figures, rounds, metrics = got["participation"], got["rounds"]["rounds"], got["metrics"]
+    assert got["metrics_type"].startswith("text/plain")
     db_reported = await server.store.read(lambda s: s.count_events(event="reported"))
     assert figures["funnel"]["reported"] == db_reported == 6
     assert figures["funnel"]["opted_in"] == 3
