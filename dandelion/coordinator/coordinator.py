@@ -157,6 +157,12 @@ class Coordinator:
         """Call ``listener`` with a RoundOutcome after each round is committed."""
         self._listeners.append(listener)
 
+    def round_waiting(self, name: str, k: int) -> str | None:
+        """Why the open round of task ``name`` is still open, in words for operators (for
+        example "96/100 reports, 4 assigned still training, deadline in 3 min"); counts below
+        ``k`` read "<k". None when the task has no open round."""
+        return None
+
     # -- the worker conversation -----------------------------------------------------------------
 
     async def on_hello(self, hello: Hello) -> Welcome | Reject:
