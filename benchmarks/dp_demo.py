@@ -14,8 +14,9 @@ rounds:
   multiplier z, the budget enforced by the coordinator and spent ε read from its ledger.
 
 What runs is the real coordinator (``Coordinator`` with its SQLite state, ledger and budget
-check), spoken to through the real sans-I/O sessions on both sides (``WorkerSession`` ↔
-``CoordinatorSession`` with schema validation), in one process with no sockets. Local training
+check), spoken to through the real sans-I/O sessions on both sides and the conversation driver
+that the WebSocket endpoint uses (``WorkerSession`` ↔ ``ConversationDriver``, with schema
+validation), in one process with no sockets. Local training
 is ``browser_worker.training.train_local`` — the browser worker's own pure-Python code — run
 in the shard processes; only scoring the global model on held-out users uses numpy (a sparse
 matrix product instead of a Python loop). After each round the model is scored on
@@ -54,19 +55,15 @@ from dandelion.emulation.demo import demo_task  # noqa: E402
 from dandelion.protocol import (  # noqa: E402
     Acked,
     Assigned,
-    CheckinReceived,
     ComeBackLater,
-    CoordinatorSession,
+    ErrorReceived,
     Hello,
-    HelloReceived,
-    ProtocolViolation,
     Rejected,
-    UpdateReceived,
     WorkerSession,
 )
 from dandelion.settings import load_settings  # noqa: E402
 from dandelion.storage import AsyncStore, SQLiteStore  # noqa: E402
-from dandelion.transport import SchemaValidator  # noqa: E402
+from dandelion.transport import ConversationDriver, SchemaValidator  # noqa: E402
 
 Packed = tuple[array, array, array, bytes]  # indices, values, offsets, labels
 
@@ -215,46 +212,46 @@ class TestSet:
 # -- one emulated connection, both sessions in memory ---------------------------------------------
 
 
-class Link:
-    """A worker's session and the coordinator's session for it, joined without a socket."""
+class _Outbox:
+    """The coordinator's end of an emulated connection: what it sends is kept for the worker."""
 
-    def __init__(self, uid: int, coordinator: Coordinator, validator: SchemaValidator) -> None:
+    def __init__(self) -> None:
+        self.sent: list[str | bytes] = []
+        self.closed = False
+
+    async def send(self, data: str | bytes, /) -> None:
+        self.sent.append(data)
+
+    async def close(self, code: int, reason: str, /) -> None:
+        self.closed = True
+
+
+class Link:
+    """A worker's session joined to the coordinator through the conversation driver (the one
+    the WebSocket endpoint uses), without a socket."""
+
+    def __init__(self, uid: int, driver: ConversationDriver) -> None:
         self.uid = uid
-        self.coordinator = coordinator
         self.worker = WorkerSession()
-        self.server = CoordinatorSession(validate=validator)
+        self.outbox = _Outbox()
+        self.conversation = driver.open(self.outbox)
         self.worker.send_hello(Hello(_worker_id(uid), {"kind": "emulated"}, "opted_in"))
-        self.hello_done = False
 
     async def pump(self) -> list[Any]:
         """Deliver what the worker queued, let the coordinator answer, return the worker's
         events."""
-        c, server = self.coordinator, self.server
         for data in self.worker.data_to_send():
-            event = (
-                server.receive_text(data) if isinstance(data, str) else server.receive_bytes(data)
-            )
-            if isinstance(event, HelloReceived):
-                server.send(await c.on_hello(event.hello))
-            elif isinstance(event, CheckinReceived):
-                assert server.worker_id is not None
-                answer = await c.on_checkin(server.worker_id, event.checkin)
-                if isinstance(answer, tuple):
-                    server.send(*answer)
-                else:
-                    server.send(answer)
-            elif isinstance(event, UpdateReceived):
-                assert server.worker_id is not None
-                server.send(await c.on_update(server.worker_id, event.update, event.frame))
-            elif isinstance(event, ProtocolViolation):
-                raise RuntimeError(f"protocol violation: {event.error}")
+            await self.conversation.receive(data)
         events = []
-        for data in server.data_to_send():
+        sent, self.outbox.sent = self.outbox.sent, []
+        for data in sent:
             got = (
                 self.worker.receive_text(data)
                 if isinstance(data, str)
                 else self.worker.receive_bytes(data)
             )
+            if isinstance(got, ErrorReceived):
+                raise RuntimeError(f"the coordinator answered an error: {got.error}")
             if got is not None:
                 events.append(got)
         return events
@@ -332,7 +329,7 @@ async def run(
     await coordinator.start()
     await coordinator.add_task(config)
     runtime = coordinator.tasks[config.name]
-    validator = SchemaValidator()
+    driver = ConversationDriver(coordinator, coordinator.settings, SchemaValidator())
     links: dict[int, Link] = {}
     q = goal / population
     history: list[dict[str, Any]] = []
@@ -351,7 +348,7 @@ async def run(
         for uid in cohort:
             link = links.get(uid)
             if link is None:
-                link = links[uid] = Link(uid, coordinator, validator)
+                link = links[uid] = Link(uid, driver)
                 await link.pump()  # hello -> welcome
             got = await link.checkin()
             if got is not None:
@@ -360,11 +357,20 @@ async def run(
         trained = shards.train(params, hyper, config.name, rnd.number, assigned)
         order = sampler.permutation(len(trained))  # reports arrive in random order
         answers: dict[str, int] = {}
-        for i in order:
-            uid, delta, n, unclipped, loss, acc, norm = trained[i]
-            reply = await links[uid].report(
-                delta, n, unclipped, {"loss": loss, "accuracy": acc}, norm
-            )
+
+        async def one(report: tuple[Any, ...]) -> str:
+            uid, delta, n, unclipped, loss, acc, norm = report
+            metrics = {"loss": loss, "accuracy": acc}
+            return await links[uid].report(delta, n, unclipped, metrics, norm)
+
+        # Reports arrive together: an ack waits for the checkpoint that holds its update, and
+        # a round short of its goal acknowledges its last reports when its deadline closes it.
+        reports = [asyncio.ensure_future(one(trained[int(i)])) for i in order]
+        _, waiting = await asyncio.wait(reports, timeout=3.0)
+        if waiting and runtime.round is rnd and rnd.open:
+            clock.now += config.rounds.deadline_s + 1
+            await coordinator.tick()
+        for reply in await asyncio.gather(*reports):
             answers[reply] = answers.get(reply, 0) + 1
         if runtime.round is rnd and rnd.open:  # fewer than goal arrived: the deadline closes it
             clock.now += config.rounds.deadline_s + 1

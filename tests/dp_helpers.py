@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from dandelion.coordinator import RoundState, TaskConfig
+from dandelion.privacy import secure_generator
 from dandelion.protocol import FrameHeader, TensorFrame, Update, decode_frame, encode_frame
 
 
@@ -36,7 +37,13 @@ def dp_config(
 
 
 def new_round(config: TaskConfig, clip_norm: float | None = None) -> RoundState:
-    return RoundState(config, 1, 0, b"", 0.0, clip_norm)
+    return RoundState(config, 1, 0, b"", 0.0, secret="test", step=1, clip_norm=clip_norm)
+
+
+def close(rnd: RoundState, rng: np.random.Generator | None = None) -> np.ndarray | None:
+    """Close ``rnd`` and return what the server optimizer would apply (None: abandoned)."""
+    rnd.close()
+    return rnd.result(rng if rng is not None else secure_generator())
 
 
 def frame_of(
@@ -50,9 +57,8 @@ def frame_of(
 
 def feed(rnd: RoundState, values: np.ndarray | bytes, *, unclipped: bool = True, **kw: Any) -> str:
     """Assign a fresh worker and add its report; return the nonce. Raises UpdateRejected."""
-    n = rnd.summary.assigned
-    nonce = f"nonce-{n:012d}"
-    rnd.assign(f"worker-{n:06d}", nonce, 0.0)
+    worker = f"worker-{rnd.assigned:06d}"
+    nonce = rnd.assign(worker, 0.0).nonce
     update = Update(rnd.config.name, 1, nonce, num_examples=5, unclipped=unclipped)
-    rnd.add(update, frame_of(rnd.config, nonce, values, **kw))
+    rnd.add(worker, update, frame_of(rnd.config, nonce, values, **kw), 0.0)
     return nonce

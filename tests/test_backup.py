@@ -13,9 +13,10 @@ import pytest
 from dandelion.backup import BackupError, backup, restore, verify
 from dandelion.cli import main
 from dandelion.storage import SQLiteStore
+from dandelion.storage.lease import LeaseHeldError, StateLease
 
 from .conftest import LiveFactory, RawClient, small_task
-from .test_coordinator_live import assigned, report
+from .test_coordinator_live import assigned, report_together
 
 
 def _rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -43,8 +44,8 @@ async def test_backup_while_serving_and_restore_round_trip(
 
     async def one_round() -> None:
         tasks = [await assigned(w) for w in workers]
-        for w, t in zip(workers, tasks, strict=True):
-            assert (await report(w, t, np.full(11, 0.01)))["type"] == "ack"
+        replies = await report_together(zip(workers, tasks, strict=True), np.full(11, 0.01))
+        assert [r["type"] for r in replies] == ["ack", "ack"], replies
 
     await one_round()
     await server.wait_rounds(1)
@@ -97,3 +98,20 @@ def test_bad_backups_are_refused(tmp_path: Path) -> None:
         restore(other, tmp_path / "target.db")
     assert not (tmp_path / "target.db").exists()  # nothing was touched
     assert main(["restore", str(junk), "--db", str(tmp_path / "t.db")]) == 1
+
+
+def test_restore_holds_the_lease_and_is_refused_while_another_holds_it(tmp_path: Path) -> None:
+    copy, target = tmp_path / "copy.db", tmp_path / "state.db"
+    SQLiteStore(str(copy)).close()
+    store = SQLiteStore(str(target))
+    store.add_admin_token("made-after-the-backup", "0" * 64, 1.0)
+    store.close()
+    with StateLease(target), pytest.raises(LeaseHeldError, match="stop that coordinator first"):
+        restore(copy, target)  # as under a running `dandelion serve`
+    store = SQLiteStore(str(target))
+    assert [name for name, _ in store.list_admin_tokens()] == ["made-after-the-backup"]
+    store.close()
+    assert restore(copy, target).tasks == 0  # released: the restore goes through
+    store = SQLiteStore(str(target))
+    assert store.list_admin_tokens() == []
+    store.close()

@@ -57,6 +57,25 @@ async def report(
     return await client.recv_json()
 
 
+async def report_together(pairs: Any, values: Any = None, **extra: Any) -> list[dict[str, Any]]:
+    """Each (client, task) reports at once; their answers, in order. An ack waits for the
+    checkpoint (k reports) or the round's commit that holds its update, so reports that are
+    meant to be acknowledged are sent together."""
+    pairs = list(pairs)
+    return list(
+        await asyncio.gather(
+            *(
+                report(c, t, np.zeros(len_of(t)) if values is None else values, **extra)
+                for c, t in pairs
+            )
+        )
+    )
+
+
+def len_of(task: dict[str, Any]) -> int:
+    return int(task["model"].get("num_features", PARAMS - 1)) + 1
+
+
 async def joined(live: Live, clients: Any, worker_id: str) -> RawClient:
     client = await clients(live.url)
     welcome = await client.hello(worker_id)
@@ -87,8 +106,9 @@ async def test_a_round_completes_and_commits_the_mean_clipped_update(
     # One small update, one of norm 1e6: the server clips it to the bound (1.0).
     small = np.full(PARAMS, 0.1, dtype=np.float32)
     huge = np.full(PARAMS, 1e6 / math.sqrt(PARAMS), dtype=np.float32)
-    assert (await report(a, ta, small))["type"] == "ack"
-    ack = await report(b, tb, huge)
+    # Sent together: each ack waits for the round's commit, which needs both.
+    got, ack = await asyncio.gather(report(a, ta, small), report(b, tb, huge))
+    assert got["type"] == "ack", got
     assert ack["type"] == "ack"
     assert 0 <= ack["retry_window"]["min_s"] < ack["retry_window"]["max_s"]
     await server.wait_rounds(1)
@@ -107,11 +127,12 @@ async def test_a_round_completes_and_commits_the_mean_clipped_update(
 
 
 async def test_rejects_carry_the_reason(live: LiveFactory, clients: Any) -> None:
-    server: Live = await live()
-    await server.coordinator.add_task(small_task(goal=3, min_reports=1, deadline_s=0.6))
+    server: Live = await live(monitor_k=2)
+    await server.coordinator.add_task(small_task(goal=3, min_reports=1, deadline_s=1.0))
     a = await joined(server, clients, "worker-aaaa")
     b = await joined(server, clients, "worker-bbbb")
-    ta, tb = await assigned(a), await assigned(b)
+    c = await joined(server, clients, "worker-cccc")
+    ta, tb, tc = await assigned(a), await assigned(b), await assigned(c)
     ok = np.zeros(PARAMS)
     # wrong shape
     await a.send(update_msg(ta))
@@ -123,22 +144,23 @@ async def test_rejects_carry_the_reason(live: LiveFactory, clients: Any) -> None
     assert (await report(a, ta, bad))["reason"] == "non_finite"
     # another worker's nonce
     assert (await report(a, tb, ok))["reason"] == "not_assigned"
-    # accepted, then the same again
-    assert (await report(a, ta, ok))["type"] == "ack"
+    # accepted (a checkpoint of two), then the same again
+    replies = await report_together([(a, ta), (b, tb)], ok)
+    assert [r["type"] for r in replies] == ["ack", "ack"], replies
     assert (await report(a, ta, ok))["reason"] == "duplicate"
-    # after the deadline closes the round, b's report is stale
+    # after the deadline closes the round, c's report is stale
     await server.wait_rounds(1)
-    stale = await report(b, tb, ok)
+    stale = await report(c, tc, ok)
     assert stale["type"] == "reject"
     assert stale["reason"] == "stale_round"
-    assert (stale["task"], stale["round"], stale["nonce"]) == (tb["task"], 1, tb["nonce"])
+    assert (stale["task"], stale["round"], stale["nonce"]) == (tc["task"], 1, tc["nonce"])
 
 
 async def test_update_frames_need_no_alignment_and_may_use_any_json_whitespace(
     live: LiveFactory, clients: Any
 ) -> None:
     server: Live = await live()
-    await server.coordinator.add_task(small_task(goal=2))
+    await server.coordinator.add_task(small_task(goal=1))
     client = await joined(server, clients, "worker-aaaa")
     task = await assigned(client)
     fields = {"v": 1, "type": "update", "task": task["task"], "round": task["round"]}
@@ -159,10 +181,12 @@ async def test_a_quiet_round_still_closes_and_one_below_minimum_is_retried(
     await server.coordinator.add_task(small_task(goal=5, min_reports=2, deadline_s=0.3))
     a = await joined(server, clients, "worker-aaaa")
     ta = await assigned(a)
-    assert (await report(a, ta, np.zeros(PARAMS)))["type"] == "ack"
+    # One report of a minimum of two: never acknowledged, the deadline abandons the round.
+    refused = await report(a, ta, np.zeros(PARAMS))
+    assert (refused["type"], refused["reason"]) == ("reject", "stale_round"), refused
     await server.wait_rounds(1, status="abandoned")
     abandoned = server.outcomes[0]
-    assert (abandoned.round, abandoned.reported, abandoned.model_version) == (1, 1, 0)
+    assert (abandoned.round, abandoned.reported, abandoned.model_version) == (1, 0, 0)
     # The retry is a new round number from the same model version.
     t2 = await assigned(a)
     assert t2["round"] == 2
@@ -170,8 +194,8 @@ async def test_a_quiet_round_still_closes_and_one_below_minimum_is_retried(
     b = await joined(server, clients, "worker-bbbb")
     tb = await assigned(b)
     assert tb["round"] == 2
-    await report(a, t2, np.zeros(PARAMS))
-    await report(b, tb, np.zeros(PARAMS))
+    replies = await report_together([(a, t2), (b, tb)], np.zeros(PARAMS))
+    assert [r["type"] for r in replies] == ["ack", "ack"], replies
     await server.wait_rounds(1)  # completed at its deadline with 2 of 5
     done = next(o for o in server.outcomes if o.status == "completed")
     assert (done.round, done.reported, done.model_version) == (2, 2, 1)

@@ -1,11 +1,21 @@
-"""SIGKILL the coordinator at random moments of its rounds, fifty times: every acknowledged
-report is in the state file afterwards, the file opens cleanly, and the coordinator resumes from
-its last committed model every time."""
+"""SIGKILL the coordinator at random moments, fifty times — half of them right after a report
+was sent, while its checkpoint or its round's commit is being written — then let the open
+rounds finish, and check what a user would check: the models.
+
+Each worker's update is a one-hot vector of its own coordinate (0.5 at index i), weights are
+uniform and the server optimizer is plain FedAvg, so the difference between model versions v
+and v-1 times the round's report count, over 0.5, says exactly which workers' updates are in
+version v: 1 where included, 0 where not, and 2 for an update counted twice. Every update a
+worker received an ``ack`` for must be in exactly one committed version; versions are
+contiguous; the file passes SQLite's integrity check.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
+import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -14,92 +24,156 @@ import numpy as np
 import websockets
 
 from .conftest import RawClient, scaled
-from .test_coordinator_live import report
+from .test_coordinator_live import update_frame, update_msg
 from .test_kill_restart import Server
 
 KILLS = 50
+WORKERS = 6  # per life of the server; each has its own coordinate
+D = 320  # parameters: 319 features + bias, more than KILLS * WORKERS + the final run's
+TASK = f"""
+name = "t1"
+objective = "toy"
+[model]
+kind = "logreg"
+num_features = {D - 1}
+[hyper]
+clip_norm = 1.0
+[server]
+weighting = "uniform"
+[rounds]
+goal = 4
+over_selection = 1.5
+min_reports = 2
+deadline_s = 1.0
+"""
 
 
 async def _worker(
-    url: str,
-    name: str,
-    acked: list[tuple[str, str, int]],
-    rng: np.random.Generator,
-    seen: list[int],
+    url: str, index: int, acked: set[tuple[int, int]], sent: asyncio.Event, stop: asyncio.Event
 ) -> None:
-    """Report round after round until the connection dies; record every ack."""
+    """Report round after round until the connection dies (or ``stop``); record every ack."""
+    values = np.zeros(D, dtype=np.float32)
+    values[index] = 0.5
     try:
         client = await RawClient.connect(url)
-        if (await client.hello(name))["type"] != "welcome":
+        if (await client.hello(f"worker-{index:03d}"))["type"] != "welcome":
             return
-        while True:
+        while not stop.is_set():
             msg, _ = await client.checkin()
             if msg["type"] != "task":
                 await asyncio.sleep(0.01)
                 continue
-            seen.append(msg["model_version"])
-            reply = await report(client, msg, rng.normal(size=11) * 0.1)
+            await client.send(update_msg(msg, num_examples=1))
+            await client.send(update_frame(msg, values))
+            sent.set()
+            reply = await client.recv_json(timeout=scaled(10))
             if reply["type"] == "ack":
-                acked.append((name, msg["task"], msg["round"]))
+                acked.add((msg["round"], index))
+        await client.close()
     except (websockets.ConnectionClosed, OSError, TimeoutError, AssertionError):
         return
 
 
-def _state(db: Path) -> dict[str, Any]:
+def _models(db: Path) -> dict[str, Any]:
+    """Which worker's update each committed version holds, read off the models."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        reported = set(
-            conn.execute("SELECT worker_id, task, round FROM events WHERE event = 'reported'")
+        versions = conn.execute(
+            "SELECT version, round, params FROM model_versions WHERE task = 't1' ORDER BY version"
+        ).fetchall()
+        reported = dict(
+            conn.execute("SELECT round, reported FROM rounds WHERE status = 'completed'")
         )
-        versions = [
-            v for (v,) in conn.execute("SELECT version FROM model_versions ORDER BY version")
-        ]
-        completed = {
-            r for (r,) in conn.execute("SELECT round FROM rounds WHERE status = 'completed'")
-        }
-        rounds_of_versions = {
-            r for (r,) in conn.execute("SELECT round FROM model_versions WHERE version > 0")
-        }
+        statuses = dict(conn.execute("SELECT round, status FROM rounds"))
+    included: dict[int, set[int]] = {}
+    for (_, _, before), (_, rnd, after) in itertools.pairwise(versions):
+        delta = np.frombuffer(after, "<f4").astype(np.float64) - np.frombuffer(before, "<f4")
+        share = delta * reported[rnd] / 0.5
+        rounded = np.rint(share)
+        assert np.abs(share - rounded).max() < 1e-2, f"round {rnd}: not whole updates"
+        assert set(np.unique(rounded)) <= {0.0, 1.0}, f"round {rnd}: an update counted twice"
+        included[rnd] = {int(i) for i in np.flatnonzero(rounded)}
+        assert len(included[rnd]) == reported[rnd], f"round {rnd}: count != updates in model"
     return {
-        "reported": reported,
-        "versions": versions,
-        "completed": completed,
-        "rounds_of_versions": rounds_of_versions,
+        "versions": [v for v, _, _ in versions],
+        "rounds": [r for _, r, _ in versions[1:]],
+        "included": included,
+        "statuses": statuses,
     }
 
 
-async def test_fifty_random_kills_lose_nothing_acknowledged(tmp_path: Path) -> None:
-    server = Server(tmp_path)
+async def _life(
+    server: Server,
+    first: int,
+    acked: set[tuple[int, int]],
+    until: Any,
+) -> None:
+    stop = asyncio.Event()
+    sent = asyncio.Event()
+    workers = [
+        asyncio.create_task(_worker(server.url, first + i, acked, sent, stop))
+        for i in range(WORKERS)
+    ]
+    try:
+        await until(sent)
+    finally:
+        stop.set()
+    await asyncio.wait(workers, timeout=scaled(15))
+
+
+async def test_fifty_random_kills_lose_nothing_acknowledged_and_count_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    server = Server(tmp_path, TASK, "--monitor-k", "2")
     rand = random.Random(7)
-    rng = np.random.default_rng(7)
-    acked: list[tuple[str, str, int]] = []
-    resumed_from: list[int] = []
+    acked: set[tuple[int, int]] = set()
+    inside = 0
     try:
         for kill in range(KILLS):
             await server.start()
-            state = _state(server.db)
-            seen: list[int] = []
-            workers = [
-                asyncio.create_task(
-                    _worker(server.url, f"worker-k{kill:02d}-{i}", acked, rng, seen)
-                )
-                for i in range(3)
-            ]
-            await asyncio.sleep(rand.uniform(0.0, 1.2))  # somewhere in a round
-            server.kill()
-            await asyncio.wait(workers, timeout=scaled(10))
-            if seen:  # the first assignment after a restart is of the last committed model
-                assert min(seen) == state["versions"][-1], (kill, seen, state["versions"][-1])
-                resumed_from.append(min(seen))
-            after = _state(server.db)
-            missing = set(acked) - after["reported"]
-            assert not missing, f"kill {kill}: acknowledged but lost: {sorted(missing)[:5]}"
-            # Model versions are contiguous, and every completed round has its version.
-            assert after["versions"] == list(range(len(after["versions"])))
-            assert after["completed"] == after["rounds_of_versions"]
-        assert len(acked) > KILLS  # reports were really acknowledged between the kills
-        assert len(resumed_from) >= KILLS // 2
-        assert _state(server.db)["versions"][-1] >= 3  # rounds were committed between kills
+            after_a_report = kill % 2 == 1
+
+            async def until_killed(sent: asyncio.Event, after: bool = after_a_report) -> None:
+                if after:  # the moment its checkpoint or its round's commit is being written
+                    await asyncio.wait_for(sent.wait(), scaled(10))
+                    await asyncio.sleep(rand.uniform(0.0, 0.02))
+                else:
+                    await asyncio.sleep(rand.uniform(0.0, 1.5))
+                server.kill()
+
+            await _life(server, kill * WORKERS, acked, until_killed)
+            inside += after_a_report
+            state = _models(server.db)
+            assert state["versions"] == list(range(len(state["versions"])))
+        # A last run in which the open rounds finish, ended by SIGTERM like a deploy.
+        await server.start()
+        before = _models(server.db)
+        pending = [r for r, status in before["statuses"].items() if status == "open"]
+
+        async def until_finished(sent: asyncio.Event) -> None:
+            for _ in range(int(scaled(400))):
+                done = _models(server.db)
+                if (
+                    all(done["statuses"].get(r) == "completed" for r in pending)
+                    and len(done["versions"]) >= len(before["versions"]) + 2
+                ):
+                    break
+                await asyncio.sleep(0.05)
+            server.kill(signal.SIGTERM)
+
+        await _life(server, KILLS * WORKERS, acked, until_finished)
+        final = _models(server.db)
+        assert final["versions"] == list(range(len(final["versions"])))
+        assert len(set(final["rounds"])) == len(final["rounds"]), "a round in two versions"
+        lost = sorted(
+            (rnd, worker)
+            for rnd, worker in acked
+            if worker not in final["included"].get(rnd, set())
+        )
+        assert not lost, f"acknowledged but in no model: {lost[:10]} of {len(acked)}"
+        assert len(acked) > 2 * KILLS  # reports really were acknowledged between the kills
+        assert len(final["versions"]) > KILLS // 2  # rounds completed between the kills
+        assert inside == KILLS // 2
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.proc.terminate()

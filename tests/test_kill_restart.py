@@ -30,10 +30,12 @@ num_features = 10
 clip_norm = 1.0
 [rounds]
 goal = 3
-min_reports = 3
+min_reports = 2
 over_selection = 1.0
 deadline_s = 60.0
 """
+#: Checkpoints of two reports: an ack needs its update in a stored sum of at least two.
+K2 = ("--monitor-k", "2")
 
 
 def _free_port() -> int:
@@ -43,13 +45,16 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp: Path) -> None:
+    """A real ``dandelion serve`` process on a state file in ``tmp``."""
+
+    def __init__(self, tmp: Path, task: str = TASK_FILE, *extra: str) -> None:
         self.db = tmp / "state.db"
         self.task_file = tmp / "task.toml"
-        self.task_file.write_text(TASK_FILE)
+        self.task_file.write_text(task)
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "server.log"
+        self.extra = list(extra)
 
     async def start(self) -> None:
         cmd = [
@@ -69,6 +74,7 @@ class Server:
             "0.01",
             "--pace-max-s",
             "0.2",
+            *self.extra,
         ]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
@@ -85,9 +91,9 @@ class Server:
                 await asyncio.sleep(0.05)
         raise AssertionError("coordinator did not start:\n" + self.log.read_text())
 
-    def kill(self) -> None:
+    def kill(self, sig: int = signal.SIGKILL) -> None:
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
+        os.kill(self.proc.pid, sig)
         self.proc.wait()
 
     @property
@@ -109,6 +115,16 @@ def _snapshot(db: Path) -> dict[str, Any]:
         store.close()
 
 
+async def _versions(db: Path, count: int) -> None:
+    """Wait until ``count`` model versions are committed (the commit acknowledges the round's
+    last reports, so this is at most a moment)."""
+    for _ in range(200):
+        if len(_snapshot(db)["versions"]) >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"fewer than {count} model versions")
+
+
 async def _client(url: str, worker: str) -> RawClient:
     client = await RawClient.connect(url)
     assert (await client.hello(worker))["type"] == "welcome"
@@ -125,34 +141,49 @@ async def _task(client: RawClient) -> dict[str, Any]:
 
 
 async def test_sigkill_mid_round_loses_nothing_and_resumes(tmp_path: Path) -> None:
-    server = Server(tmp_path)
+    server = Server(tmp_path, TASK_FILE, *K2)
     acked_reports = 0
+    killed_round = 0
     expected_version = 0
     rng = np.random.default_rng(0)
     try:
         for cycle in range(3):
             await server.start()
             workers = [await _client(server.url, f"worker-c{cycle}-{i}") for i in range(3)]
+            if cycle:
+                # The round the kill left open resumed with its two acknowledged reports: one
+                # more completes it, on the model it started from.
+                task = await _task(workers[0])
+                assert (task["round"], task["model_version"]) == (killed_round, expected_version)
+                assert (await report(workers[0], task, rng.normal(size=11) * 0.1))["type"] == "ack"
+                acked_reports += 1
+                expected_version += 1
+                await _versions(server.db, expected_version + 1)
             # Full rounds: every worker reports, the round commits a new model version.
             for _ in range(2):
                 tasks = [await _task(w) for w in workers]
                 assert {t["model_version"] for t in tasks} == {expected_version}
-                for w, t in zip(workers, tasks, strict=True):
-                    reply = await report(w, t, rng.normal(size=11) * 0.1)
-                    assert reply["type"] == "ack", reply
-                    acked_reports += 1
+                replies = await asyncio.gather(
+                    *(
+                        report(w, t, rng.normal(size=11) * 0.1)
+                        for w, t in zip(workers, tasks, strict=True)
+                    )
+                )
+                assert [r["type"] for r in replies] == ["ack"] * 3, replies
+                acked_reports += 3
                 expected_version += 1
-                # the commit happens right after the last ack; wait for it to land
-                for _ in range(200):
-                    if len(_snapshot(server.db)["versions"]) == expected_version + 1:
-                        break
-                    await asyncio.sleep(0.02)
-            # Mid-round: two of three report, then the process dies.
+                await _versions(server.db, expected_version + 1)
+            # Mid-round: two of three report (one checkpoint of two), then the process dies.
             tasks = [await _task(w) for w in workers]
             killed_round = tasks[0]["round"]
-            for w, t in list(zip(workers, tasks, strict=True))[: 1 + cycle % 2]:
-                assert (await report(w, t, rng.normal(size=11) * 0.1))["type"] == "ack"
-                acked_reports += 1
+            replies = await asyncio.gather(
+                *(
+                    report(w, t, rng.normal(size=11) * 0.1)
+                    for w, t in zip(workers[:2], tasks[:2], strict=True)
+                )
+            )
+            assert [r["type"] for r in replies] == ["ack", "ack"], replies
+            acked_reports += 2
             before = _snapshot(server.db)
             server.kill()
             for w in workers:
@@ -163,14 +194,19 @@ async def test_sigkill_mid_round_loses_nothing_and_resumes(tmp_path: Path) -> No
             assert after["versions"] == list(range(expected_version + 1))
             assert after["reported"] >= before["reported"]
             assert after["rounds"][killed_round] == "open"
-        # A last restart: the interrupted round is marked, training resumes from the last model.
+        # A last restart: the open round resumes where it stood (its acknowledged reports in
+        # its aggregate), and completes when its last worker reports.
         await server.start()
-        final = _snapshot(server.db)
-        assert final["rounds"][killed_round] == "interrupted"
+        assert _snapshot(server.db)["rounds"][killed_round] == "open"
         worker = await _client(server.url, "worker-final")
         task = await _task(worker)
         assert task["model_version"] == expected_version
-        assert task["round"] > killed_round
+        assert task["round"] == killed_round
+        assert (await report(worker, task, rng.normal(size=11) * 0.1))["type"] == "ack"
+        await _versions(server.db, expected_version + 2)
+        final = _snapshot(server.db)
+        assert final["rounds"][killed_round] == "completed"
+        assert final["versions"] == list(range(expected_version + 2))
         await worker.ws.close()
     finally:
         if server.proc is not None and server.proc.poll() is None:

@@ -3,6 +3,7 @@ one clipped update allows."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -42,10 +43,13 @@ async def test_a_huge_update_moves_the_model_by_at_most_one_clipped_update(
     attack[3] = 1e6
     workers = [await joined(server, clients, f"worker-{i:04d}") for i in range(HONEST + 1)]
     tasks = [await assigned(w) for w in workers]
-    for w, t in zip(workers[:HONEST], tasks[:HONEST], strict=True):
-        assert (await report(w, t, honest))["type"] == "ack"
+    # Everyone reports at once (an ack waits for the round's commit, which needs all five).
     # The attacker claims its update is already clipped, and a huge number of examples.
-    answer = await report(workers[-1], tasks[-1], attack, unclipped=True, num_examples=10**9)
+    *honest_answers, answer = await asyncio.gather(
+        *(report(w, t, honest) for w, t in zip(workers[:HONEST], tasks[:HONEST], strict=True)),
+        report(workers[-1], tasks[-1], attack, unclipped=True, num_examples=10**9),
+    )
+    assert [a["type"] for a in honest_answers] == ["ack"] * HONEST
     assert answer["type"] == "ack"  # accepted — clipped by the server, not refused
     await server.wait_rounds(1)
     after = server.coordinator.tasks["t1"].params

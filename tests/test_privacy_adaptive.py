@@ -10,7 +10,7 @@ import pytest
 
 from dandelion.privacy import PrivacyConfig, next_clip_norm, observed_bit, release
 
-from .dp_helpers import dp_config, feed, new_round
+from .dp_helpers import close, dp_config, feed, new_round
 
 MEDIAN = 3.0
 
@@ -100,7 +100,7 @@ def _run_rounds(rounds: int, *, worker_clips: bool, invert_claim: bool) -> list[
             if worker_clips and not within:
                 delta *= clip / norm
             feed(rnd, delta, unclipped=within != invert_claim)
-        assert rnd.close() is not None and rnd.release is not None
+        assert close(rnd) is not None and rnd.release is not None
         clip = rnd.release.next_clip_norm
         path.append(clip)
     return path

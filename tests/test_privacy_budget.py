@@ -15,13 +15,13 @@ import pytest
 
 from dandelion.coordinator import Coordinator, TaskConfig
 from dandelion.privacy import epsilon_after
-from dandelion.protocol import Ack, Checkin, ComeBack, Hello, Update
+from dandelion.protocol import Ack, Checkin, ComeBack, Hello, Task, Update
 from dandelion.settings import load_settings
 from dandelion.storage import AsyncStore, SQLiteStore
 
 from .conftest import RawClient, scaled
 from .dp_helpers import frame_of
-from .test_coordinator_live import report
+from .test_coordinator_live import report_together
 from .test_kill_restart import Server
 
 GOAL, POPULATION, Z = 3, 30, 1.5
@@ -84,19 +84,20 @@ async def _one_round(coordinator: Coordinator, tag: str) -> list[float]:
     """GOAL workers check in and report; wait for the commit. Returns the clip norms sent."""
     runtime = coordinator.tasks["dp"]
     clips = []
+    reports = []
     for i in range(GOAL):
         worker = f"w-{tag}-{i:03d}"
         await coordinator.on_hello(Hello(worker, {"kind": "cpython"}, "opted_in"))
-        answer = await coordinator.on_checkin(worker, Checkin())
-        assert isinstance(answer, tuple), answer
-        task, _ = answer
+        task = (await coordinator.on_checkin(worker, Checkin())).message
+        assert isinstance(task, Task), task
         clips.append(task.hyper["clip_norm"])
         values = np.full(11, 0.1 * (i + 1), dtype=np.float32)
         update = Update("dp", task.round, task.nonce, num_examples=3, unclipped=True)
-        ack = await coordinator.on_update(
-            worker, update, frame_of(runtime.config, task.nonce, values)
-        )
-        assert isinstance(ack, Ack), ack
+        frame = frame_of(runtime.config, task.nonce, values)
+        reports.append(coordinator.on_update(worker, update, frame))
+    # Reports arrive together: an ack waits for the checkpoint (or commit) that holds it.
+    for reply in await asyncio.gather(*reports):
+        assert isinstance(reply.message, Ack), reply
     for _ in range(500):
         if runtime.round is None and not runtime.closing:
             return clips
@@ -129,7 +130,7 @@ async def test_the_round_past_the_budget_is_refused_also_after_a_restart(
     assert runtime.status == "budget_exhausted"
     assert "privacy budget exhausted" in runtime.reason
     assert f"budget {budget:g}" in runtime.reason
-    refused = await coordinator.on_checkin("w-late", Checkin())
+    refused = (await coordinator.on_checkin("w-late", Checkin())).message
     assert isinstance(refused, ComeBack) and refused.reason == "budget_exhausted"
     if clipping == "adaptive":  # the second round used the C the first one chose
         assert sent[0] == [1.0] * GOAL and sent[1][0] != 1.0
@@ -251,9 +252,9 @@ async def test_dandelion_serve_keeps_refusing_after_a_kill_and_restart(tmp_path:
             assert (await client.hello(f"worker-{i}"))["type"] == "welcome"
             clients.append(client)
         tasks = [await _assigned(c) for c in clients]
-        for client, task in zip(clients, tasks, strict=True):
-            assert task is not None
-            assert (await report(client, task, np.full(11, 0.05)))["type"] == "ack"
+        assert None not in tasks
+        replies = await report_together(zip(clients, tasks, strict=True), np.full(11, 0.05))
+        assert [r["type"] for r in replies] == ["ack"] * GOAL, replies
         # Round 2 would pass the budget: it is never offered.
         assert await _assigned(clients[0]) is None
         for client in clients:

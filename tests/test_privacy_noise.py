@@ -8,7 +8,7 @@ import pytest
 import dandelion.privacy.noise as noise_module
 from dandelion.privacy import noisy_mean, release, secure_generator
 
-from .dp_helpers import dp_config, feed, new_round
+from .dp_helpers import close, dp_config, feed, new_round
 
 
 def test_noise_std_is_z_times_clip_over_the_denominator_over_many_draws() -> None:
@@ -30,7 +30,7 @@ def test_a_closed_round_divides_by_the_goal_not_by_the_reports_and_adds_z_c_nois
     reports = 4
     for _ in range(reports):
         feed(rnd, 0.5 * direction)  # norm 0.5: not clipped
-    mean = rnd.close()
+    mean = close(rnd)
     assert mean is not None and rnd.release is not None
     noise = mean.astype(np.float64) - reports * 0.5 * direction / goal
     assert noise.std() == pytest.approx(z * clip / goal, rel=0.03)
@@ -56,7 +56,7 @@ def test_adaptive_clipping_noises_the_update_with_the_split_multiplier() -> None
     assert z_delta == pytest.approx((0.9**-2 - 1.0**-2) ** -0.5)
     rnd = new_round(config)
     feed(rnd, np.zeros(d))
-    mean = rnd.close()
+    mean = close(rnd)
     assert mean is not None
     assert mean.std() == pytest.approx(z_delta * 2.0 / goal, rel=0.03)
     assert rnd.release is not None and rnd.release.unclipped_fraction is not None
@@ -67,7 +67,7 @@ def test_a_round_never_touches_the_global_numpy_generator() -> None:
     before = np.random.get_state()
     rnd = new_round(dp_config(99))
     feed(rnd, np.ones(100) * 0.01)
-    assert rnd.close() is not None
+    assert close(rnd) is not None
     after = np.random.get_state()
     assert before[0] == after[0]
     assert np.array_equal(before[1], after[1]) and before[2:] == after[2:]
@@ -97,7 +97,7 @@ def test_two_rounds_with_the_same_reports_release_different_noise() -> None:
     for _ in range(2):
         rnd = new_round(config)
         feed(rnd, np.full(1000, 0.001))
-        mean = rnd.close()
+        mean = close(rnd)
         assert mean is not None
         outs.append(mean)
     assert not np.array_equal(outs[0], outs[1])

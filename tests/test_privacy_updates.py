@@ -20,21 +20,21 @@ CLIP = 1.5
 
 
 def _sum_norm(rnd: object) -> float:
-    return l2_norm(rnd.sum.sum.copy())  # type: ignore[attr-defined]
+    return l2_norm(rnd.current.sum.copy())  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_updates_are_rejected_before_the_sum(bad: float) -> None:
     rnd = new_round(dp_config(D - 1, clip=CLIP))
     feed(rnd, np.full(D, 0.01))
-    before = rnd.sum.sum.copy()
+    before = rnd.current.sum.copy()
     values = np.zeros(D)
     values[7] = bad
     with pytest.raises(UpdateRejected) as caught:
         feed(rnd, values)
     assert caught.value.reason == "non_finite"
-    assert np.array_equal(rnd.sum.sum, before)
-    assert (rnd.sum.count, rnd.summary.reported, rnd.summary.unclipped_bits) == (1, 1, 1)
+    assert np.array_equal(rnd.current.sum, before)
+    assert (rnd.current.count, rnd.reported, rnd.current.unclipped_bits) == (1, 1, 1)
 
 
 def test_float16_infinity_is_rejected_too() -> None:
@@ -44,7 +44,7 @@ def test_float16_infinity_is_rejected_too() -> None:
     half[3] = np.inf
     with pytest.raises(UpdateRejected, match="NaN or infinite"):
         feed(rnd, half.tobytes(), dtype="float16")
-    assert not rnd.sum.sum.any()
+    assert not rnd.current.sum.any()
 
 
 @pytest.mark.parametrize("scale", [1e3, 1e19, 3e38])
@@ -53,8 +53,8 @@ def test_huge_updates_are_clipped_to_the_rounds_bound(scale: float) -> None:
     values = np.full(D, scale, dtype=np.float32)  # squares overflow float32 from 1e19 on
     feed(rnd, values, unclipped=True)  # a worker lying about its bit changes nothing here
     assert _sum_norm(rnd) == pytest.approx(CLIP, rel=1e-5)
-    assert rnd.summary.clipped == 1
-    assert rnd.summary.unclipped_bits == 0  # arrived far outside C: the server knows better
+    assert rnd.current.clipped == 1
+    assert rnd.current.unclipped_bits == 0  # arrived far outside C: the server knows better
 
 
 @settings(max_examples=60, deadline=None)
@@ -81,5 +81,5 @@ def test_whatever_arrives_each_report_adds_at_most_the_clip_norm(
         else:
             with pytest.raises(UpdateRejected, match="NaN or infinite"):
                 feed(rnd, arr)
-    assert np.isfinite(rnd.sum.sum).all()
-    assert _sum_norm(rnd) <= rnd.sum.count * CLIP * (1 + 1e-5)
+    assert np.isfinite(rnd.current.sum).all()
+    assert _sum_norm(rnd) <= rnd.current.count * CLIP * (1 + 1e-5)

@@ -10,6 +10,7 @@ from dandelion.storage import (
     ConflictError,
     ModelVersion,
     ParticipationEvent,
+    RoundCheckpoint,
     RoundRecord,
     SQLiteStore,
     StateStore,
@@ -96,6 +97,31 @@ def test_rounds_open_close_and_numbering(store: StateStore) -> None:
         _close(store, 2, status="open")
 
 
+def test_an_open_round_keeps_its_checkpoint_until_it_closes(store: StateStore) -> None:
+    _task(store)
+    store.open_round(_round(1))
+    with pytest.raises(KeyError):  # only an open round has a checkpoint
+        store.save_round_checkpoint(RoundCheckpoint("t1", 9, "key", None, 0, 1.0))
+    store.save_round_checkpoint(RoundCheckpoint("t1", 1, "key", None, 0, 1.0))
+    store.record_events(
+        [
+            ParticipationEvent("w1", "t1", 1, "selected", 1.0),
+            ParticipationEvent("w2", "t1", 1, "selected", 1.0),
+            ParticipationEvent("w2", "t1", 1, "reported", 2.0),
+            ParticipationEvent("w3", "t1", 2, "reported", 2.0),  # another round
+        ]
+    )
+    with store.transaction():
+        store.save_round_checkpoint(RoundCheckpoint("t1", 1, "key", b"sum", 3, 2.0))
+    cp = store.get_round_checkpoint("t1", 1)
+    assert cp is not None and (cp.secret, cp.aggregate, cp.rejected) == ("key", b"sum", 3)
+    assert store.round_participants("t1", 1) == ({"w1", "w2"}, {"w2"})
+    _close(store, 1)
+    assert store.get_round_checkpoint("t1", 1) is None  # closing deletes it
+    with pytest.raises(KeyError):
+        store.save_round_checkpoint(RoundCheckpoint("t1", 1, "key", b"sum", 3, 3.0))
+
+
 def test_round_result_is_all_or_nothing(store: StateStore) -> None:
     _task(store)
     store.open_round(_round(1))
@@ -135,7 +161,12 @@ def test_sqlite_migrations_are_idempotent_and_state_survives_reopen(tmp_path: Pa
     first.close()
     again = SQLiteStore(path)
     applied = [m["name"] for m in again.db["_sqlite_migrations"].rows]  # type: ignore[union-attr]
-    assert applied == ["m001_initial", "m002_privacy_ledger", "m003_admin_tokens"]
+    assert applied == [
+        "m001_initial",
+        "m002_privacy_ledger",
+        "m003_admin_tokens",
+        "m004_durable_rounds",
+    ]
     assert again.latest_model_version("t1").params == b"\7" * 4  # type: ignore[union-attr]
     mode = again.conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"

@@ -70,7 +70,19 @@ async def test_an_unwritable_state_file_degrades_and_recovers(
     assert errors, answers
     assert errors[-1]["code"] == "internal" and not errors[-1]["fatal"]
     assert "try again later" in errors[-1]["detail"]
-    assert not any(a["type"] == "ack" for a in answers[len(answers) - 1 :])
+    # Nothing is acknowledged while the file stays unwritable. The loop above stops on the first
+    # error, so its last answer says nothing about that: ask again, several times, and check
+    # the state file — it holds the reports acknowledged before the fault and not one more.
+    more = []
+    for _ in range(3):
+        await worker.send({"type": "checkin", "v": 1})
+        more.append(await worker.recv_json())
+    assert [(a["type"], a.get("code"), a.get("fatal")) for a in more] == [
+        ("error", "internal", False)
+    ] * 3, more
+    acked = sum(a["type"] == "ack" for a in answers)  # before the first error, if any
+    reported_now = await server.store.read(lambda s: s.count_events(event="reported"))
+    assert reported_now == reported_before + acked, (reported_before, acked, reported_now)
     status, body = await _health(server)
     assert status == 503 and body["status"] == "degraded", body
     # A new worker cannot even be welcomed: the hello is answered, then "try again later".
@@ -86,9 +98,9 @@ async def test_an_unwritable_state_file_degrades_and_recovers(
     await worker.close()
     again = await RawClient.connect(server.url)
     assert (await again.hello("steady-worker-2"))["type"] == "welcome"
-    task = await assigned(again)
-    assert (await report(again, task, np.zeros(11)))["type"] == "ack"
     completed = sum(o.status == "completed" for o in server.outcomes)
+    task = await assigned(again)
+    assert (await report(again, task, np.zeros(11)))["type"] == "ack"  # after its commit
     await server.wait_rounds(completed + 1)
     for _ in range(100):  # healthy again once writes have succeeded for a couple of seconds
         if (await _health(server))[0] == 200:

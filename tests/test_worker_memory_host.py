@@ -3,54 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 
-from browser_worker.host import ConnectionClosed, MemoryConnection, MemoryHost
+from browser_worker.host import MemoryConnection, MemoryHost
 from browser_worker.models import Example
 from browser_worker.worker import Worker, WorkerConfig, WorkerStatus
 from dandelion.coordinator import Coordinator
-from dandelion.protocol import (
-    CheckinReceived,
-    CoordinatorSession,
-    HelloReceived,
-    OptOutReceived,
-    UpdateReceived,
-)
 from dandelion.settings import load_settings
 from dandelion.storage import AsyncStore, MemoryStore
+from dandelion.transport import MemoryTransport
 
 from .conftest import small_task
 
+_TRANSPORTS: weakref.WeakKeyDictionary[Coordinator, MemoryTransport] = weakref.WeakKeyDictionary()
+
 
 async def _serve(coordinator: Coordinator, conn: MemoryConnection) -> None:
-    """A minimal server loop: the same session and coordinator calls as the WebSocket one."""
-    session = CoordinatorSession()
-    try:
-        while session.close_code is None:
-            data = await conn.receive()
-            event = (
-                session.receive_text(data) if isinstance(data, str) else session.receive_bytes(data)
-            )
-            if isinstance(event, HelloReceived):
-                session.send(await coordinator.on_hello(event.hello))
-            elif isinstance(event, CheckinReceived):
-                assert session.worker_id is not None
-                answer = await coordinator.on_checkin(session.worker_id, event.checkin)
-                if isinstance(answer, tuple):
-                    session.send(*answer)
-                else:
-                    session.send(answer)
-            elif isinstance(event, UpdateReceived):
-                assert session.worker_id is not None
-                ack = await coordinator.on_update(session.worker_id, event.update, event.frame)
-                session.send(ack)
-            elif isinstance(event, OptOutReceived):
-                assert session.worker_id is not None
-                await coordinator.on_opt_out(session.worker_id)
-            for out in session.data_to_send():
-                await conn.send(out)
-    except ConnectionClosed:
-        return
-    await conn.close(session.close_code or 1000)
+    """Serve one in-memory connection through the coordinator's in-memory transport (the same
+    conversation driver as the WebSocket endpoint; one transport per coordinator)."""
+    transport = _TRANSPORTS.get(coordinator)
+    if transport is None:
+        transport = _TRANSPORTS[coordinator] = MemoryTransport(
+            coordinator, coordinator.settings, None
+        )
+    await transport.serve(conn)
 
 
 async def test_workers_complete_rounds_in_memory() -> None:

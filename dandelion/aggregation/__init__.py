@@ -1,7 +1,9 @@
-"""Aggregation maths: the streaming clipped sum and the server optimizers. numpy and scipy only."""
+"""Aggregation maths: the streaming clipped sum, the round aggregate with its byte form, and the
+server optimizers. numpy and scipy only."""
 
 from __future__ import annotations
 
+from .aggregate import Aggregate, Aggregator, Contribution
 from .errors import UpdateRejected
 from .kernel import (
     AddResult,
@@ -16,6 +18,9 @@ from .kernel import (
 
 __all__ = [
     "AddResult",
+    "Aggregate",
+    "Aggregator",
+    "Contribution",
     "StreamingSum",
     "UpdateRejected",
     "Weighting",

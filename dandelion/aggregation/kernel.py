@@ -146,6 +146,23 @@ class StreamingSum:
             raise ValueError("no update has been added")
         return (self._sum / np.float32(self.total_weight)).astype(np.float32)
 
+    def merge(self, other: StreamingSum) -> None:
+        """Add another running sum (over other updates) into this one."""
+        if other.d != self.d:
+            raise ValueError(f"cannot merge a sum of {other.d} values into one of {self.d}")
+        out = saxpy(other._sum, self._sum, a=1.0)
+        assert out is self._sum
+        self.count += other.count
+        self.total_weight += other.total_weight
+
+    def load(self, values: np.ndarray, count: int, total_weight: float) -> None:
+        """Replace the sum by ``values`` (a checkpoint's), with its count and weight."""
+        if values.shape != self._sum.shape:
+            raise ValueError(f"cannot load {values.shape} values into a sum of {self._sum.shape}")
+        np.copyto(self._sum, values)
+        self.count = count
+        self.total_weight = float(total_weight)
+
     def reset(self) -> None:
         self._sum.fill(0.0)
         self.count = 0

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from .coordinator import Coordinator, RoundListener, create_task
+from .coordinator import Coordinator, RoundListener
+from .lifecycle import RoundAbandoned, RoundLifecycle
 from .pace import PaceSteering
+from .registry import TaskRegistry, create_task
+from .replies import CLOSE_TRY_LATER, Reply
 from .rounds import RoundState
 from .runtime import RoundOutcome, TaskRuntime
 from .taskconfig import RoundPlan, ServerConfig, TaskConfig, TaskConfigError, load_task_file
 
 __all__ = [
+    "CLOSE_TRY_LATER",
     "Coordinator",
     "PaceSteering",
+    "Reply",
+    "RoundAbandoned",
+    "RoundLifecycle",
     "RoundListener",
     "RoundOutcome",
     "RoundPlan",
@@ -18,6 +25,7 @@ __all__ = [
     "ServerConfig",
     "TaskConfig",
     "TaskConfigError",
+    "TaskRegistry",
     "TaskRuntime",
     "create_task",
     "load_task_file",

@@ -4,7 +4,8 @@ A worker told to come back picks a uniformly random moment inside its window, so
 width sets how thinly the fleet is spread. The width follows demand: with ``W`` workers recently
 sent away and a target check-in rate ``r``, windows span about ``W / r`` seconds (never less than
 ``pace_min_s``, never more than ``pace_max_s``). The window's start follows the work: a worker
-sent away from a full round is asked back when that round's deadline has passed.
+that already reported is asked back after its round's deadline; one turned away from a full
+round, soon (slots free up as assignments lapse), in a narrow window.
 
 Never reads the clock: ``now`` is passed in.
 """
@@ -39,17 +40,22 @@ class PaceSteering:
         self._decay(now)
         return min(self.max_s, max(self.min_s, self._waiting / self.target_rate))
 
-    def window(self, now: float, *, not_before: float | None = None) -> RetryWindow:
+    def window(
+        self, now: float, *, not_before: float | None = None, cap_s: float | None = None
+    ) -> RetryWindow:
         """A window for one worker sent away now.
 
         It starts at ``not_before`` (absolute time: when the work it waits for is expected) or,
         without one, ``min_s`` from now; it is always at least ``min_s`` wide, so no two workers
-        are asked back at the same instant.
+        are asked back at the same instant, and no wider than ``cap_s`` when given (a worker
+        turned away from a full round comes back soon: slots free up as assignments lapse).
         """
         self._decay(now)
         self._waiting += 1.0
         start = self.min_s if not_before is None else max(0.0, not_before - now)
         start = min(start, self.max_s - self.min_s)
         width = self.spread(now)
+        if cap_s is not None:
+            width = min(width, max(self.min_s, cap_s))
         hi = min(start + width, self.max_s)
         return RetryWindow(round(start, 3), round(max(hi, start + self.min_s), 3))

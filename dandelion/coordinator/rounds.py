@@ -1,64 +1,78 @@
-"""One live round: who was assigned, who reported, and the running clipped sum.
+"""One live round: its assignments, its reports, and its aggregate in checkpointable steps.
 
 Rules of this file: it decides whether an update belongs to the round and folds it into the
-aggregate; it never awaits, never reads the clock (``now`` is passed in), never stores anything.
-Individual updates are added and forgotten: memory is O(d) whatever the number of reports.
-With a privacy config, closing releases the DP-FedAvg output instead of the plain mean, with
-noise from a generator made for this round alone.
+round's aggregate; it never awaits, never reads the clock (``now`` is passed in), never stores
+anything. Individual updates are added and forgotten: memory is O(d + cohort).
+
+Durability in steps. Reports accumulate in the open :class:`Batch`; the lifecycle seals a batch
+once it holds at least ``step`` reports (k, the monitoring threshold; for the first checkpoint
+of a round also its minimum), writes the aggregate over every sealed report together with the
+batch's "reported" events, and only then acknowledges the batch's reports. So no stored
+aggregate, nor the difference of two, covers fewer than ``step`` updates, and an acknowledged
+update is in every later aggregate of its round. If the write fails the batch is dropped
+whole: its reports are not counted, and their workers may send them again. Closing takes the
+open batch into the round's result, which is committed with the model.
+
+Assignments. A worker's nonce is an HMAC of the worker id under the round's secret: a resumed
+round recognises the nonces it handed out before a crash, and a worker that comes back is
+handed the same nonce. An assignment whose worker disconnected, went silent past its report
+timeout or opted out is *released*: its slot is free for another worker, and its nonce stays
+valid (a late report still counts).
 """
 
 from __future__ import annotations
 
-import enum
+import base64
+import hashlib
+import hmac
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from ..aggregation import StreamingSum, UpdateRejected, decode_update, update_weight
-from ..privacy import Release, observed_bit, release, secure_generator
+from ..aggregation import Aggregate, Contribution, decode_update, update_weight
+from ..aggregation.errors import UpdateRejected
+from ..privacy import Release, observed_bit
+from ..privacy.aggregate import PrivateAggregate
 from ..protocol import TensorFrame, Update
 from .taskconfig import TaskConfig
 
-__all__ = ["Assignment", "RoundPhase", "RoundState", "RoundSummary"]
+__all__ = ["Assignment", "Batch", "RoundState"]
+
+_ACTIVE, _RELEASED, _PENDING, _REPORTED = "active", "released", "pending", "reported"
+#: Reports a round needs before it times silent assignments out on its own measure.
+_ADAPTIVE_AFTER = 5
+_ADAPTIVE_FACTOR = 1.5
+_ADAPTIVE_FLOOR_S = 1.0
 
 
-class RoundPhase(enum.Enum):
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Assignment:
     worker_id: str
     nonce: str
     assigned_at: float
+    state: str = _ACTIVE  # active | released | pending (in a batch) | reported (durable)
 
 
 @dataclass(slots=True)
-class RoundSummary:
-    """Aggregate figures of a round: never one worker's."""
+class Batch:
+    """Reports added since the last checkpoint. ``waiter`` belongs to the lifecycle (the
+    future its reports' acknowledgements wait on)."""
 
-    assigned: int = 0
-    reported: int = 0
-    rejected: int = 0
-    clipped: int = 0
-    unclipped_bits: int = 0
-    weight: float = 0.0
-    loss_sum: float = 0.0
-    accuracy_sum: float = 0.0
-    norm_sum: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
+    aggregate: Aggregate
+    workers: list[str] = field(default_factory=list)
+    reported_at: list[float] = field(default_factory=list)
+    waiter: Any = None
 
-    def metrics(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        if self.weight > 0:
-            out["loss"] = self.loss_sum / self.weight
-            out["accuracy"] = self.accuracy_sum / self.weight
-        if self.reported:
-            out["mean_norm"] = self.norm_sum / self.reported
-            out["clipped_fraction"] = self.clipped / self.reported
-            out["unclipped_fraction"] = self.unclipped_bits / self.reported
-        return out
+    @property
+    def count(self) -> int:
+        return self.aggregate.count
+
+
+def assignment_nonce(secret: str, task: str, number: int, worker_id: str) -> str:
+    mac = hmac.new(secret.encode(), f"{task}\0{number}\0{worker_id}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
 
 
 class RoundState:
@@ -66,8 +80,8 @@ class RoundState:
 
     ``model_frame`` is the round's model, encoded once and sent as the same bytes to every worker
     of the round: its header's nonce is a per-round tag, not an assignment nonce. ``clip_norm``
-    is the round's L2 bound (the task's, or with adaptive clipping the one the last round
-    chose); ``epsilon_after`` is what the ledger will say once a DP round is released.
+    is the round's L2 bound; ``epsilon_after`` is what the ledger will say once a DP round is
+    released; ``step`` is how many reports a checkpoint covers at least.
     """
 
     def __init__(
@@ -77,126 +91,264 @@ class RoundState:
         model_version: int,
         model_frame: bytes,
         opened_at: float,
+        *,
+        secret: str,
+        step: int,
         clip_norm: float | None = None,
     ) -> None:
         self.config = config
+        self.number = number
+        self.model_version = model_version
+        self.model_frame = model_frame
+        self.opened_at = opened_at
+        self.deadline = opened_at + config.rounds.deadline_s
+        self.secret = secret
+        self.step = max(1, step)
         self.clip_norm = clip_norm if clip_norm is not None else config.clip_norm
         self.epsilon_after: float | None = None
         self.release: Release | None = None
-        self.number = number
-        self.model_version = model_version
-        self.opened_at = opened_at
-        self.deadline = opened_at + config.rounds.deadline_s
-        self.phase = RoundPhase.OPEN
-        self.summary = RoundSummary()
-        self.sum = StreamingSum(config.model.param_count)
-        # nonce -> assignment; worker -> nonce. Both O(cohort), never O(population).
-        self._by_nonce: dict[str, Assignment] = {}
-        self._by_worker: dict[str, str] = {}
-        self._reported: set[str] = set()
-        self.model_frame = model_frame
+        self.open = True
+        self.rejected = 0
+        self.committed = Aggregate(config.model.param_count)
+        self.batch = self._new_batch()
+        self.sealed: Batch | None = None  # a batch whose checkpoint is being written
+        self._assignments: dict[str, Assignment] = {}
+        self._holding = 0  # assignments active, pending or reported: what over-selection caps
+        self._latencies: list[float] = []
+        self.final: Aggregate | None = None
+        self.commit_failed = False  # a failed commit is logged once per round
+
+    def _new_batch(self) -> Batch:
+        return Batch(Aggregate(self.config.model.param_count))
+
+    # -- resuming --------------------------------------------------------------------------------
+
+    def resume(self, aggregate: bytes | None, selected: set[str], reported: set[str]) -> None:
+        """Restore what a checkpoint holds: the aggregate of the acknowledged reports, and the
+        assignments (released, but for those that reported: their connections are gone).
+        Raises ValueError for a checkpoint that does not fit the round."""
+        if aggregate is not None:
+            restored = Aggregate.from_bytes(aggregate)
+            if restored.d != self.committed.d or restored.count != len(reported):
+                raise ValueError(
+                    f"checkpoint of round {self.number} holds {restored.count} reports of "
+                    f"{restored.d} values; expected {len(reported)} of {self.committed.d}"
+                )
+            self.committed = restored
+        elif reported:
+            raise ValueError(f"round {self.number} has reports but no checkpoint")
+        task = self.config.name
+        for worker in selected | reported:
+            nonce = assignment_nonce(self.secret, task, self.number, worker)
+            state = _REPORTED if worker in reported else _RELEASED
+            self._assignments[worker] = Assignment(worker, nonce, self.opened_at, state)
+        self._holding = len(reported)
 
     # -- selection -------------------------------------------------------------------------------
-
-    @property
-    def open(self) -> bool:
-        return self.phase is RoundPhase.OPEN
 
     @property
     def needed(self) -> int:
         """How many more workers the round would assign now."""
         if not self.open:
             return 0
-        return max(0, self.config.rounds.max_assigned - len(self._by_nonce))
+        return max(0, self.config.rounds.max_assigned - self._holding)
+
+    @property
+    def assigned(self) -> int:
+        """Workers ever assigned in this round."""
+        return len(self._assignments)
 
     def assignment_of(self, worker_id: str) -> Assignment | None:
-        nonce = self._by_worker.get(worker_id)
-        return self._by_nonce[nonce] if nonce is not None else None
+        return self._assignments.get(worker_id)
 
-    def has_reported(self, worker_id: str) -> bool:
-        nonce = self._by_worker.get(worker_id)
-        return nonce is not None and nonce in self._reported
+    def assign(self, worker_id: str, now: float) -> Assignment:
+        """Assign ``worker_id`` (again: a released assignment is taken back with its nonce)."""
+        mine = self._assignments.get(worker_id)
+        if mine is None:
+            nonce = assignment_nonce(self.secret, self.config.name, self.number, worker_id)
+            mine = self._assignments[worker_id] = Assignment(worker_id, nonce, now)
+            self._holding += 1
+        elif mine.state == _RELEASED:
+            mine.state, mine.assigned_at = _ACTIVE, now
+            self._holding += 1
+        return mine
 
-    def assign(self, worker_id: str, nonce: str, now: float) -> Assignment:
-        assignment = Assignment(worker_id, nonce, now)
-        self._by_nonce[nonce] = assignment
-        self._by_worker[worker_id] = nonce
-        self.summary.assigned += 1
-        return assignment
+    def free(self, worker_id: str) -> bool:
+        """Free the slot of ``worker_id``'s assignment if it has not reported. True if freed."""
+        mine = self._assignments.get(worker_id)
+        if mine is None or mine.state != _ACTIVE:
+            return False
+        mine.state = _RELEASED
+        self._holding -= 1
+        return True
+
+    def report_timeout(self) -> float:
+        """How long an assignment may stay silent: the task's ``report_timeout_s``, or — when
+        that is 0 — 1.5 times the slowest report so far once a few have come in (the deadline
+        before)."""
+        fixed = self.config.rounds.report_timeout_s
+        if fixed > 0:
+            return fixed
+        if len(self._latencies) < min(_ADAPTIVE_AFTER, self.config.rounds.goal):
+            return math.inf
+        return max(_ADAPTIVE_FLOOR_S, _ADAPTIVE_FACTOR * max(self._latencies))
+
+    def silent(self, now: float) -> list[str]:
+        """Workers whose active assignment has waited longer than the report timeout."""
+        timeout = self.report_timeout()
+        if not math.isfinite(timeout):
+            return []
+        return [
+            a.worker_id
+            for a in self._assignments.values()
+            if a.state == _ACTIVE and now - a.assigned_at > timeout
+        ]
 
     # -- reporting -------------------------------------------------------------------------------
 
     def check(self, worker_id: str, update: Update) -> str | None:
         """Why ``update`` cannot count in this round, as a reject reason; None if it can."""
-        assignment = self._by_nonce.get(update.nonce)
-        if assignment is None or assignment.worker_id != worker_id:
+        mine = self._assignments.get(worker_id)
+        if mine is None or not hmac.compare_digest(mine.nonce, update.nonce):
             return "not_assigned"
-        if update.nonce in self._reported:
+        if mine.state in (_PENDING, _REPORTED):
             return "duplicate"
         if not self.open:
             return "stale_round"
         return None
 
-    def add(self, update: Update, frame: TensorFrame) -> None:
-        """Decode, check, clip and add one report. Raises UpdateRejected (reason attached)."""
+    def add(self, worker_id: str, update: Update, frame: TensorFrame, now: float) -> Batch:
+        """Decode, check, clip and add one report to the open batch; return that batch.
+        Raises UpdateRejected (reason attached) before anything changes."""
         head = frame.header
-        expected = self.config.model.param_count
-        if head.shape != (expected,) or head.dtype != self.config.update_dtype:
+        config = self.config
+        expected = config.model.param_count
+        if head.shape != (expected,) or head.dtype != config.update_dtype:
             raise UpdateRejected(
                 "wrong_shape",
-                f"expected {self.config.update_dtype} of shape [{expected}], got "
+                f"expected {config.update_dtype} of shape [{expected}], got "
                 f"{head.dtype} of shape {list(head.shape)}",
             )
         values = decode_update(frame.payload, head.dtype, expected)
-        server = self.config.server
+        server = config.server
         weight = update_weight(update.num_examples, server.weighting, server.max_examples or None)
-        result = self.sum.add(values, weight=weight, bound=self.clip_norm)
-        self._reported.add(update.nonce)
-        summary = self.summary
-        summary.reported += 1
-        summary.clipped += int(result.clipped)
-        summary.unclipped_bits += observed_bit(result.norm, self.clip_norm, update.unclipped)
-        summary.weight += weight
-        summary.norm_sum += result.norm
-        loss, acc = update.metrics.get("loss"), update.metrics.get("accuracy")
-        if isinstance(loss, int | float) and isinstance(acc, int | float):
-            summary.loss_sum += weight * float(loss)
-            summary.accuracy_sum += weight * float(acc)
+        metrics = update.metrics
+        loss, accuracy = _finite(metrics.get("loss")), _finite(metrics.get("accuracy"))
+        batch = self.batch
+        aggregate = batch.aggregate
+        result = aggregate.add(values, Contribution(weight, 0, loss, accuracy), self.clip_norm)
+        # The server's view of the unclipped bit needs the norm, known only now.
+        aggregate.unclipped_bits += observed_bit(result.norm, self.clip_norm, update.unclipped)
+        mine = self._assignments[worker_id]
+        if mine.state == _RELEASED:
+            self._holding += 1
+        mine.state = _PENDING
+        batch.workers.append(worker_id)
+        batch.reported_at.append(now)
+        self._latencies.append(max(0.0, now - mine.assigned_at))
+        return batch
+
+    @property
+    def reported(self) -> int:
+        """Reports in the round, durable or waiting for their checkpoint."""
+        sealed = self.sealed.count if self.sealed is not None else 0
+        return self.committed.count + sealed + self.batch.count
+
+    @property
+    def current(self) -> Aggregate:
+        """A copy of the aggregate over every report so far, durable or not (for tests and
+        figures; the round's own bookkeeping never needs it)."""
+        out = self.committed.copy()
+        if self.sealed is not None:
+            out.merge(self.sealed.aggregate)
+        out.merge(self.batch.aggregate)
+        return out
 
     @property
     def complete(self) -> bool:
-        return self.summary.reported >= self.config.rounds.goal
+        return self.reported >= self.config.rounds.goal
 
     def due(self, now: float) -> bool:
         return now >= self.deadline
 
-    def close(self) -> np.ndarray | None:
-        """Close the round; return the mean update if it met its minimum, else None (abandon).
+    # -- checkpoints -----------------------------------------------------------------------------
 
-        With a privacy config the mean is DP-FedAvg's release — the clipped sum plus Gaussian
-        noise, over the expected number of reports — also kept as ``self.release``.
-        """
-        self.phase = RoundPhase.CLOSED
-        if self.summary.reported < self.config.rounds.minimum or self.sum.count == 0:
+    def seal(self, *, force: bool = False) -> tuple[Batch, bytes] | None:
+        """Seal the open batch for a checkpoint if it holds ``step`` reports (any, with
+        ``force``) and no other checkpoint is being written; return it with the byte form of
+        the aggregate the checkpoint will hold."""
+        batch = self.batch
+        # The first checkpoint also needs the round's minimum: an acknowledged report is then
+        # in a round that will complete, never in one abandoned at its deadline.
+        need = self.step if self.committed.count else max(self.step, self.config.rounds.minimum)
+        if self.sealed is not None or batch.count == 0 or (batch.count < need and not force):
+            return None
+        merged = self.committed.copy()
+        merged.merge(batch.aggregate)
+        self.sealed, self.batch = batch, self._new_batch()
+        return batch, merged.to_bytes()
+
+    def checkpointed(self, batch: Batch) -> None:
+        """The sealed batch is stored: its reports are now the round's for good."""
+        assert batch is self.sealed
+        self.committed.merge(batch.aggregate)
+        for worker in batch.workers:
+            self._assignments[worker].state = _REPORTED
+        self.sealed = None
+
+    def dropped_batch(self, batch: Batch) -> None:
+        """A batch could not be stored: forget its reports; their workers may send them again."""
+        if batch is self.sealed:
+            self.sealed = None
+        elif batch is self.batch:
+            self.batch = self._new_batch()
+        for worker in batch.workers:
+            mine = self._assignments[worker]
+            if mine.state == _PENDING:
+                mine.state = _ACTIVE
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def close(self) -> Batch:
+        """Stop taking reports; return the batch that the round's commit makes durable. The
+        lifecycle waits for a sealed batch's checkpoint before it closes."""
+        assert self.sealed is None
+        self.open = False
+        batch = self.batch
+        final = self.committed.copy()
+        final.merge(batch.aggregate)
+        self.final = final
+        return batch
+
+    def reopen(self, batch: Batch) -> None:
+        """The round's commit failed: take reports again, without the closing batch's."""
+        self.open = True
+        self.final = None
+        self.release = None
+        self.batch = batch
+        self.dropped_batch(batch)
+
+    def result(self, rng: np.random.Generator | None) -> np.ndarray | None:
+        """The update the server optimizer applies, or None when the round is abandoned (below
+        its minimum). With a privacy config it is DP-FedAvg's release, kept as ``release``;
+        ``rng`` is then the noise source (required)."""
+        final = self.final
+        assert final is not None, "close() first"
+        if final.count < max(1, self.config.rounds.minimum):
             return None
         privacy = self.config.privacy
         if privacy is None:
-            return self.sum.mean()
-        self.release = release(
-            privacy,
-            self.sum.sum,
-            self.summary.unclipped_bits,
-            self.sum.count,
-            self.clip_norm,
-            secure_generator(),
-        )
-        return self.release.mean
+            return final.mean()
+        assert rng is not None, "a private round needs its noise generator"
+        self.release = PrivateAggregate(final, privacy, self.clip_norm).release(rng)
+        return self.release.mean if self.release is not None else None
 
     def metrics(self) -> dict[str, float]:
         """What the round record keeps. Under DP only released figures: the workers' own
         metrics (loss, accuracy, norms, clip counts) are not noised and are not kept."""
+        final = self.final if self.final is not None else self.committed
         if self.config.privacy is None:
-            return self.summary.metrics()
+            return final.metrics()
         if self.release is None:
             return {}
         out = self.release.metrics()
@@ -206,4 +358,45 @@ class RoundState:
 
     @property
     def dropped(self) -> int:
-        return self.summary.assigned - self.summary.reported
+        return self.assigned - self.reported
+
+    # -- telling operators -----------------------------------------------------------------------
+
+    def waiting(self, now: float, k: int) -> str:
+        """Why the round is still open, in words: counts below ``k`` read "<k"."""
+        training = sum(1 for a in self._assignments.values() if a.state == _ACTIVE)
+        goal = self.config.rounds.goal
+        left = max(0.0, self.deadline - now)
+        parts = [
+            f"{_count(self.reported, k)}/{goal} reports",
+            f"{_count(training, k)} assigned still training",
+        ]
+        waiting_ack = self.batch.count + (self.sealed.count if self.sealed else 0)
+        if waiting_ack:
+            parts.append(f"{_count(waiting_ack, k)} waiting for their checkpoint")
+        if self.needed and training + self.reported < goal:
+            parts.append(f"{_count(self.needed, k)} slots free for new workers")
+        parts.append(f"deadline in {_duration(left)}")
+        return ", ".join(parts)
+
+
+def _count(n: int, k: int) -> str:
+    return "0" if n == 0 else (str(n) if n >= k else f"<{k}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 90:
+        return f"{round(seconds / 60)} min"
+    return f"{math.ceil(seconds)} s"
+
+
+def _finite(value: object) -> float | None:
+    """A reported metric as a float, or None when it is absent, not a number or not finite
+    (the contract bounds it; this keeps a sum finite whatever arrives)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
+    return out if math.isfinite(out) else None

@@ -1,7 +1,7 @@
 """A task's live state in the coordinator: current model, optimizer and round.
 
 Rules of this file: pure bookkeeping around numpy arrays; opening and closing rounds in storage
-is the coordinator's job (``coordinator.py``). Nothing here awaits.
+is the lifecycle's job (``lifecycle.py``). Nothing here awaits.
 """
 
 from __future__ import annotations
@@ -97,9 +97,8 @@ class TaskRuntime:
             and not self.finished
         )
 
-    def new_round(self, opened_at: float) -> RoundState:
-        """Build the next round around the current model (not yet recorded anywhere)."""
-        number = self.last_round + 1
+    def model_frame(self, number: int) -> bytes:
+        """The current model as the tensor frame every worker of round ``number`` receives."""
         header = FrameHeader(
             "model",
             self.name,
@@ -108,5 +107,4 @@ class TaskRuntime:
             "float32",
             (self.params.size,),
         )
-        frame = encode_frame(header, self.params.astype("<f4", copy=False).tobytes())
-        return RoundState(self.config, number, self.model_version, frame, opened_at, self.clip_norm)
+        return encode_frame(header, self.params.astype("<f4", copy=False).tobytes())

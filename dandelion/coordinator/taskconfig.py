@@ -39,7 +39,9 @@ class RoundPlan:
     ``ceil(goal * over_selection)`` workers to absorb dropouts. ``min_reports``: fewer reports
     than this at the deadline abandon the round (it is retried from the same model).
     ``deadline_s``: the reporting deadline, enforced by a timer. ``max_rounds``: stop after this
-    many completed rounds (0: never).
+    many completed rounds (0: never). ``report_timeout_s``: an assigned worker that has not
+    reported this long is released and its slot given to another (0: 1.5 times the slowest report
+    of the round so far, once five have arrived).
     """
 
     goal: int = 100
@@ -47,6 +49,7 @@ class RoundPlan:
     min_reports: int = 0
     deadline_s: float = 300.0
     max_rounds: int = 0
+    report_timeout_s: float = 0.0
 
     @property
     def max_assigned(self) -> int:
@@ -230,7 +233,14 @@ def _hyper(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rounds(raw: dict[str, Any]) -> RoundPlan:
-    unknown = set(raw) - {"goal", "over_selection", "min_reports", "deadline_s", "max_rounds"}
+    unknown = set(raw) - {
+        "goal",
+        "over_selection",
+        "min_reports",
+        "deadline_s",
+        "max_rounds",
+        "report_timeout_s",
+    }
     if unknown:
         raise TaskConfigError(f"rounds: unknown keys {sorted(unknown)}")
     plan = RoundPlan(
@@ -239,6 +249,7 @@ def _rounds(raw: dict[str, Any]) -> RoundPlan:
         min_reports=_int("rounds", raw, "min_reports", 0, 0, 10_000_000),
         deadline_s=_num("rounds", raw, "deadline_s", 300.0, 0.01),
         max_rounds=_int("rounds", raw, "max_rounds", 0, 0, 10_000_000),
+        report_timeout_s=_num("rounds", raw, "report_timeout_s", 0.0, 0.0),
     )
     if plan.min_reports > plan.goal:
         raise TaskConfigError("rounds.min_reports: must not exceed rounds.goal")

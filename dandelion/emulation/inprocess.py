@@ -32,10 +32,10 @@ from browser_worker.worker import Worker, WorkerConfig
 from ..aggregation import single_threaded_blas
 from ..coordinator import Coordinator, RoundOutcome
 from ..settings import load_settings
-from ..transport import SchemaValidator
+from ..transport import MemoryTransport, SchemaValidator
 from .behaviour import Behaviour
 from .clock import run_virtual
-from .endpoint import LinkConnection, MemoryEndpoint, link_pair
+from .links import LinkConnection, link_pair
 from .localdata import DataCache, DeviceData
 from .plan import EmulationPlan, Evaluator, worker_rng
 from .results import Progress, RoundRecord, RunResult, TreeMemory, peak_rss_mb
@@ -154,7 +154,7 @@ class _Emulation:
         plan, options = self.plan, self.options
         store = InlineStore(EmulationStore())
         self.coordinator = Coordinator(store, self.settings, clock=self.clock, rng=_rng(plan))
-        self.endpoint = MemoryEndpoint(self.coordinator, self.settings, SchemaValidator())
+        self.endpoint = MemoryTransport(self.coordinator, self.settings, SchemaValidator())
         self.backend = _backend(plan, options, self.cache)
         # With worker processes or actors, memory is the whole process tree's, sampled.
         tree = TreeMemory() if options.backend != "local" else None
@@ -189,7 +189,7 @@ class _Emulation:
             await store.close()
             self.backend.close()
         runtime = self.coordinator.tasks[plan.task.name]
-        self.counters.update(self.endpoint.counts)
+        self.counters.update(self.endpoint.counters.outcomes)
         stats = self.trainer.stats
         self.counters.update(
             {

@@ -15,6 +15,7 @@ from .records import (
     ModelVersion,
     ModelVersionInfo,
     ParticipationEvent,
+    RoundCheckpoint,
     RoundRecord,
     TaskRecord,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "ModelVersion",
     "ModelVersionInfo",
     "ParticipationEvent",
+    "RoundCheckpoint",
     "RoundRecord",
     "SQLiteStore",
     "StateStore",

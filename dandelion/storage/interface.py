@@ -19,6 +19,7 @@ from .records import (
     ModelVersion,
     ModelVersionInfo,
     ParticipationEvent,
+    RoundCheckpoint,
     RoundRecord,
     TaskRecord,
 )
@@ -68,6 +69,19 @@ class StateStore(abc.ABC):
     def open_round(self, record: RoundRecord) -> None: ...
 
     @abc.abstractmethod
+    def save_round_checkpoint(self, checkpoint: RoundCheckpoint) -> None:
+        """Insert or replace the live state of an open round. Raises KeyError when the round
+        is not open."""
+
+    @abc.abstractmethod
+    def get_round_checkpoint(self, task: str, round: int) -> RoundCheckpoint | None: ...
+
+    @abc.abstractmethod
+    def round_participants(self, task: str, round: int) -> tuple[set[str], set[str]]:
+        """``(selected, reported)``: the workers with a "selected" and with a "reported"
+        event in round ``round`` of ``task``."""
+
+    @abc.abstractmethod
     def close_round(
         self,
         *,
@@ -80,18 +94,22 @@ class StateStore(abc.ABC):
         rejected: int,
         dropped: int,
         metrics: dict[str, Any],
-    ) -> None: ...
+    ) -> None:
+        """Close an open round and delete its checkpoint. Raises KeyError, ValueError."""
 
     def commit_round_result(
         self,
         *,
         model_version: ModelVersion | None = None,
         ledger: LedgerEntry | None = None,
+        events: Sequence[ParticipationEvent] = (),
         **close: Any,
     ) -> None:
-        """Close a round and save the model it produced and its privacy ledger entry, in one
-        transaction."""
+        """Close a round (with the events of its last reports) and save the model it produced
+        and its privacy ledger entry, in one transaction."""
         with self.transaction():
+            if events:
+                self.record_events(events)
             self.close_round(**close)
             if model_version is not None:
                 self.save_model_version(model_version)

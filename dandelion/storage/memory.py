@@ -22,6 +22,7 @@ from .records import (
     ModelVersion,
     ModelVersionInfo,
     ParticipationEvent,
+    RoundCheckpoint,
     RoundRecord,
     TaskRecord,
 )
@@ -39,6 +40,7 @@ class MemoryStore(StateStore):
         self._consent: dict[str, tuple[str, float]] = {}
         self._tokens: dict[str, tuple[str, float]] = {}
         self._ledger: dict[tuple[str, int], LedgerEntry] = {}
+        self._checkpoints: dict[tuple[str, int], RoundCheckpoint] = {}
 
     _STATE: tuple[str, ...] = (
         "_tasks",
@@ -48,6 +50,7 @@ class MemoryStore(StateStore):
         "_consent",
         "_ledger",
         "_tokens",
+        "_checkpoints",
     )
 
     @contextlib.contextmanager
@@ -154,6 +157,29 @@ class MemoryStore(StateStore):
                 dropped,
                 dict(metrics),
             )
+            self._checkpoints.pop((task, round), None)
+
+    def save_round_checkpoint(self, checkpoint: RoundCheckpoint) -> None:
+        key = (checkpoint.task, checkpoint.round)
+        with self._lock:
+            record = self._rounds.get(key)
+            if record is None or record.status != "open":
+                raise KeyError(f"round {checkpoint.round} of task {checkpoint.task!r} is not open")
+            self._checkpoints[key] = checkpoint
+
+    def get_round_checkpoint(self, task: str, round: int) -> RoundCheckpoint | None:
+        return self._checkpoints.get((task, round))
+
+    def round_participants(self, task: str, round: int) -> tuple[set[str], set[str]]:
+        selected: set[str] = set()
+        reported: set[str] = set()
+        for e in self._filter(task, None, None):
+            if e.round == round:
+                if e.event == "selected":
+                    selected.add(e.worker_id)
+                elif e.event == "reported":
+                    reported.add(e.worker_id)
+        return selected, reported
 
     def get_round(self, task: str, round: int) -> RoundRecord | None:
         return self._rounds.get((task, round))

@@ -94,3 +94,24 @@ def m003_admin_tokens(db: Database) -> None:
         {"name": str, "token_hash": str, "created_at": float}, pk="name"
     )
     db["admin_tokens"].create_index(["token_hash"], unique=True)  # type: ignore[union-attr]
+
+
+@MIGRATIONS()
+def m004_durable_rounds(db: Database) -> None:
+    # The live state of open rounds: the assignment key and the checkpointed aggregate (a sum of
+    # at least k updates). A row lives only while its round is open: closing deletes it in the
+    # transaction that commits the round's model.
+    db["open_rounds"].create(  # type: ignore[union-attr]
+        {
+            "task": str,
+            "round": int,
+            "secret": str,
+            "aggregate": bytes,
+            "rejected": int,
+            "updated_at": float,
+        },
+        pk=("task", "round"),
+        foreign_keys=[("task", "tasks", "name")],
+    )
+    # Resuming a round reads who was selected and who reported in it.
+    db["events"].create_index(["task", "round", "event"])  # type: ignore[union-attr]

@@ -18,6 +18,7 @@ __all__ = [
     "ModelVersion",
     "ModelVersionInfo",
     "ParticipationEvent",
+    "RoundCheckpoint",
     "RoundRecord",
     "TaskRecord",
 ]
@@ -27,7 +28,8 @@ __all__ = [
 TASK_STATUSES = frozenset({"active", "paused", "stopped", "budget_exhausted"})
 ROUND_STATUSES = frozenset({"open", "completed", "abandoned", "interrupted"})
 CONSENT_STATES = frozenset({"opted_in", "opted_out"})
-#: Participation events, in the order a worker meets them.
+#: Participation events, in the order a worker meets them. ``released``: an assignment whose
+#: worker disconnected, went silent past its report timeout, or opted out; its slot is free.
 EVENTS = (
     "connected",
     "checked_in",
@@ -36,6 +38,7 @@ EVENTS = (
     "reported",
     "rejected",
     "dropped",
+    "released",
     "opted_in",
     "opted_out",
 )
@@ -119,3 +122,22 @@ class LedgerEntry:
     clip_norm: float
     next_clip_norm: float
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoundCheckpoint:
+    """The live part of an open round, kept while it is open and deleted when it closes.
+
+    ``secret`` keys the round's assignment nonces (so that a resumed round recognises the
+    nonces it handed out); ``aggregate`` is the byte form of the round's aggregate over the
+    reports acknowledged so far (None before the first checkpoint) — a sum over at least k
+    updates, never one update. Which workers were selected and which reported is in the
+    participation events, written in the same transaction as the aggregate.
+    """
+
+    task: str
+    round: int
+    secret: str = field(repr=False)
+    aggregate: bytes | None = field(repr=False)
+    rejected: int
+    updated_at: float

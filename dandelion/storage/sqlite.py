@@ -29,6 +29,7 @@ from .records import (
     ModelVersion,
     ModelVersionInfo,
     ParticipationEvent,
+    RoundCheckpoint,
     RoundRecord,
     TaskRecord,
 )
@@ -223,6 +224,41 @@ class SQLiteStore(StateStore):
         )
         if cur.rowcount != 1:
             raise KeyError(f"no round {round} of task {task!r}")
+        self._exec("DELETE FROM open_rounds WHERE task = ? AND round = ?", (task, round))
+
+    def save_round_checkpoint(self, checkpoint: RoundCheckpoint) -> None:
+        c = checkpoint
+        row = self._exec(
+            "SELECT status FROM rounds WHERE task = ? AND round = ?", (c.task, c.round)
+        ).fetchone()
+        if row is None or row[0] != "open":
+            raise KeyError(f"round {c.round} of task {c.task!r} is not open")
+        self._exec(
+            "INSERT OR REPLACE INTO open_rounds (task, round, secret, aggregate, rejected, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (c.task, c.round, c.secret, c.aggregate, c.rejected, c.updated_at),
+        )
+
+    def get_round_checkpoint(self, task: str, round: int) -> RoundCheckpoint | None:
+        row = self._exec(
+            "SELECT task, round, secret, aggregate, rejected, updated_at FROM open_rounds "
+            "WHERE task = ? AND round = ?",
+            (task, round),
+        ).fetchone()
+        if row is None:
+            return None
+        blob = bytes(row[3]) if row[3] is not None else None
+        return RoundCheckpoint(row[0], int(row[1]), row[2], blob, int(row[4]), float(row[5]))
+
+    def round_participants(self, task: str, round: int) -> tuple[set[str], set[str]]:
+        rows = self._exec(
+            "SELECT DISTINCT worker_id, event FROM events WHERE task = ? AND round = ? "
+            "AND event IN ('selected', 'reported')",
+            (task, round),
+        ).fetchall()
+        selected = {w for w, e in rows if e == "selected"}
+        reported = {w for w, e in rows if e == "reported"}
+        return selected, reported
 
     def get_round(self, task: str, round: int) -> RoundRecord | None:
         row = self._exec(

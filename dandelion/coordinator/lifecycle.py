@@ -1,0 +1,446 @@
+"""The round lifecycle: open, checkpoint, close and commit each task's rounds; resume them.
+
+Rules of this file: every decision about a round's life is recorded in storage before anyone is
+told of it. A round opens with a row in ``rounds`` and its checkpoint row (the key of its
+assignment nonces) in one transaction. Reports are acknowledged only once a checkpoint holding
+them is committed (``rounds.py`` says when a batch is sealed); the checkpoint carries the
+batch's "reported" events in the same transaction. A round closes by its own rule — its goal, or
+its deadline with its minimum — and its result, its model version, its ledger entry and the
+events of its last batch commit together; the checkpoint row goes in that transaction. A commit
+that fails leaves the round open (it is closed again at the next tick) and is logged once. A
+crash leaves an open round with its last checkpoint, which :meth:`RoundLifecycle.resume` takes
+up at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from ..aggregation import UpdateRejected
+from ..aggregation.optimizers import encode_state
+from ..privacy import secure_generator
+from ..protocol import Ack, Reject, TensorFrame, Update
+from ..storage import (
+    AsyncStore,
+    LedgerEntry,
+    ModelVersion,
+    ParticipationEvent,
+    RoundCheckpoint,
+    RoundRecord,
+    StorageError,
+)
+from .pace import PaceSteering
+from .rounds import Batch, RoundState
+from .runtime import RoundOutcome, TaskRuntime
+
+__all__ = ["RoundAbandoned", "RoundLifecycle", "RoundListener"]
+
+log = logging.getLogger("dandelion.coordinator")
+
+RoundListener = Callable[[RoundOutcome], None]
+
+
+class RoundAbandoned(Exception):
+    """The round closed below its minimum: the reports waiting for its commit do not count."""
+
+
+class RoundLifecycle:
+    """Opens and closes rounds for the coordinator; holds the acknowledgements that wait for
+    a checkpoint."""
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        clock: Callable[[], float],
+        pace: PaceSteering,
+        step: int,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.pace = pace
+        self.step = step  # reports a checkpoint covers at least: k, the monitoring threshold
+        self.listeners: list[RoundListener] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    async def open(self, runtime: TaskRuntime, now: float) -> None:
+        """Open the task's next round, after its privacy budget check."""
+        epsilon_after = None
+        if runtime.ledger is not None:
+            runtime.opening = True
+            try:
+                check = await asyncio.to_thread(runtime.ledger.check_next)
+            finally:
+                runtime.opening = False
+            if runtime.status != "active" or runtime.round is not None:
+                return  # paused, or opened by someone else, while the accountant ran
+            if not check.allowed:
+                await self._exhaust(runtime, check.reason)
+                return
+            epsilon_after = check.after
+            now = self.clock()  # the accountant took a moment
+        secret = secrets.token_urlsafe(24)
+        rnd = self._round(runtime, runtime.last_round + 1, now, secret)
+        rnd.epsilon_after = epsilon_after
+        record = RoundRecord(
+            task=runtime.name,
+            round=rnd.number,
+            model_version=rnd.model_version,
+            status="open",
+            opened_at=now,
+            closed_at=None,
+            goal=runtime.config.rounds.goal,
+        )
+        checkpoint = RoundCheckpoint(runtime.name, rnd.number, secret, None, 0, now)
+        await self.store.write(
+            lambda s: (s.open_round(record), s.save_round_checkpoint(checkpoint))
+        )
+        runtime.last_round = rnd.number
+        runtime.round = rnd
+
+    def _round(
+        self, runtime: TaskRuntime, number: int, opened_at: float, secret: str
+    ) -> RoundState:
+        return RoundState(
+            runtime.config,
+            number,
+            runtime.model_version,
+            runtime.model_frame(number),
+            opened_at,
+            secret=secret,
+            step=self.step,
+            clip_norm=runtime.clip_norm,
+        )
+
+    async def resume(self, runtime: TaskRuntime) -> None:
+        """Take up the task's round that a crash or a stop left open, where it stood. A round
+        that cannot be resumed (no checkpoint: written by an older version) is closed as
+        interrupted, and the task goes on with a new round."""
+        name, number = runtime.name, runtime.last_round
+        if number == 0:
+            return
+        record = await self.store.read(lambda s: s.get_round(name, number))
+        if record is None or record.status != "open":
+            return
+        checkpoint = await self.store.read(lambda s: s.get_round_checkpoint(name, number))
+        selected, reported = await self.store.read(lambda s: s.round_participants(name, number))
+        rnd = None
+        if checkpoint is not None and record.model_version == runtime.model_version:
+            rnd = self._round(runtime, number, record.opened_at, checkpoint.secret)
+            try:
+                rnd.resume(checkpoint.aggregate, selected, reported)
+            except ValueError as exc:
+                log.error("task %s: round %d cannot be resumed: %s", name, number, exc)
+                rnd = None
+        if rnd is None:
+            now = self.clock()
+            await self.store.write(
+                lambda s: s.close_round(
+                    task=name,
+                    round=number,
+                    status="interrupted",
+                    closed_at=now,
+                    assigned=len(selected),
+                    reported=0,
+                    rejected=0,
+                    dropped=len(selected),
+                    metrics={},
+                )
+            )
+            return
+        assert checkpoint is not None
+        rnd.rejected = checkpoint.rejected
+        if runtime.ledger is not None:
+            check = await asyncio.to_thread(runtime.ledger.check_next)
+            rnd.epsilon_after = check.after
+        runtime.round = rnd
+        log.info(
+            "task %s resumes round %d with %d acknowledged report(s)", name, number, rnd.reported
+        )
+
+    async def _exhaust(self, runtime: TaskRuntime, reason: str) -> None:
+        """Stop a task whose next round would pass its privacy budget, and say why."""
+        name = runtime.name
+        await self.store.write(lambda s: s.set_task_status(name, "budget_exhausted", reason))
+        runtime.status, runtime.reason = "budget_exhausted", reason
+        log.warning("task %s: round %d not started: %s", name, runtime.last_round + 1, reason)
+
+    # -- reports ---------------------------------------------------------------------------------
+
+    async def report(
+        self,
+        runtime: TaskRuntime,
+        rnd: RoundState,
+        worker_id: str,
+        update: Update,
+        frame: TensorFrame,
+    ) -> Ack | Reject:
+        """Fold one update into the round; answer once it is durable (or refused).
+
+        Raises StorageError when the checkpoint (or commit) that would hold it failed: the
+        update is not counted, and the worker may send it again."""
+        now = self.clock()
+        reason = rnd.check(worker_id, update)
+        detail = f"update for round {update.round}: {reason}" if reason else ""
+        batch: Batch | None = None
+        if reason is None:
+            try:
+                batch = rnd.add(worker_id, update, frame, now)
+            except UpdateRejected as exc:
+                reason, detail = exc.reason, str(exc)
+        if batch is None:
+            rnd.rejected += 1
+            event = ParticipationEvent(worker_id, update.task, update.round, "rejected", now)
+            await self.store.record_events([event])
+            assert reason is not None
+            return Reject(reason, detail[:512], update.task, update.round, update.nonce)
+        waiter = _waiter(batch)
+        if rnd.complete:
+            self.close_soon(runtime, rnd)
+        elif not runtime.closing:
+            self._checkpoint_soon(runtime, rnd)
+        try:
+            await asyncio.shield(waiter)
+        except RoundAbandoned:
+            detail = f"round {update.round} closed below its minimum of reports"
+            return Reject("stale_round", detail, update.task, update.round, update.nonce)
+        done = self.clock()
+        return Ack(
+            update.task,
+            update.round,
+            update.nonce,
+            retry_window=self.pace.window(done, not_before=None if rnd.complete else rnd.deadline),
+        )
+
+    def _checkpoint_soon(self, runtime: TaskRuntime, rnd: RoundState) -> None:
+        sealed = rnd.seal()
+        if sealed is not None:
+            self._spawn(self._checkpoint(runtime, rnd, *sealed))
+
+    async def _checkpoint(
+        self, runtime: TaskRuntime, rnd: RoundState, batch: Batch, blob: bytes
+    ) -> None:
+        now = self.clock()
+        name, number = runtime.name, rnd.number
+        events = _reported_events(name, number, batch)
+        checkpoint = RoundCheckpoint(name, number, rnd.secret, blob, rnd.rejected, now)
+        try:
+            await self.store.write(
+                lambda s: (s.record_events(events), s.save_round_checkpoint(checkpoint))
+            )
+        except Exception as exc:
+            rnd.dropped_batch(batch)
+            _settle(batch, _as_storage_error(exc))
+            if not isinstance(exc, StorageError):
+                log.error("task %s: checkpoint of round %d failed: %r", name, number, exc)
+        else:
+            rnd.checkpointed(batch)
+            _settle(batch, None)
+        if rnd.open and not runtime.closing:
+            if rnd.complete:
+                self.close_soon(runtime, rnd)
+            else:
+                self._checkpoint_soon(runtime, rnd)
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def close_soon(self, runtime: TaskRuntime, rnd: RoundState) -> None:
+        """Close ``rnd`` in the background, once: later callers find it closing or closed and
+        leave it be."""
+        if runtime.closing or runtime.round is not rnd or not rnd.open:
+            return
+        runtime.closing = True
+        self._spawn(self._close(runtime, rnd))
+
+    async def _close(self, runtime: TaskRuntime, rnd: RoundState) -> None:
+        try:
+            while rnd.sealed is not None:  # let the checkpoint being written finish first
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(_waiter(rnd.sealed))
+            if rnd.open:
+                await self._commit(runtime, rnd)
+        finally:
+            runtime.closing = False
+
+    async def _commit(self, runtime: TaskRuntime, rnd: RoundState) -> None:
+        now = self.clock()
+        batch = rnd.close()
+        rng = secure_generator() if runtime.config.privacy is not None else None
+        mean = rnd.result(rng)
+        metrics = rnd.metrics()
+        version: ModelVersion | None = None
+        params = runtime.params
+        snapshot = runtime.optimizer.state()
+        if mean is not None:
+            params = runtime.optimizer.step(runtime.params, mean)
+            version = ModelVersion(
+                task=runtime.name,
+                version=runtime.model_version + 1,
+                round=rnd.number,
+                params=params.astype("<f4").tobytes(),
+                optimizer_state=encode_state(runtime.optimizer.state()),
+                created_at=now,
+                metrics=metrics,
+            )
+        status = "completed" if version is not None else "abandoned"
+        ledger = _ledger_entry(runtime, rnd, now) if version is not None else None
+        events = _reported_events(runtime.name, rnd.number, batch) if version is not None else []
+        reported = rnd.reported if version is not None else rnd.committed.count
+        try:
+            await self.store.write(
+                lambda s: s.commit_round_result(
+                    task=runtime.name,
+                    round=rnd.number,
+                    status=status,
+                    closed_at=now,
+                    assigned=rnd.assigned,
+                    reported=reported,
+                    rejected=rnd.rejected,
+                    dropped=rnd.assigned - reported,
+                    metrics=metrics,
+                    model_version=version,
+                    ledger=ledger,
+                    events=events,
+                )
+            )
+        except Exception as exc:
+            runtime.optimizer.load_state(snapshot)  # the step never happened
+            rnd.reopen(batch)
+            _settle(batch, _as_storage_error(exc))
+            if not rnd.commit_failed:
+                rnd.commit_failed = True
+                log.error(
+                    "task %s: round %d could not be committed (%s); it stays open and closes "
+                    "again once the state file can be written",
+                    runtime.name,
+                    rnd.number,
+                    exc,
+                )
+            return
+        runtime.round = None
+        _settle(batch, None if version is not None else RoundAbandoned())
+        if version is not None:
+            runtime.params = params
+            runtime.model_version = version.version
+            runtime.completed_rounds += 1
+        if ledger is not None and runtime.ledger is not None:
+            runtime.ledger.record(runtime.ledger.next_event(), ledger.epsilon)
+            runtime.clip_norm = ledger.next_clip_norm
+        log.info(
+            "task %s round %d %s: %d/%d reported, model version %d",
+            runtime.name,
+            rnd.number,
+            status,
+            reported,
+            rnd.assigned,
+            runtime.model_version,
+        )
+        outcome = RoundOutcome(
+            runtime.name,
+            rnd.number,
+            status,
+            runtime.model_version,
+            reported,
+            rnd.assigned,
+            rnd.assigned - reported,
+            metrics,
+            runtime.params,
+            rnd.opened_at,
+            now,
+        )
+        for listener in self.listeners:
+            listener(outcome)
+
+    # -- assignments that lapse ------------------------------------------------------------------
+
+    def release(
+        self, runtime: TaskRuntime, worker_id: str, now: float
+    ) -> ParticipationEvent | None:
+        """Free ``worker_id``'s slot in the task's open round; the event to record, if freed."""
+        rnd = runtime.round
+        if rnd is None or not rnd.open or not rnd.free(worker_id):
+            return None
+        return ParticipationEvent(worker_id, runtime.name, rnd.number, "released", now)
+
+    def lapse(self, runtime: TaskRuntime, now: float) -> list[ParticipationEvent]:
+        """Release the assignments of the task's open round that stayed silent too long."""
+        rnd = runtime.round
+        if rnd is None or not rnd.open:
+            return []
+        out = []
+        for worker in rnd.silent(now):
+            event = self.release(runtime, worker, now)
+            if event is not None:
+                out.append(event)
+        return out
+
+    # -- background work -------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """Wait for checkpoints and commits under way; open rounds stay open (they resume)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def _waiter(batch: Batch) -> asyncio.Future[None]:
+    if batch.waiter is None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Every reporter of the batch may have gone away: nobody else retrieves the outcome.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        batch.waiter = future
+    waiter: asyncio.Future[None] = batch.waiter
+    return waiter
+
+
+def _settle(batch: Batch, error: BaseException | None) -> None:
+    waiter = batch.waiter
+    if waiter is None or waiter.done():
+        return
+    if error is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(error)
+
+
+def _as_storage_error(exc: BaseException) -> StorageError:
+    return exc if isinstance(exc, StorageError) else StorageError(f"{type(exc).__name__}: {exc}")
+
+
+def _reported_events(task: str, number: int, batch: Batch) -> list[ParticipationEvent]:
+    return [
+        ParticipationEvent(worker, task, number, "reported", at)
+        for worker, at in zip(batch.workers, batch.reported_at, strict=True)
+    ]
+
+
+def _ledger_entry(runtime: TaskRuntime, rnd: RoundState, now: float) -> LedgerEntry | None:
+    """The ledger entry of a released DP round (None without privacy)."""
+    released = rnd.release
+    if runtime.ledger is None or released is None:
+        return None
+    assert rnd.epsilon_after is not None  # set when the round was allowed to open
+    event = runtime.ledger.next_event()
+    privacy = runtime.ledger.config
+    return LedgerEntry(
+        task=runtime.name,
+        round=rnd.number,
+        noise_multiplier=event.z,
+        sampling_rate=event.q,
+        epsilon=rnd.epsilon_after,
+        delta=privacy.delta,
+        accountant=privacy.accountant,
+        clip_norm=released.clip_norm,
+        next_clip_norm=released.next_clip_norm,
+        created_at=now,
+    )

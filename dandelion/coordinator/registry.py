@@ -1,0 +1,103 @@
+"""The task registry: every task's runtime, created along one path and resumed from storage.
+
+Rules of this file: it reads and writes tasks and model versions; it never decides about
+rounds. :func:`create_task` is the one way a task comes to exist (the coordinator, the admin API
+and the CLI all call it); :meth:`TaskRegistry.load` rebuilds a runtime from its last committed
+model version, privacy ledger and optimizer state.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+
+from ..aggregation.optimizers import decode_state
+from ..privacy import PrivacyLedger
+from ..storage import AsyncStore, LedgerEntry, ModelVersion, StateStore, TaskRecord
+from .runtime import TaskRuntime
+from .taskconfig import TaskConfig
+
+__all__ = ["TaskRegistry", "create_task"]
+
+log = logging.getLogger("dandelion.coordinator")
+
+
+class TaskRegistry:
+    """The coordinator's tasks by name."""
+
+    def __init__(self, store: AsyncStore) -> None:
+        self.store = store
+        self.tasks: dict[str, TaskRuntime] = {}
+
+    async def refresh(self) -> list[TaskRuntime]:
+        """Load tasks added in storage (by the CLI or the API) since the last look and follow
+        status changes; return the runtimes that are new."""
+        records: list[TaskRecord] = await self.store.read(lambda s: s.list_tasks())
+        new: list[TaskRuntime] = []
+        for record in records:
+            runtime = self.tasks.get(record.name)
+            if runtime is None:
+                runtime = self.tasks[record.name] = await self.load(record)
+                new.append(runtime)
+            elif runtime.status != record.status:
+                runtime.status = record.status
+                runtime.reason = record.reason
+        return new
+
+    async def load(self, record: TaskRecord) -> TaskRuntime:
+        """A task's runtime at its last committed model version. Raises RuntimeError for a
+        task without one."""
+        config = TaskConfig.from_dict(record.config)
+        name = record.name
+        latest: ModelVersion | None = await self.store.read(lambda s: s.latest_model_version(name))
+        if latest is None:
+            raise RuntimeError(f"task {name!r} has no model version")
+        last_round: int = await self.store.read(lambda s: s.last_round_number(name))
+        completed = await self.store.read(lambda s: len(s.list_model_versions(name)) - 1)
+        params = np.frombuffer(latest.params, dtype="<f4").astype(np.float32)
+        state = decode_state(latest.optimizer_state) if latest.optimizer_state else None
+        ledger, clip_norm = None, None
+        if config.privacy is not None:
+            entries: list[LedgerEntry] = await self.store.read(lambda s: s.list_ledger(name))
+            ledger = PrivacyLedger.from_entries(
+                config.privacy, ((e.sampling_rate, e.noise_multiplier, e.epsilon) for e in entries)
+            )
+            if entries:
+                clip_norm = entries[-1].next_clip_norm
+        log.info("task %s at model version %d, round %d", name, latest.version, last_round)
+        return TaskRuntime(
+            config,
+            record.status,
+            params,
+            latest.version,
+            last_round,
+            completed,
+            state,
+            ledger=ledger,
+            clip_norm=clip_norm,
+            reason=record.reason,
+        )
+
+    async def add(self, config: TaskConfig, now: float) -> TaskRuntime:
+        """Create a task with its initial model (version 0). Raises ConflictError."""
+        runtime = await self.store.write(lambda s: create_task(s, config, now))
+        self.tasks[config.name] = runtime
+        return runtime
+
+
+def create_task(store: StateStore, config: TaskConfig, now: float) -> TaskRuntime:
+    """Store a new task and its initial model, in the caller's transaction; return its runtime.
+    Raises ConflictError when the name is taken."""
+    from browser_worker.models import init_params
+
+    params = np.asarray(
+        init_params(config.model, random.Random(config.init_seed)), dtype=np.float32
+    )
+    with store.transaction():
+        store.create_task(TaskRecord(config.name, config.to_dict(), "active", now))
+        store.save_model_version(
+            ModelVersion(config.name, 0, 0, params.astype("<f4").tobytes(), b"", now, {})
+        )
+    return TaskRuntime(config, "active", params, 0, store.last_round_number(config.name), 0)

@@ -1,0 +1,64 @@
+"""Selection: which open round a checking-in worker joins, or when it should come back.
+
+Rules of this file: it reads the tasks' open rounds and assigns; it never awaits and never reads
+the clock. A worker that lost its task (it reconnected) is handed the same assignment back; one
+that already reported is asked back after the round; one turned away from a full round is asked
+back soon — slots free up as assignments lapse — in a window no wider than pace steering's.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+from ..protocol import Checkin, ComeBack
+from .pace import PaceSteering
+from .rounds import Assignment, RoundState
+from .runtime import TaskRuntime
+
+__all__ = ["Selection", "select"]
+
+Selection = tuple[TaskRuntime, RoundState, Assignment]
+
+
+def select(
+    runtimes: Iterable[TaskRuntime],
+    worker_id: str,
+    checkin: Checkin,
+    now: float,
+    pace: PaceSteering,
+    rng: random.Random,
+) -> Selection | ComeBack:
+    wanted = set(checkin.tasks) if checkin.tasks is not None else None
+    eligibility = checkin.eligibility or {}
+    candidates: list[tuple[TaskRuntime, RoundState]] = []
+    reason, not_before, soon = "no_task", None, False
+    for runtime in runtimes:
+        if wanted is not None and runtime.name not in wanted:
+            continue
+        rnd = runtime.round
+        if runtime.status != "active" or rnd is None or not rnd.open:
+            if runtime.status in ("paused", "budget_exhausted") and reason == "no_task":
+                reason = runtime.status
+            continue
+        if any(eligibility.get(k) is not True for k, v in runtime.config.eligibility.items() if v):
+            reason = "not_eligible" if reason in ("no_task", "paused") else reason
+            continue
+        mine = rnd.assignment_of(worker_id)
+        if mine is not None and mine.state in ("pending", "reported"):
+            reason, not_before = "already_reported", rnd.deadline
+            continue
+        if mine is not None and mine.state == "active":
+            # The worker lost its task (reconnect): hand the same assignment back.
+            return runtime, rnd, mine
+        if rnd.needed > 0:
+            candidates.append((runtime, rnd))
+        else:
+            reason, not_before, soon = "round_full", None, True
+    if candidates:
+        weights = [rnd.needed for _, rnd in candidates]
+        runtime, rnd = rng.choices(candidates, weights=weights)[0]
+        return runtime, rnd, rnd.assign(worker_id, now)
+    if soon:
+        return ComeBack(pace.window(now, cap_s=4 * pace.min_s), reason)
+    return ComeBack(pace.window(now, not_before=not_before), reason)
