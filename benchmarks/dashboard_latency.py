@@ -154,6 +154,7 @@ async def measure(workers: int, updates: int, d: int, idle_s: float) -> dict[str
                 *("--log-level", "WARNING"),
                 # Every emulated worker connects from 127.0.0.1.
                 *("--max-connections-per-address", str(10 * workers)),
+                *("--max-handshakes-per-address", str(10 * workers)),
             ],
         )
         base = f"http://127.0.0.1:{port}"

@@ -59,6 +59,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def bytes_written(pid: int) -> int:
+    """Bytes the process caused to be sent to the storage layer (``write_bytes`` of
+    /proc/PID/io: the state file, its WAL and its checkpoints)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise RuntimeError("no write_bytes")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -76,6 +85,8 @@ class Phase:
     rss_first_mb: float = 0.0
     rss_last_mb: float = 0.0
     marks: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # update sent -> answer, seconds
+    written: int = 0  # bytes the server sent to storage over the timed phases
 
 
 async def _wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -143,11 +154,13 @@ async def _run_clients(
     async def mark_start() -> None:
         if await barrier.wait() == 0:
             marks["t"], marks["c"] = time.perf_counter(), cpu_seconds(pid)
+            marks["w"] = bytes_written(pid)
 
     async def mark_end(rnd_index: int) -> None:
         if await barrier.wait() == 0:
             phase.wall += time.perf_counter() - marks["t"]
             phase.cpu += cpu_seconds(pid) - marks["c"]
+            phase.written += bytes_written(pid) - int(marks["w"])
             phase.updates += clients
             if rnd_index == 0:
                 phase.rss_first_mb = peak_rss_mb(pid)
@@ -181,9 +194,11 @@ async def _run_clients(
                         await asyncio.sleep(msg["retry_window"]["min_s"])
                 text, frame = _update(task, rnd, nonce, payloads[(i + r) % len(payloads)])
                 await mark_start()
+                sent = time.perf_counter()
                 await ws.send(text)
                 await ws.send(frame)
                 reply = json.loads(await ws.recv())
+                phase.latencies.append(time.perf_counter() - sent)
                 assert reply["type"] == "ack", reply
                 await mark_end(r)
 
@@ -220,6 +235,8 @@ async def measure_ingest(clients: int, rounds: int, d: int, bare_rounds: int) ->
                     "0.05",
                     "--log-level",
                     "WARNING",
+                    "--max-handshakes-per-address",
+                    str(2 * clients + 100),
                 ]
             proc = subprocess.Popen(cmd, cwd=ROOT)
             try:
@@ -246,11 +263,21 @@ async def measure_ingest(clients: int, rounds: int, d: int, bare_rounds: int) ->
         "ingest_vs_bare": round((coord.updates / coord.wall) / (bare.updates / bare.wall), 3),
         # Server CPU per update, bare over coordinator: the extra work per update, isolated.
         "server_cpu_ratio": round(bare_us / coord_us, 3),
+        # An ack waits for the checkpoint that holds its update (at least k = 10 reports).
+        "bare_answer_ms_median": _ms(bare.latencies, 50),
+        "coordinator_ack_ms_median": _ms(coord.latencies, 50),
+        "coordinator_ack_ms_p95": _ms(coord.latencies, 95),
+        "coordinator_bytes_written_per_update": round(coord.written / coord.updates),
+        "update_bytes": 4 * d,
         "rss_after_first_round_mb": round(coord.rss_first_mb, 1),
         "rss_after_all_mb": round(coord.rss_last_mb, 1),
         "updates_at_first_mark": clients,
         "rss_ratio": round(coord.rss_last_mb / coord.rss_first_mb, 3),
     }
+
+
+def _ms(values: list[float], q: float) -> float:
+    return round(1000 * float(np.percentile(values, q)), 2)
 
 
 def main() -> None:

@@ -95,16 +95,20 @@ def make_app(
         return await request.app[ENDPOINT].handle(request)
 
     async def health(request: web.Request) -> web.Response:
+        """Liveness: status, tasks, and the worker connections open now (the endpoint's
+        registry may still hold closed ones until they are collected: they are not counted)."""
+        from .api.strict_json import dumps
+
         coordinator = request.app[COORDINATOR]
         failure = request.app[STORE].failure
         body: dict[str, object] = {
             "status": "degraded" if failure else "ok",
             "tasks": len(coordinator.tasks),
-            "connections": len(request.app[ENDPOINT].connections),
+            "connections": request.app[ENDPOINT].open_connections(),
         }
         if failure:
             body["storage"] = f"not writable: {failure}"
-        return web.json_response(body, status=503 if failure else 200)
+        return web.json_response(body, status=503 if failure else 200, dumps=dumps)
 
     async def on_shutdown(app: web.Application) -> None:
         if ENDPOINT in app:

@@ -3,8 +3,9 @@
 ``backup(db, dest)`` copies the live database page by page (readers and the writer carry on;
 pages changed during the copy are copied again), then checks the copy: ``integrity_check``
 and the schema migrations it holds. ``restore(backup, db)`` checks a backup and copies it over
-the state file — with the coordinator stopped: a running coordinator keeps its in-memory state
-and would write over the restored one.
+the state file while holding the state file's lease (``storage/lease.py``): a running
+coordinator holds that lease, so a restore under it is refused with ``LeaseHeldError`` instead
+of being overwritten by the coordinator's in-memory state.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .storage.lease import StateLease
 
 __all__ = ["BackupError", "BackupInfo", "backup", "restore", "verify"]
 
@@ -117,14 +120,20 @@ def backup(db: str | Path, dest: str | Path) -> BackupInfo:
 
 
 def restore(source: str | Path, db: str | Path) -> BackupInfo:
-    """Replace the state file ``db`` by the backup ``source`` (stop the coordinator first)."""
+    """Replace the state file ``db`` by the backup ``source``, holding ``db``'s lease.
+
+    Raises BackupError for an unsound backup or a failed copy, and
+    :class:`~dandelion.storage.lease.LeaseError` (``LeaseHeldError``: a coordinator or another
+    restore holds ``db``) before anything is touched.
+    """
     verify(source)
     target = Path(db)
-    for suffix in ("-wal", "-shm"):  # a stale WAL beside the old file must not be replayed
-        Path(f"{target}{suffix}").unlink(missing_ok=True)
-    with contextlib.closing(_connect(source, readonly=True)) as conn:
-        try:
-            _copy(conn, target)
-        except sqlite3.Error as exc:
-            raise BackupError(f"restore into {db} failed: {exc}") from None
-    return verify(target)
+    with StateLease(target, command="restore"):
+        for suffix in ("-wal", "-shm"):  # a stale WAL beside the old file must not be replayed
+            Path(f"{target}{suffix}").unlink(missing_ok=True)
+        with contextlib.closing(_connect(source, readonly=True)) as conn:
+            try:
+                _copy(conn, target)
+            except sqlite3.Error as exc:
+                raise BackupError(f"restore into {db} failed: {exc}") from None
+        return verify(target)

@@ -3,6 +3,12 @@
 Every setting of ``dandelion.settings.SETTINGS`` is a flag of ``serve`` (and of ``demo`` where it
 applies) and an environment variable; ``docs/cli.md`` lists the commands and a test keeps it in
 step with this parser.
+
+An operator's mistake — a port in use, a missing, corrupt or foreign state file, a state file
+another coordinator holds, an unreadable task file — ends the command with one line on standard
+error (``dandelion COMMAND: …``), never a traceback: exit status 2 when the command line or a
+file must change, 1 when something else is in the way (a running coordinator, the port).
+``serve_cli.py`` holds the start of ``serve`` and the state-file rules of every command.
 """
 
 from __future__ import annotations
@@ -10,9 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .settings import SETTINGS, Settings, SettingsError, load_settings
@@ -49,7 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FILE",
-        help="Create this task (TOML) at start-up unless a task of that name exists.",
+        help="Create this task (TOML) at start-up unless a task of that name exists (and the "
+        "state file if it does not exist).",
+    )
+    serve.add_argument(
+        "--create",
+        action="store_true",
+        help="Create the state file (--db) if it does not exist; without this (or --task) a "
+        "missing state file is an error.",
     )
     _add_settings(serve)
 
@@ -217,7 +230,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        status = _operator_error(exc)
+        if status is None:
+            raise  # a bug: the traceback is what a report needs
+        print(f"dandelion {_command(args)}: {exc}", file=sys.stderr)
+        return status
     return 2
+
+
+def _operator_error(exc: Exception) -> int | None:
+    """The exit status of an error the operator can act on; None for anything else."""
+    from .serving import ServingError
+    from .storage import StorageError
+    from .storage.lease import LeaseError, LeaseHeldError
+    from .storage.statefile import StateFileError
+
+    if isinstance(exc, LeaseHeldError | ServingError):
+        return 1  # something else holds the file or the port: it may let go
+    if isinstance(exc, StateFileError | LeaseError):
+        return 2  # the file must be restored, or --db (its folder) corrected
+    if isinstance(exc, StorageError):
+        return 1  # the disk failed
+    return None
+
+
+def _command(args: argparse.Namespace) -> str:
+    sub = getattr(args, "task_command", None) or getattr(args, "token_command", None)
+    return f"{args.command} {sub}" if sub else str(args.command)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -226,50 +266,38 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    from .serve_cli import serve
 
-    from .app import make_app
-    from .coordinator import TaskConfigError, load_task_file
-
-    settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        configs = [load_task_file(f) for f in args.task_files]
-    except TaskConfigError as exc:
-        print(f"dandelion serve: {exc}", file=sys.stderr)
-        return 2
-
-    app = make_app(settings, tasks=configs)
-    print(f"dandelion: coordinator on http://{settings.host}:{settings.port} (workers: /ws)")
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
-    return 0
+    return serve(_settings(args), args.task_files, create=args.create)
 
 
 def _task(args: argparse.Namespace) -> int:
-    from .coordinator import TaskConfigError, load_task_file
+    from .coordinator import TaskConfigError
+    from .serve_cli import load_task, migrating
     from .tasks_cli import create_task_in, describe_task, list_tasks_in
 
     settings = _settings(args)
     if args.task_command == "create":
         try:
-            config = load_task_file(args.file)
-            info = create_task_in(settings.db, config)
+            config = load_task(args.file)
+            with migrating("task create", settings.db):
+                info = create_task_in(settings.db, config)
         except (TaskConfigError, ValueError) as exc:
             print(f"dandelion task create: {exc}", file=sys.stderr)
             return 2
         _print(info, args.json, f"created task {config.name} ({info['param_count']} parameters)")
         return 0
     if args.task_command == "list":
-        rows = list_tasks_in(settings.db)
+        with migrating("task list", settings.db):
+            rows = list_tasks_in(settings.db)
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
             for row in rows or [{"name": "(no tasks)", "status": "", "model_version": ""}]:
                 print(f"{row['name']:<24} {row['status']:<8} version {row['model_version']}")
         return 0
-    shown = describe_task(settings.db, args.name)
+    with migrating("task show", settings.db):
+        shown = describe_task(settings.db, args.name)
     if shown is None:
         print(f"dandelion task show: no task {args.name!r}", file=sys.stderr)
         return 1
@@ -312,9 +340,12 @@ def _token(args: argparse.Namespace) -> int:
     import time
 
     from .api.auth import hash_token, new_token
+    from .serve_cli import migrating
     from .storage import ConflictError, SQLiteStore
 
-    store = SQLiteStore(_settings(args).db)
+    db = _settings(args).db
+    with migrating(f"token {args.token_command}", db):
+        store = SQLiteStore(db)
     try:
         if args.token_command == "create":
             if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.name):
@@ -410,7 +441,17 @@ def _demo(args: argparse.Namespace) -> int:
         db=args.db,
         progress=not args.json or sys.stderr.isatty(),
     )
-    result = asyncio.run(run_demo(options))
+    if args.db is None:
+        result = asyncio.run(run_demo(options))
+    else:
+        from .storage.lease import StateLease
+        from .storage.statefile import inspect_state_file
+
+        # The demo's coordinator writes --db: like `serve`, it must be the only writer.
+        with StateLease(args.db, command="demo"):
+            if Path(args.db).exists():
+                inspect_state_file(args.db)
+            result = asyncio.run(run_demo(options))
     if args.json:
         print(json.dumps(result))
     else:

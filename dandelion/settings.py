@@ -42,7 +42,13 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1", "Address to listen on."),
     Setting("port", int, 8750, "TCP port of the one HTTP/WebSocket listener.", 0),
-    Setting("db", str, "dandelion.db", "Path of the SQLite state file (created if missing)."),
+    Setting(
+        "db",
+        str,
+        "dandelion.db",
+        "Path of the SQLite state file; `serve` creates a missing one only when given --create "
+        "or --task.",
+    ),
     Setting(
         "heartbeat_s",
         float,
@@ -160,6 +166,22 @@ SETTINGS: tuple[Setting, ...] = (
         "How often the live dashboard's figures are recomputed and pushed to open dashboards.",
         0.1,
     ),
+    Setting(
+        "handshake_timeout_s",
+        float,
+        5.0,
+        "Close a TCP connection whose first HTTP request has not sent all its headers this "
+        "long after it was accepted (slow or stalled clients).",
+        0.1,
+    ),
+    Setting(
+        "max_handshakes_per_address",
+        int,
+        256,
+        "TCP connections from one address still sending their first request's headers; one "
+        "more is closed at once (trusted_proxies are not counted; held in memory only).",
+        1,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -191,6 +213,8 @@ class Settings:
     monitor_bucket_s: float = 60.0
     monitor_window_s: float = 3600.0
     dashboard_refresh_s: float = 2.0
+    handshake_timeout_s: float = 5.0
+    max_handshakes_per_address: int = 256
 
     def replace(self, **changes: Any) -> Settings:
         return load_settings(environ={}, overrides={**self.as_dict(), **changes})

@@ -1,11 +1,19 @@
 """Task commands run straight against the SQLite state file (the server may be running:
-WAL lets both use it; the server picks new tasks and status changes up within seconds)."""
+WAL lets both use it; the server picks new tasks and status changes up within seconds).
+
+What these functions return is printed as JSON (``dandelion task show|list --json``) and served
+by the admin API, so it is made strictly JSON-safe here: every non-finite float (an average
+that overflowed, an unbounded ε, an ``inf`` in a task file) becomes ``null``
+(:func:`dandelion.api.strict_json.finite`). The operator who runs these commands owns the state
+file, so nothing here is withheld below ``monitor_k``; the admin API withholds on top of this.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from .api.strict_json import finite
 from .coordinator import TaskConfig, create_task
 from .storage import SQLiteStore, StateStore
 
@@ -48,7 +56,8 @@ def task_rows(store: StateStore) -> list[dict[str, Any]]:
                 "epsilon_spent": (privacy or {}).get("epsilon_spent"),
             }
         )
-    return rows
+    made: list[dict[str, Any]] = finite(rows)
+    return made
 
 
 def list_tasks_in(db: str) -> list[dict[str, Any]]:
@@ -84,7 +93,7 @@ def describe(store: StateStore, name: str, rounds_shown: int = 10) -> dict[str, 
         return None
     latest = store.latest_model_version(name)
     rounds = store.list_rounds(name, rounds_shown)
-    return {
+    info: dict[str, Any] = {
         "name": record.name,
         "status": record.status,
         "status_reason": record.reason,
@@ -108,6 +117,8 @@ def describe(store: StateStore, name: str, rounds_shown: int = 10) -> dict[str, 
             for r in rounds
         ],
     }
+    made: dict[str, Any] = finite(info)
+    return made
 
 
 def privacy_summary(

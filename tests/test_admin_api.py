@@ -278,3 +278,26 @@ async def test_a_cli_token_works_and_only_its_hash_is_stored(
     assert hash_token(token).encode() in db.read_bytes() or any(
         hash_token(token).encode() in p.read_bytes() for p in tmp_path.glob("cli.db*")
     )
+
+
+async def test_tasks_say_why_their_open_round_waits(live: LiveFactory) -> None:
+    server = await live(dashboard_refresh_s=0.1)
+    await server.coordinator.add_task(small_task(goal=3, deadline_s=60.0))
+    auth = {"Authorization": f"Bearer {await _token(server)}"}
+    base = _http(server) + "/api/v1"
+    said = server.coordinator.round_waiting("t1", server.settings.monitor_k)
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.get(f"{base}/tasks") as r:
+            (row,) = (await r.json())["tasks"]
+        async with http.get(f"{base}/tasks/t1") as r:
+            detail = await r.json()
+        await asyncio.sleep(0.2)
+        async with http.get(f"{base}/dashboard") as r:
+            (task,) = (await r.json())["tasks"]
+    # The field is there in the list, the detail and the dashboard, as the coordinator says it
+    # (a sentence while a round is open, null otherwise).
+    for shown in (row, detail, task):
+        assert "waiting" in shown
+        assert shown["waiting"] is None if said is None else isinstance(shown["waiting"], str)
+    if said is not None:
+        assert detail["waiting"].split(", deadline")[0] == said.split(", deadline")[0]

@@ -393,3 +393,33 @@ async def test_the_worker_class_completes_rounds_over_websockets(live: LiveFacto
     assert [s.updates_accepted for s in statuses] == [2, 2, 2]
     await server.wait_rounds(2)
     assert server.coordinator.tasks["t1"].model_version == 2
+
+
+async def test_an_opted_out_hello_ends_the_open_session_and_frees_its_assignment(
+    live: LiveFactory, clients: Any
+) -> None:
+    server: Live = await live()
+    await server.coordinator.add_task(small_task(goal=1, over_selection=1.0, deadline_s=30))
+    first = await joined(server, clients, "worker-quits")
+    task = await assigned(first)
+    assert server.coordinator.tasks["t1"].round.needed == 0  # type: ignore[union-attr]
+    # The user opts out from another page: a hello that says so, on a new connection.
+    other = await clients(server.url)
+    reply = await other.hello("worker-quits", consent="opted_out")
+    assert (reply["type"], reply["reason"]) == ("reject", "not_opted_in")
+    with pytest.raises(websockets.ConnectionClosed):  # the open session ends with it
+        await first.recv(timeout=5)
+    assert server.coordinator.tasks["t1"].round.needed == 1  # type: ignore[union-attr]
+    consent = await server.store.read(lambda s: s.get_consent("worker-quits"))
+    assert consent == "opted_out"
+    # Its update, sent anyway on a new connection without opting in again, is never counted.
+    again = await clients(server.url)
+    refused = await again.hello("worker-quits", consent="opted_out")
+    assert refused["type"] == "reject"
+    # Another worker takes the freed slot and completes the round.
+    b = await joined(server, clients, "worker-stays")
+    tb = await assigned(b)
+    assert tb["round"] == task["round"]
+    assert (await report(b, tb, np.zeros(PARAMS)))["type"] == "ack"
+    await server.wait_rounds(1)
+    assert server.outcomes[0].reported == 1

@@ -4,6 +4,7 @@ frames obey it."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from dandelion.protocol import (
     FrameError,
     Hello,
     Message,
+    MessageError,
     OptOut,
     Reject,
     RetryWindow,
@@ -28,7 +30,9 @@ from dandelion.protocol import (
     Welcome,
     decode_frame,
     encode_message,
+    parse_message,
 )
+from dandelion.protocol.messages import MAX_INT32, MAX_SAFE_INTEGER, RANGES
 from dandelion.transport import SchemaValidator
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -151,6 +155,8 @@ _scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(2**40), 2**40),
+    st.integers(-(10**400), 10**400),  # beyond any float: must not reach float()
+    st.sampled_from([1e9, 1e9 + 1, -1e9, 1e308, MAX_INT32 + 1, MAX_SAFE_INTEGER + 1, 10**400]),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=70),
 )
@@ -181,3 +187,114 @@ def test_compiled_validator_agrees_with_the_reference_on_mutations(
         )
     verdict = SchemaValidator(SCHEMAS)(message) is None
     assert verdict == _schema(mtype).is_valid(message), message
+
+
+# -- numbers: every one has a range, the same in the schemas and in the decoder ----------------
+
+
+def _numeric_subschemas(node: object, where: str = "") -> list[tuple[str, dict[str, object]]]:
+    """Every subschema of type integer or number, with a path naming it."""
+    found: list[tuple[str, dict[str, object]]] = []
+    if isinstance(node, dict):
+        if node.get("type") in ("integer", "number"):
+            found.append((where, node))
+        for key, value in node.items():
+            found += _numeric_subschemas(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _numeric_subschemas(value, f"{where}/{i}")
+    return found
+
+
+def test_every_number_in_the_contract_has_a_range() -> None:
+    seen = 0
+    for path in sorted(SCHEMAS.glob("*.schema.json")):
+        for where, sub in _numeric_subschemas(json.loads(path.read_text())):
+            seen += 1
+            assert "minimum" in sub or "exclusiveMinimum" in sub, (path.name, where)
+            assert "maximum" in sub, (path.name, where)
+    assert seen >= 30  # the walk reached the nested objects too
+
+
+def _at(schema: dict[str, object], key: str) -> dict[str, object] | None:
+    """The subschema of a RANGES key ("round", "retry_window.min_s", "versions[]",
+    "metrics{}") in a message schema, or None when the message has no such field."""
+    node: object = schema["properties"]
+    name, _, inner = key.partition(".")
+    suffix = ""
+    if name.endswith(("[]", "{}")):
+        name, suffix = name[:-2], name[-2:]
+    node = node.get(name) if isinstance(node, dict) else None
+    if node is not None and inner:
+        node = node["properties"][inner]  # type: ignore[index]
+    if node is not None and suffix:
+        node = node["items" if suffix == "[]" else "additionalProperties"]  # type: ignore[index]
+    return node  # type: ignore[return-value]
+
+
+def test_the_decoder_and_the_schemas_share_every_range() -> None:
+    for key, limit in RANGES.items():
+        found = 0
+        for path in sorted(SCHEMAS.glob("*.schema.json")):
+            sub = _at(json.loads(path.read_text()), key)
+            if sub is None or "const" in sub:
+                continue
+            found += 1
+            low = sub.get("exclusiveMinimum") if limit.lo_open else sub.get("minimum")
+            assert (low, sub.get("maximum")) == (limit.lo, limit.hi), (path.name, key, sub)
+        assert found >= 1, key
+
+
+def test_the_readme_documents_every_range() -> None:
+    text = (SCHEMAS / "README.md").read_text()
+    section = text[text.index("## Numbers") : text.index("## Strictness")]
+    for key in RANGES:
+        field = key.removesuffix("[]").removesuffix("{}")
+        assert re.search(rf"`([a-z_]+\.)?{re.escape(field)}`", section), key
+    for bound in ("2^53", "2^31", "10^9", "86,400", "31,536,000", "255"):
+        assert bound in section, bound
+
+
+BOUNDARY = json.loads((EXAMPLES / "valid" / "update.boundary.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [
+        ("update.metric_too_large.json", "metrics.loss"),
+        ("update.metric_too_small.json", "metrics.loss"),
+        ("update.huge_integer_metric.json", "metrics.loss"),
+        ("update.too_many_examples.json", "num_examples"),
+        ("update.norm_too_large.json", "norm"),
+        ("update.round_too_large.json", "round"),
+        ("hello.version_too_high.json", "versions"),
+        ("welcome.heartbeat_too_long.json", "heartbeat_s"),
+        ("task.deadline_too_far.json", "deadline_s"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_by_both_naming_the_field(name: str, field: str) -> None:
+    text = (EXAMPLES / "invalid" / name).read_text()
+    reason = SchemaValidator(SCHEMAS)(json.loads(text))
+    assert reason is not None and field in reason, reason
+    with pytest.raises(MessageError, match=field.replace(".", r"\.")):
+        parse_message(text)
+
+
+def test_numbers_at_their_bounds_are_taken_by_both() -> None:
+    assert SchemaValidator(SCHEMAS)(BOUNDARY) is None
+    update = parse_message(json.dumps(BOUNDARY))
+    assert isinstance(update, Update)
+    assert update.round == MAX_SAFE_INTEGER and update.num_examples == MAX_INT32
+    assert max(update.metrics.values()) == 1e9 and min(update.metrics.values()) == -1e9
+    # Just beyond each bound: refused by both, never an OverflowError.
+    for key, value in (
+        ("round", MAX_SAFE_INTEGER + 1),
+        ("num_examples", MAX_INT32 + 1),
+        ("norm", 10**400),
+        ("metrics", {"loss": 1_000_000_001}),
+        ("metrics", {"loss": -(10**400)}),
+    ):
+        message = {**BOUNDARY, key: value}
+        assert SchemaValidator(SCHEMAS)(message) is not None, key
+        with pytest.raises(MessageError):
+            parse_message(json.dumps(message))

@@ -13,8 +13,12 @@
     GET  /api/v1/dashboard                      everything the dashboard shows, with its charts
     GET  /api/v1/stream                         the same, pushed as server-sent events
 
-Counts of workers below ``monitor_k`` are ``null`` (see ``stats.py``). docs/openapi.yaml
-describes every route; errors have the one shape of ``errors.py``.
+What a route may show of a round is decided in one place, ``stats.round_figures`` and
+``stats.model_figures``, the same for the dashboard: counts of workers below ``monitor_k`` are
+``null``, a round with fewer than k reports shows no metrics and no duration (nor does the model
+version it made), and every time is rounded down to ``monitor_bucket_s``. Every body is strict
+JSON (``strict_json``: non-finite figures are ``null``). docs/openapi.json describes every
+route; errors have the one shape of ``errors.py``.
 """
 
 from __future__ import annotations
@@ -27,17 +31,20 @@ from aiohttp import web
 
 from ..coordinator import Coordinator, TaskConfig, TaskConfigError
 from ..settings import Settings
-from ..storage import AsyncStore, ConflictError
+from ..storage import AsyncStore, ConflictError, StateStore
 from ..tasks_cli import describe, task_rows
 from .auth import ADMIN
 from .errors import ApiError
-from .stats import SnapshotCache, suppress
+from .stats import SnapshotCache, bucket, model_figures, model_metrics, round_figures
+from .strict_json import dumps
 
 __all__ = ["AdminContext", "add_admin_routes"]
 
 API = "/api/v1"
 _MAX_TASK_BYTES = 256 * 1024
 _TRANSITIONS = {"pause": "paused", "resume": "active", "stop": "stopped"}
+_RECENT_ROUNDS = 10
+_MAX_VERSION = 2**53 - 1  # as the wire contract's model_version (schemas/README.md)
 
 
 class AdminContext:
@@ -73,29 +80,49 @@ def _ctx(request: web.Request) -> AdminContext:
     return request.app[CONTEXT]
 
 
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=dumps)
+
+
+def _waiting(ctx: AdminContext, name: str) -> str | None:
+    """Why the task's open round still waits, in words (None without an open round)."""
+    coordinator = ctx.coordinator
+    if name not in coordinator.tasks:
+        return None
+    return coordinator.round_waiting(name, ctx.settings.monitor_k)
+
+
 async def _task_or_404(ctx: AdminContext, name: str) -> dict[str, Any]:
-    k = ctx.settings.monitor_k
-    info: dict[str, Any] | None = await ctx.store.read(lambda s: describe(s, name))
+    """The task as the API shows it; raises ApiError 404 when there is none."""
+    k, width = ctx.settings.monitor_k, ctx.settings.monitor_bucket_s
+
+    def read(s: StateStore) -> dict[str, Any] | None:
+        info: dict[str, Any] | None = describe(s, name, rounds_shown=0)
+        if info is None:
+            return None
+        latest = s.latest_model_version(name)
+        made_by = s.get_round(name, latest.round) if latest is not None and latest.round else None
+        info["created_at"] = bucket(info["created_at"], width)
+        if latest is not None:
+            info["model_metrics"] = model_metrics(latest.metrics, made_by, k)
+        info["recent_rounds"] = [
+            round_figures(r, k, width) for r in s.list_rounds(name, _RECENT_ROUNDS)
+        ]
+        return info
+
+    info = await ctx.store.read(read)
     if info is None:
         raise ApiError(404, f"no task named {name!r}")
-    info["recent_rounds"] = [_round_counts(r, k) for r in info["recent_rounds"]]
+    info["waiting"] = _waiting(ctx, name)
     return info
 
 
-def _round_counts(r: dict[str, Any], k: int) -> dict[str, Any]:
-    """A round as the API shows it: worker counts below k withheld, and with them the metrics
-    (averages over fewer than k workers)."""
-    out = dict(r)
-    enough = r["reported"] >= k
-    for key in ("assigned", "reported", "rejected", "dropped"):
-        out[key] = suppress(r[key], k)
-    out["metrics"] = r["metrics"] if enough else {}
-    out["withheld_below"] = k
-    return out
-
-
 async def list_tasks(request: web.Request) -> web.Response:
-    return web.json_response({"tasks": await _ctx(request).store.read(task_rows)})
+    ctx = _ctx(request)
+    rows = await ctx.store.read(task_rows)
+    for row in rows:
+        row["waiting"] = _waiting(ctx, row["name"])
+    return _json({"tasks": rows})
 
 
 async def create_task(request: web.Request) -> web.Response:
@@ -128,11 +155,11 @@ async def create_task(request: web.Request) -> web.Response:
     except ConflictError:
         raise ApiError(409, f"a task named {config.name!r} exists already") from None
     info = await _task_or_404(ctx, config.name)
-    return web.json_response(info, status=201)
+    return _json(info, status=201)
 
 
 async def show_task(request: web.Request) -> web.Response:
-    return web.json_response(await _task_or_404(_ctx(request), request.match_info["name"]))
+    return _json(await _task_or_404(_ctx(request), request.match_info["name"]))
 
 
 async def change_status(request: web.Request) -> web.Response:
@@ -149,7 +176,7 @@ async def change_status(request: web.Request) -> web.Response:
     reason = f"{action} through the admin API by {request[ADMIN]}"
     await ctx.store.write(lambda s: s.set_task_status(name, wanted, reason))
     await ctx.coordinator.refresh_tasks()
-    return web.json_response(await _task_or_404(ctx, name))
+    return _json(await _task_or_404(ctx, name))
 
 
 def _limit(request: web.Request, default: int, most: int) -> int:
@@ -170,46 +197,25 @@ async def list_rounds(request: web.Request) -> web.Response:
     limit = _limit(request, 100, 1000)
     rounds = await ctx.store.read(lambda s: s.list_rounds(name, limit))
     k, width = ctx.settings.monitor_k, ctx.settings.monitor_bucket_s
-    rows = [
-        _round_counts(
-            {
-                "round": r.round,
-                "status": r.status,
-                "goal": r.goal,
-                "model_version": r.model_version,
-                "opened_at": r.opened_at // width * width,
-                "closed_at": None if r.closed_at is None else r.closed_at // width * width,
-                "duration_s": None if r.closed_at is None else round(r.closed_at - r.opened_at, 1),
-                "assigned": r.assigned,
-                "reported": r.reported,
-                "rejected": r.rejected,
-                "dropped": r.dropped,
-                "metrics": r.metrics,
-            },
-            k,
-        )
-        for r in rounds
-    ]
-    return web.json_response({"task": name, "rounds": rows})
+    return _json({"task": name, "rounds": [round_figures(r, k, width) for r in rounds]})
 
 
 async def list_models(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     name = request.match_info["name"]
     await _task_or_404(ctx, name)
-    versions = await ctx.store.read(lambda s: s.list_model_versions(name))
-    rows = [
-        {
-            "version": v.version,
-            "round": v.round,
-            "created_at": v.created_at,
-            "bytes": v.size_bytes,
-            "metrics": v.metrics,
-            "url": f"{API}/tasks/{name}/models/{v.version}",
-        }
-        for v in versions
-    ]
-    return web.json_response({"task": name, "models": rows})
+    k, width = ctx.settings.monitor_k, ctx.settings.monitor_bucket_s
+
+    def read(s: StateStore) -> list[dict[str, Any]]:
+        rows = []
+        for v in s.list_model_versions(name):
+            made_by = s.get_round(name, v.round) if v.round else None
+            row = model_figures(v, made_by, k, width)
+            row["url"] = f"{API}/tasks/{name}/models/{v.version}"
+            rows.append(row)
+        return rows
+
+    return _json({"task": name, "models": await ctx.store.read(read)})
 
 
 async def download_model(request: web.Request) -> web.Response:
@@ -222,7 +228,11 @@ async def download_model(request: web.Request) -> web.Response:
         try:
             number = int(raw)
         except ValueError:
-            raise ApiError(400, f"a model version is a number or 'latest', not {raw!r}") from None
+            number = -1
+        if not 0 <= number <= _MAX_VERSION:
+            raise ApiError(
+                400, f"a model version is an integer in [0, 2^53 - 1] or 'latest', not {raw!r}"
+            )
         version = await ctx.store.read(lambda s: s.get_model_version(name, number))
     if version is None:
         raise ApiError(404, f"task {name!r} has no model version {raw}")
@@ -243,7 +253,7 @@ async def privacy_ledger(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     info = await _task_or_404(ctx, name)
     entries = await ctx.store.read(lambda s: s.list_ledger(name))
-    return web.json_response(
+    return _json(
         {
             "task": name,
             "privacy": {k: v for k, v in (info["privacy"] or {}).items() if k != "ledger"} or None,
@@ -267,7 +277,7 @@ async def privacy_ledger(request: web.Request) -> web.Response:
 async def participation(request: web.Request) -> web.Response:
     snapshot = await _ctx(request).snapshots.get()
     keys = ("as_of", "k", "bucket_s", "window_s", "funnel", "series")
-    return web.json_response({key: snapshot[key] for key in keys})
+    return _json({key: snapshot[key] for key in keys})
 
 
 def add_admin_routes(app: web.Application) -> None:

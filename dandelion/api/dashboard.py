@@ -4,12 +4,16 @@ The page holds no data; it asks ``/api/v1/stream`` (server-sent events, with the
 for snapshots and draws what arrives. Charts are SVG made here (``charts.py``) from the same
 snapshot, so the page needs no chart library and nothing from a CDN. One snapshot is computed
 per ``dashboard_refresh_s`` and shared by every open dashboard (``stats.SnapshotCache``).
+
+What a snapshot may show is decided by ``stats.py`` (withheld below k, bucketed times); it is
+written as strict JSON (``strict_json``): no NaN or Infinity reaches a browser's ``JSON.parse``.
+Each task with an open round carries ``waiting``, the coordinator's words for why it is still
+open, which the page shows as a line of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from aiohttp import web
 from .charts import bar_chart, line_chart
 from .errors import ApiError
 from .stats import FUNNEL
+from .strict_json import dumps
 
 __all__ = ["add_dashboard_routes", "charts_for"]
 
@@ -94,7 +99,7 @@ class _Rendered:
     def get(self, version: int, snapshot: dict[str, Any]) -> bytes:
         if version != self.version:
             payload = {**snapshot, "funnel_order": FUNNEL, "charts": charts_for(snapshot)}
-            self.body = json.dumps(payload, separators=(",", ":")).encode()
+            self.body = dumps(payload, separators=(",", ":")).encode()
             self.version = version
         return self.body
 

@@ -4,7 +4,8 @@
 
 Handlers raise :class:`ApiError`; the :func:`json_errors` middleware also turns aiohttp's own
 HTTP errors (404 for an unknown route, 405, 413 ...) on those paths into the same shape, and an
-unexpected exception into a 500 that says nothing about the internals.
+unexpected exception into a 500 that says nothing about the internals. Bodies are strict JSON
+(``strict_json.dumps``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+
+from .strict_json import dumps
 
 __all__ = ["API_PREFIXES", "ApiError", "json_error", "json_errors"]
 
@@ -58,7 +61,7 @@ def json_error(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     body = {"error": {"status": status, "code": code, "message": message}}
-    return web.json_response(body, status=status, headers=headers)
+    return web.json_response(body, status=status, headers=headers, dumps=dumps)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -4,33 +4,55 @@ Three kinds of figures, all aggregates:
 
 - the participation funnel and consent counts from the dashboard's snapshot (withheld below
   ``monitor_k`` like everywhere else: a withheld figure is simply absent);
-- rounds: completed/abandoned counts, durations and reports, from the coordinator's round
-  listener;
-- ingest: messages, accepted and rejected updates and their bytes, from the worker endpoint.
+- rounds: closed rounds by outcome, and the durations and reports of the rounds whose figures
+  may be shown (``stats.shows_figures``: at least k reports) — a round with fewer than k
+  reports adds one to ``dandelion_rounds_total`` and nothing else;
+- ingest: connections, messages, accepted and rejected updates and their bytes, from the
+  worker endpoint. These count what workers did, so they move in steps of k: each is rounded
+  down to a multiple of k (0 until k events), and update bytes move only when the accepted
+  count does. No two scrapes differ by fewer than k events.
 
-Samples are labelled by task and event kind only — never by worker.
+Samples are labelled by task and event kind only — never by worker — and no sample carries a
+time: the families are built here, without prometheus_client's ``_created`` series (the exact
+time a first round closed).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from ..coordinator import RoundOutcome
 from ..transport.websocket import WorkerEndpoint
-from .stats import SnapshotCache
+from .stats import SnapshotCache, shows_figures
 
 __all__ = ["Metrics", "add_metrics_route"]
 
 _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+_BOUNDS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+def _steps(n: int, k: int) -> int:
+    """``n`` rounded down to a multiple of ``k``."""
+    return n // k * k
+
+
 class _Live(Collector):
+    """The endpoint's counters (in steps of k) and the snapshot's figures, read at scrape."""
+
     def __init__(
         self,
         endpoint: Callable[[], WorkerEndpoint | None],
@@ -40,36 +62,14 @@ class _Live(Collector):
         self.endpoint = endpoint
         self.snapshot = snapshot
         self.k = k
+        # Update bytes as they were when the accepted count last reached a multiple of k.
+        self._accepted_shown = 0
+        self._bytes_shown = 0
 
     def collect(self) -> Iterator[Metric]:
         endpoint = self.endpoint()
         if endpoint is not None:
-            c = endpoint.counters
-            yield _counter(
-                "dandelion_ws_connections_opened",
-                "WebSocket connections accepted.",
-                c.connections_opened,
-            )
-            yield _counter("dandelion_ws_messages", "Worker messages handled.", c.messages)
-            updates = CounterMetricFamily(
-                "dandelion_updates", "Model updates received, by outcome.", labels=["outcome"]
-            )
-            updates.add_metric(["accepted"], c.updates_accepted)
-            updates.add_metric(["rejected"], c.updates_rejected)
-            yield updates
-            yield _counter(
-                "dandelion_update_bytes", "Payload bytes of accepted updates.", c.update_bytes
-            )
-            yield _counter(
-                "dandelion_protocol_violations",
-                "Malformed or out-of-order worker messages.",
-                c.protocol_violations,
-            )
-            connected = endpoint.open_connections()
-            if connected >= self.k:
-                yield GaugeMetricFamily(
-                    "dandelion_connected_workers", "Workers connected now.", value=connected
-                )
+            yield from self._ingest(endpoint)
         snapshot = self.snapshot()
         if snapshot is None:
             return
@@ -97,6 +97,89 @@ class _Live(Collector):
         yield epsilon
         yield version
 
+    def _ingest(self, endpoint: WorkerEndpoint) -> Iterator[Metric]:
+        c, k = endpoint.counters, self.k
+        step = f" In steps of {k}."
+        yield _counter(
+            "dandelion_ws_connections_opened",
+            "WebSocket connections accepted." + step,
+            _steps(c.connections_opened, k),
+        )
+        yield _counter(
+            "dandelion_ws_messages", "Worker messages handled." + step, _steps(c.messages, k)
+        )
+        updates = CounterMetricFamily(
+            "dandelion_updates", "Model updates received, by outcome." + step, labels=["outcome"]
+        )
+        accepted = _steps(c.updates_accepted, k)
+        updates.add_metric(["accepted"], accepted)
+        updates.add_metric(["rejected"], _steps(c.updates_rejected, k))
+        yield updates
+        if accepted > self._accepted_shown:
+            self._accepted_shown, self._bytes_shown = accepted, c.update_bytes
+        yield _counter(
+            "dandelion_update_bytes",
+            f"Payload bytes of accepted updates (moves when {k} more are accepted).",
+            self._bytes_shown,
+        )
+        yield _counter(
+            "dandelion_protocol_violations",
+            "Malformed or out-of-order worker messages." + step,
+            _steps(c.protocol_violations, k),
+        )
+        connected = endpoint.open_connections()
+        if connected >= k:
+            yield GaugeMetricFamily(
+                "dandelion_connected_workers", "Workers connected now.", value=connected
+            )
+
+
+class _Rounds(Collector):
+    """Closed rounds by task and outcome; durations and reports of the rounds with at least k
+    reports only (a smaller round's duration is one worker's report time)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.closed: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.reports: defaultdict[str, int] = defaultdict(int)
+        # Per task: how many durations fell at or below each bucket bound, their count, sum.
+        self.durations: dict[str, tuple[list[int], int, float]] = {}
+
+    def add(self, outcome: RoundOutcome) -> None:
+        self.closed[outcome.task, outcome.status] += 1
+        if shows_figures(outcome.reported, self.k):
+            self.reports[outcome.task] += outcome.reported
+            seconds = max(0.0, outcome.closed_at - outcome.opened_at)
+            below, count, total = self.durations.get(outcome.task, ([0] * len(_BOUNDS), 0, 0.0))
+            for i, bound in enumerate(_BOUNDS):
+                below[i] += seconds <= bound
+            self.durations[outcome.task] = (below, count + 1, total + seconds)
+
+    def collect(self) -> Iterator[Metric]:
+        closed = CounterMetricFamily(
+            "dandelion_rounds", "Rounds closed, by task and outcome.", labels=["task", "status"]
+        )
+        for (task, status), n in sorted(self.closed.items()):
+            closed.add_metric([task, status], n)
+        yield closed
+        reports = CounterMetricFamily(
+            "dandelion_round_reports",
+            f"Reports aggregated into closed rounds of at least {self.k} reports.",
+            labels=["task"],
+        )
+        for task, n in sorted(self.reports.items()):
+            reports.add_metric([task], n)
+        yield reports
+        duration = HistogramMetricFamily(
+            "dandelion_round_duration_seconds",
+            f"Time from a round's opening to its close (rounds of at least {self.k} reports).",
+            labels=["task"],
+        )
+        for task, (below, count, total) in sorted(self.durations.items()):
+            cumulative = [(f"{bound:g}", float(n)) for bound, n in zip(_BOUNDS, below, strict=True)]
+            duration.add_metric([task], [*cumulative, ("+Inf", float(count))], sum_value=total)
+        yield duration
+
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
@@ -112,31 +195,12 @@ class Metrics:
         k: int,
     ) -> None:
         self.registry = CollectorRegistry()
-        self.rounds = Counter(
-            "dandelion_rounds",
-            "Rounds closed, by task and outcome.",
-            ["task", "status"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "dandelion_round_duration_seconds",
-            "Time from a round's opening to its close.",
-            ["task"],
-            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600),
-            registry=self.registry,
-        )
-        self.reports = Counter(
-            "dandelion_round_reports",
-            "Reports aggregated into closed rounds.",
-            ["task"],
-            registry=self.registry,
-        )
+        self._rounds = _Rounds(k)
+        self.registry.register(self._rounds)
         self.registry.register(_Live(endpoint, snapshot, k))
 
     def on_round(self, outcome: RoundOutcome) -> None:
-        self.rounds.labels(outcome.task, outcome.status).inc()
-        self.duration.labels(outcome.task).observe(max(0.0, outcome.closed_at - outcome.opened_at))
-        self.reports.labels(outcome.task).inc(outcome.reported)
+        self._rounds.add(outcome)
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("dandelion_metrics", Metrics)

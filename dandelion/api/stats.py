@@ -3,9 +3,15 @@
 Every count below ``k`` (the ``monitor_k`` setting, 10 by default) is withheld: the API returns
 ``null`` with ``"<k"`` beside it, the dashboard prints "<10". A funnel that said "1 reported in
 the last minute" would point at one browser; a count of at least k hides each worker among k.
-Round metrics (loss, accuracy, norms) of a round with fewer than k reports are withheld too, for
-they are averages over fewer than k workers. Times are bucketed (``monitor_bucket_s``, a minute
-by default) and no per-worker row exists anywhere in these figures. See docs/monitoring.md.
+Times are bucketed (``monitor_bucket_s``, a minute by default) and no per-worker row exists
+anywhere in these figures. See docs/monitoring.md.
+
+Rules of this file: it is the one place that decides what of a round an operator may see.
+:func:`round_figures` (a round) and :func:`model_figures` (the model version a round made) are
+what the dashboard, the admin API and ``/metrics`` (:func:`shows_figures`) all use: a round
+with fewer than k reports shows no metrics (loss, accuracy, norms, clip fractions — averages
+over fewer than k workers), no duration, its counts as "<k", and its times bucketed like every
+other time. Snapshots are made strictly JSON-safe (:func:`~.strict_json.finite`).
 """
 
 from __future__ import annotations
@@ -13,15 +19,33 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..coordinator import Coordinator
 from ..settings import Settings
-from ..storage import AsyncStore, LedgerEntry, RoundRecord, StateStore, TaskRecord
+from ..storage import (
+    AsyncStore,
+    LedgerEntry,
+    ModelVersionInfo,
+    RoundRecord,
+    StateStore,
+    TaskRecord,
+)
+from .strict_json import finite
 
-__all__ = ["FUNNEL", "SnapshotCache", "build_snapshot", "suppress"]
+__all__ = [
+    "FUNNEL",
+    "SnapshotCache",
+    "bucket",
+    "build_snapshot",
+    "model_figures",
+    "model_metrics",
+    "round_figures",
+    "shows_figures",
+    "suppress",
+]
 
 #: The participation funnel, in the order a worker goes through it.
 FUNNEL = ("opted_in", "connected_now", "checked_in", "selected", "reported", "dropped", "opted_out")
@@ -37,8 +61,62 @@ def suppress(count: int | None, k: int) -> int | None:
     return int(count)
 
 
-def _bucket(t: float | None, width: float) -> float | None:
+def bucket(t: float | None, width: float) -> float | None:
+    """``t`` rounded down to a multiple of ``width`` (None stays None)."""
     return None if t is None else math.floor(t / width) * width
+
+
+def shows_figures(reported: int, k: int) -> bool:
+    """Whether the figures of a round with ``reported`` reports may be shown: at least k."""
+    return reported >= k
+
+
+def round_figures(r: RoundRecord, k: int, bucket_s: float) -> dict[str, Any]:
+    """One round as operators see it. Counts below ``k`` are None; a round with fewer than k
+    reports has empty ``metrics`` and no ``duration_s``; times are bucketed to ``bucket_s``."""
+    enough = shows_figures(r.reported, k)
+    duration = None
+    if enough and r.closed_at is not None:
+        duration = round(r.closed_at - r.opened_at, 1)
+    return {
+        "round": r.round,
+        "status": r.status,
+        "goal": r.goal,  # the plan, not a count of workers
+        "model_version": r.model_version,
+        "opened_at": bucket(r.opened_at, bucket_s),
+        "closed_at": bucket(r.closed_at, bucket_s),
+        "duration_s": duration,
+        "assigned": suppress(r.assigned, k),
+        "reported": suppress(r.reported, k),
+        "rejected": suppress(r.rejected, k),
+        "dropped": suppress(r.dropped, k),
+        "metrics": finite(dict(r.metrics)) if enough else {},
+        "withheld_below": k,
+    }
+
+
+def model_metrics(
+    metrics: Mapping[str, Any], made_by: RoundRecord | None, k: int
+) -> dict[str, Any]:
+    """A model version's metrics as operators see them: they are the figures of ``made_by``,
+    the round that made the version, and are shown only when that round's are (none for the
+    initial version, which no round made)."""
+    enough = made_by is not None and shows_figures(made_by.reported, k)
+    shown: dict[str, Any] = finite(dict(metrics)) if enough else {}
+    return shown
+
+
+def model_figures(
+    v: ModelVersionInfo, made_by: RoundRecord | None, k: int, bucket_s: float
+) -> dict[str, Any]:
+    """A model version as operators see it (:func:`model_metrics`, its time bucketed)."""
+    return {
+        "version": v.version,
+        "round": v.round,
+        "created_at": bucket(v.created_at, bucket_s),
+        "bytes": v.size_bytes,
+        "metrics": model_metrics(v.metrics, made_by, k),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,22 +145,13 @@ async def _collect(store: AsyncStore, since: float, bucket_s: float) -> _Raw:
 def _round_row(
     r: RoundRecord, k: int, bucket_s: float, clip_default: float | None
 ) -> dict[str, Any]:
-    enough = r.reported >= k
-    metrics = {m: (r.metrics.get(m) if enough else None) for m in _ROUND_METRICS}
-    if metrics["clip_norm"] is None and enough and clip_default is not None:
+    """A round of the dashboard: :func:`round_figures`, its metrics as columns."""
+    row = round_figures(r, k, bucket_s)
+    shown = row.pop("metrics")
+    metrics = {m: shown.get(m) for m in _ROUND_METRICS}
+    if metrics["clip_norm"] is None and shows_figures(r.reported, k):
         metrics["clip_norm"] = clip_default
-    duration = None if r.closed_at is None else round(r.closed_at - r.opened_at, 1)
-    return {
-        "round": r.round,
-        "status": r.status,
-        "goal": r.goal,  # the plan, not a count of workers
-        "assigned": suppress(r.assigned, k),
-        "reported": suppress(r.reported, k),
-        "dropped": suppress(r.dropped, k),
-        "duration_s": duration,
-        "closed_at": _bucket(r.closed_at, bucket_s),
-        **metrics,
-    }
+    return {**row, **metrics}
 
 
 def build_snapshot(
@@ -103,7 +172,7 @@ def build_snapshot(
         clip_default = runtime.clip_norm if runtime is not None else None
         rounds = raw.rounds.get(record.name, [])
         for r in rounds:  # drops, by the bucket their round closed in
-            closed = _bucket(r.closed_at, width)
+            closed = bucket(r.closed_at, width)
             if closed is not None and closed in index and r.dropped:
                 raw_series["dropped"][index[closed]] += r.dropped
         ledger = raw.ledgers.get(record.name, [])
@@ -119,6 +188,7 @@ def build_snapshot(
                 "epsilon_budget": privacy.epsilon if privacy is not None else None,
                 "delta": privacy.delta if privacy is not None else None,
                 "rounds": [_round_row(r, k, width, clip_default) for r in reversed(rounds)],
+                "waiting": _waiting(coordinator, record.name, k),
             }
         )
     series = {e: [suppress(n, k) for n in values] for e, values in raw_series.items()}
@@ -132,15 +202,25 @@ def build_snapshot(
         "dropped": suppress(totals["dropped"], k),
         "opted_out": suppress(totals["opted_out"], k),
     }
-    return {
-        "as_of": math.floor(now / width) * width,
-        "k": k,
-        "bucket_s": width,
-        "window_s": settings.monitor_window_s,
-        "funnel": funnel,
-        "series": {"buckets": buckets, **series},
-        "tasks": tasks,
-    }
+    snapshot: dict[str, Any] = finite(
+        {
+            "as_of": math.floor(now / width) * width,
+            "k": k,
+            "bucket_s": width,
+            "window_s": settings.monitor_window_s,
+            "funnel": funnel,
+            "series": {"buckets": buckets, **series},
+            "tasks": tasks,
+        }
+    )
+    return snapshot
+
+
+def _waiting(coordinator: Coordinator | None, name: str, k: int) -> str | None:
+    """Why the task's open round is still open, in words (None without an open round)."""
+    if coordinator is None or name not in coordinator.tasks:
+        return None
+    return coordinator.round_waiting(name, k)
 
 
 class SnapshotCache:

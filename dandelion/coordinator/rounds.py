@@ -43,8 +43,8 @@ __all__ = ["Assignment", "Batch", "RoundState"]
 _ACTIVE, _RELEASED, _PENDING, _REPORTED = "active", "released", "pending", "reported"
 #: Reports a round needs before it times silent assignments out on its own measure.
 _ADAPTIVE_AFTER = 5
-_ADAPTIVE_FACTOR = 1.5
-_ADAPTIVE_FLOOR_S = 1.0
+_ADAPTIVE_FACTOR = 1.25
+_ADAPTIVE_FLOOR_S = 0.2
 
 
 @dataclass(slots=True)
@@ -184,7 +184,7 @@ class RoundState:
 
     def report_timeout(self) -> float:
         """How long an assignment may stay silent: the task's ``report_timeout_s``, or — when
-        that is 0 — 1.5 times the slowest report so far once a few have come in (the deadline
+        that is 0 — 1.25 times the slowest report so far once a few have come in (the deadline
         before)."""
         fixed = self.config.rounds.report_timeout_s
         if fixed > 0:

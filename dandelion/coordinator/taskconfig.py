@@ -40,7 +40,7 @@ class RoundPlan:
     than this at the deadline abandon the round (it is retried from the same model).
     ``deadline_s``: the reporting deadline, enforced by a timer. ``max_rounds``: stop after this
     many completed rounds (0: never). ``report_timeout_s``: an assigned worker that has not
-    reported this long is released and its slot given to another (0: 1.5 times the slowest report
+    reported this long is released and its slot given to another (0: 1.25 times the slowest report
     of the round so far, once five have arrived).
     """
 

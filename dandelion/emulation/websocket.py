@@ -162,6 +162,7 @@ async def _coordinator(plan: EmulationPlan, options: WebSocketOptions) -> Any:
         **SOCKET_SETTINGS,
         "log_level": "WARNING",
         "max_connections_per_address": 2 * plan.size + 100,
+        "max_handshakes_per_address": 2 * plan.size + 100,
         **options.settings,
     }
     if options.url is not None:

@@ -6,6 +6,13 @@ inbound message against ``schemas/`` before it gets here, so these checks are th
 contract. Unknown fields in a message are ignored here (a worker must ignore fields a newer
 coordinator adds); the coordinator's schema check refuses them on the way in.
 
+Numbers are the exception: every number a parser here reads is checked against its range in
+:data:`RANGES`, the same ranges ``schemas/`` declares (``tests/test_schemas.py`` keeps the two
+equal; schemas/README.md, section Numbers, documents them). So a worker that parses without
+the schemas (in Pyodide) gets the same answer, and no value that reaches the coordinator can
+overflow a float or a sum: an integer of hundreds of digits, ``1e400`` (read as infinity) or a
+metric of ``1e308`` is out of range and refused, naming the field.
+
 Raises :class:`~dandelion.protocol.errors.MessageError` for text that is not a message.
 """
 
@@ -19,7 +26,10 @@ from .errors import MessageError
 from .versions import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 
 __all__ = [
+    "MAX_INT32",
+    "MAX_SAFE_INTEGER",
     "MESSAGE_TYPES",
+    "RANGES",
     "Ack",
     "Checkin",
     "ComeBack",
@@ -27,6 +37,7 @@ __all__ = [
     "Hello",
     "Message",
     "OptOut",
+    "Range",
     "Reject",
     "RetryWindow",
     "Task",
@@ -37,6 +48,60 @@ __all__ = [
 ]
 
 Json = dict[str, Any]
+
+#: The largest integer every peer holds exactly (JavaScript numbers are IEEE 754 doubles).
+MAX_SAFE_INTEGER = 2**53 - 1
+MAX_INT32 = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The values a number of the wire contract may take: ``lo <= x <= hi`` (``lo < x`` when
+    ``lo_open``). NaN and the infinities are in no range."""
+
+    lo: int | float
+    hi: int | float
+    lo_open: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        # Comparing an int with a float is exact in Python: no float(huge int) overflow here.
+        above = value > self.lo if self.lo_open else value >= self.lo
+        return above and value <= self.hi
+
+    def __str__(self) -> str:
+        return f"{'(' if self.lo_open else '['}{_plain_number(self.lo)}, {_plain_number(self.hi)}]"
+
+    def refuse(self, label: str, value: int | float) -> MessageError:
+        """The error for ``value`` of field ``label``, outside this range (or NaN)."""
+        how = (
+            "too large" if value > self.hi else "too small" if value <= self.lo else "not a number"
+        )
+        return MessageError(f"field {label!r} is {how}: its range is {self}")
+
+
+def _plain_number(x: int | float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+#: The range of every number in a control message, by field (``retry_window.min_s``: inside
+#: ``retry_window``; ``versions[]``: each item; ``metrics{}``: each value). The schemas in
+#: ``schemas/`` declare exactly these as ``minimum`` / ``exclusiveMinimum`` / ``maximum``.
+RANGES: dict[str, Range] = {
+    "v": Range(1, 255),
+    "versions[]": Range(1, 255),
+    "round": Range(1, MAX_SAFE_INTEGER),
+    "model_version": Range(0, MAX_SAFE_INTEGER),
+    "num_examples": Range(1, MAX_INT32),
+    "metrics{}": Range(-1e9, 1e9),
+    "norm": Range(0, 1e9),
+    "deadline_s": Range(0, 31_536_000, lo_open=True),
+    "heartbeat_s": Range(0, 86_400, lo_open=True),
+    "max_message_bytes": Range(1, MAX_INT32),
+    "retry_window.min_s": Range(0, 86_400),
+    "retry_window.max_s": Range(0, 86_400),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +116,10 @@ class RetryWindow:
 
     @classmethod
     def from_dict(cls, raw: Any) -> RetryWindow:
-        lo, hi = _number(raw, "min_s"), _number(raw, "max_s")
-        if not 0 <= lo <= hi:
-            raise MessageError("retry_window needs 0 <= min_s <= max_s")
+        lo = _number(raw, "min_s", RANGES["retry_window.min_s"], "retry_window.min_s")
+        hi = _number(raw, "max_s", RANGES["retry_window.max_s"], "retry_window.max_s")
+        if not lo <= hi:
+            raise MessageError("retry_window needs min_s <= max_s")
         return cls(lo, hi)
 
 
@@ -267,8 +333,8 @@ def parse_message(text: str | bytes | object) -> Message:
     if builder is None:
         raise MessageError(f"unknown message type {mtype!r}", ref_type=None)
     v = raw.get("v")
-    if type(v) is not int or v < 1:
-        raise MessageError("field 'v' must be a positive integer", ref_type=mtype)
+    if type(v) is not int or v not in RANGES["v"]:
+        raise MessageError(f"field 'v' must be an integer in {RANGES['v']}", ref_type=mtype)
     try:
         msg: Message = builder(raw)
         return msg
@@ -299,17 +365,33 @@ def _int(raw: Any, name: str) -> int:
     value = _get(raw, name)
     if type(value) is not int:
         raise MessageError(f"field {name!r} must be an integer")
+    if value not in RANGES[name]:
+        raise RANGES[name].refuse(name, value)
     return value
 
 
-def _number(raw: Any, name: str) -> float:
+def _number(raw: Any, name: str, limit: Range | None = None, label: str | None = None) -> float:
+    """A number in its range (``RANGES[name]`` unless ``limit`` is given) as a float."""
     value = _get(raw, name)
+    label = label or name
     if type(value) not in (int, float):
-        raise MessageError(f"field {name!r} must be a number")
-    try:
-        return float(value)
-    except OverflowError:  # an integer literal of hundreds of digits
-        raise MessageError(f"field {name!r} is too large a number") from None
+        raise MessageError(f"field {label!r} must be a number")
+    limit = limit or RANGES[name]
+    if value not in limit:  # before float(): an integer of hundreds of digits overflows it
+        raise limit.refuse(label, value)
+    return float(value)
+
+
+def _metrics(raw: Any, name: str) -> Json:
+    """An object of named numbers, each in ``RANGES["metrics{}"]`` (kept as sent)."""
+    value = _obj(raw, name)
+    limit = RANGES["metrics{}"]
+    for key, item in value.items():
+        if type(item) not in (int, float):
+            raise MessageError(f"field '{name}.{key}' must be a number")
+        if item not in limit:
+            raise limit.refuse(f"{name}.{key}", item)
+    return value
 
 
 def _bool(raw: Any, name: str) -> bool:
@@ -332,8 +414,9 @@ def _opt(reader: Any, raw: Json, name: str) -> Any:
 
 def _ints(raw: Any, name: str) -> tuple[int, ...]:
     value = _get(raw, name)
-    if not isinstance(value, list) or not all(type(x) is int for x in value):
-        raise MessageError(f"field {name!r} must be a list of integers")
+    limit = RANGES[f"{name}[]"]
+    if not isinstance(value, list) or not all(type(x) is int and x in limit for x in value):
+        raise MessageError(f"field {name!r} must be a list of integers, each in {limit}")
     return tuple(value)
 
 
@@ -402,7 +485,7 @@ _BUILDERS: dict[str, Any] = {
         nonce=_str(r, "nonce"),
         num_examples=_int(r, "num_examples"),
         unclipped=_bool(r, "unclipped"),
-        metrics=_obj(r, "metrics"),
+        metrics=_metrics(r, "metrics"),
         norm=_opt(_number, r, "norm"),
         v=r["v"],
     ),

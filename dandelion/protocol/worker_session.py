@@ -11,6 +11,7 @@ breaks the protocol (the worker then closes and reconnects later); ``send_*`` ra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -96,8 +97,10 @@ class WorkerSession:
             nonce=task.nonce,
             num_examples=num_examples,
             unclipped=unclipped,
-            metrics=dict(metrics or {}),
-            norm=norm,
+            # A diverging local run must not make the report malformed: figures outside the
+            # contract's range (or not finite) are left out, the update itself still counts.
+            metrics={k: v for k, v in (metrics or {}).items() if _reportable(v)},
+            norm=norm if norm is not None and _reportable(norm) else None,
             v=self._v(),
         )
         self._send(msg, frame)
@@ -175,3 +178,8 @@ class WorkerSession:
             what = "a tensor frame" if mtype == FRAME else repr(mtype)
             raise UnexpectedMessage(f"{what} is not expected in state {self.state.value}")
         self.state = target
+
+
+def _reportable(value: float) -> bool:
+    """Whether a reported figure fits the contract: finite, and within ±10^9."""
+    return math.isfinite(value) and abs(value) <= 1e9

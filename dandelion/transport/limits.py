@@ -13,7 +13,7 @@ from collections import Counter
 
 from aiohttp import web
 
-__all__ = ["AddressLimit", "TokenBucket", "client_address", "parse_networks"]
+__all__ = ["AddressLimit", "Network", "TokenBucket", "client_address", "parse_networks"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

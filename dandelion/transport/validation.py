@@ -5,6 +5,12 @@ generic validator takes over 100 µs). The schemas use only keywords whose meani
 JSON Schema draft 7, which fastjsonschema implements, and in 2020-12, which they declare;
 ``tests/test_schemas.py`` checks that fastjsonschema and the reference implementation
 (jsonschema, 2020-12) agree on every example and on many generated messages.
+
+Every number in the schemas has a range (schemas/README.md, section Numbers), the same as the
+decoder's (``protocol.messages.RANGES``; a test keeps them equal): a number out of range — an
+integer of hundreds of digits, ``1e400`` read as infinity — is refused here, with the field's
+name in the reason, before anything converts or adds it. fastjsonschema compares a Python int
+with the bounds exactly, so the check itself cannot overflow.
 """
 
 from __future__ import annotations

@@ -80,6 +80,8 @@ function renderTask(task, charts, k) {
   }
   if (task.reason) facts.push(task.reason);
   box.append(el("p", { class: "facts" }, facts.join(" · ")));
+  // Why the open round is still open, in the coordinator's words (counts below k say "<k").
+  if (task.waiting) box.append(el("p", { class: "waiting", "data-waiting": "true" }, `Waiting: ${task.waiting}`));
   const grid = el("div", { class: "charts" });
   for (const svg of Object.values(charts ?? {})) {
     const holder = el("div", { class: "chart-box" });

@@ -1,0 +1,130 @@
+"""How ``dandelion serve`` starts, and the rules every command follows for the state file.
+
+The start of ``serve``, in order — each refusal is one line on standard error, exit status 2
+when the command line or a file must change, 1 when something else is in the way:
+
+1. the port is a port, ``trusted_proxies`` parses, every ``--task`` file reads and parses (2);
+2. the state file exists — or is asked for, with ``--create`` or ``--task`` — in a folder that
+   exists (2): a typo in ``--db`` must not start an empty coordinator beside the real state;
+3. an existing file is SQLite and Dandelion's, not another program's database (2);
+4. the lease on it (``storage/lease.py``) is free, and is then held for the process's life (1);
+5. the port binds (1, ``serving.py``);
+6. ``PRAGMA quick_check`` passes (2), or the new file is created and migrated, and said so;
+7. the application starts and serves until SIGTERM or SIGINT.
+
+Other commands open the state file through :func:`migrating`: beside a running coordinator
+they only read or make small writes through SQLite's own locking, but one that would apply
+schema migrations must hold the lease while it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .coordinator import TaskConfig
+
+__all__ = ["fail", "load_task", "migrating", "serve"]
+
+
+def fail(command: str, message: object, status: int) -> int:
+    """Print ``dandelion COMMAND: message`` on standard error; return ``status``."""
+    print(f"dandelion {command}: {message}", file=sys.stderr)
+    return status
+
+
+def load_task(path: str) -> TaskConfig:
+    """A task file, or TaskConfigError naming it (also for a file that is not text)."""
+    from .coordinator import TaskConfigError, load_task_file
+
+    try:
+        return load_task_file(path)
+    except UnicodeDecodeError:
+        raise TaskConfigError(f"{path}: not a UTF-8 text file (task files are TOML)") from None
+
+
+@contextlib.contextmanager
+def migrating(command: str, db: str) -> Iterator[None]:
+    """Hold the state file's lease while this command's store would migrate its schema.
+
+    Raises LeaseHeldError while a coordinator holds a file that needs migrations, and
+    StateFileError for a file that is not Dandelion's (its migrations would write into another
+    program's database).
+    """
+    from .storage.lease import LeaseHeldError, StateLease
+    from .storage.statefile import pending_migrations
+
+    pending = pending_migrations(db)
+    if not pending:
+        yield
+        return
+    lease = StateLease(db, command=command)
+    try:
+        lease.acquire()
+    except LeaseHeldError as exc:
+        what = f"needs schema migrations ({', '.join(pending)}) and "
+        raise LeaseHeldError(db, exc.holder, what=what) from None
+    try:
+        yield
+    finally:
+        lease.release()
+
+
+def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int:
+    """Run ``dandelion serve`` to its end; the exit status.
+
+    Raises, for the CLI to print in one line: StateFileError (a foreign or corrupt file),
+    LeaseHeldError (another coordinator), ServingError (the port), StorageError.
+    """
+    from .app import make_app
+    from .coordinator import TaskConfigError
+    from .serving import ServingError, check_port, run_server
+    from .storage import SQLiteStore
+    from .storage.lease import StateLease
+    from .storage.statefile import inspect_state_file
+    from .transport.limits import parse_networks
+
+    try:
+        check_port(settings.port)
+        parse_networks(settings.trusted_proxies)
+        configs = [load_task(f) for f in task_files]
+    except (ServingError, TaskConfigError, ValueError) as exc:
+        return fail("serve", exc, 2)
+    db = Path(settings.db)
+    if not db.exists():
+        if not db.parent.is_dir():
+            return fail("serve", f"the folder {db.parent} of the state file {db} does not exist", 2)
+        if not (create or configs):
+            return fail("serve", f"state file {db} does not exist; pass --create to make it", 2)
+    else:
+        inspect_state_file(db)  # not SQLite, or another program's: refused before any lock file
+
+    def prepare() -> None:  # once the port is bound: a refused start leaves no new file
+        if db.exists():
+            inspect_state_file(db, quick_check=True)
+        else:
+            SQLiteStore(str(db)).close()  # a new file, migrated, under the lease
+            print(f"dandelion: created a new state file {db}", flush=True)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+    # One writer: the lease is held until this process ends (the kernel drops it on any death).
+    with StateLease(db, command="serve"):
+        app = make_app(settings, tasks=configs)
+        run_server(app, settings, before_start=prepare, on_ready=_print_listening)
+    return 0
+
+
+def _print_listening(addresses: list[tuple[str, int]]) -> None:
+    host, port = addresses[0]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"dandelion: coordinator on http://{shown}:{port} (workers: /ws)", flush=True)
