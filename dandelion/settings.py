@@ -29,6 +29,7 @@ class Setting:
     default: Any
     help: str
     minimum: float | None = None
+    maximum: float | None = None  # the wire contract's bound, where the value is sent to workers
 
     @property
     def env(self) -> str:
@@ -56,6 +57,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between WebSocket pings to each worker; a worker that misses a pong for "
         "half this long is disconnected.",
         0.1,
+        86_400,
     ),
     Setting(
         "max_message_bytes",
@@ -64,6 +66,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest WebSocket message accepted from a worker (a larger one closes the connection "
         "with 1009). Must exceed the largest task's update frame.",
         1024,
+        2**31 - 1,
     ),
     Setting(
         "max_text_bytes", int, 64 * 1024, "Largest control (text) message; larger: error.", 256
@@ -232,6 +235,8 @@ def _convert(setting: Setting, raw: Any) -> Any:
         ) from None
     if setting.minimum is not None and value < setting.minimum:
         raise SettingsError(f"{setting.name}: {value} is below the minimum {setting.minimum}")
+    if setting.maximum is not None and value > setting.maximum:
+        raise SettingsError(f"{setting.name}: {value} is above the maximum {setting.maximum:g}")
     return value
 
 

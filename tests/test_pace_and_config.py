@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,34 @@ def test_bad_task_files_name_the_field(change: dict[str, object], fragment: str)
     raw.update(change)
     with pytest.raises(TaskConfigError, match=fragment):
         TaskConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("hyper", "learning_rate", 1e7),
+        ("hyper", "clip_norm", 1e10),
+        ("rounds", "deadline_s", 4e7),
+        ("server", "server_lr", float("inf")),
+    ],
+)
+def test_a_task_beyond_the_wire_contract_is_refused_naming_the_field(
+    section: str, key: str, value: float
+) -> None:
+    raw: dict[str, Any] = {
+        "name": "t",
+        "objective": "toy",
+        "model": {"kind": "logreg", "num_features": 3},
+        section: {key: value},
+    }
+    with pytest.raises(TaskConfigError, match=f"{section}.{key}"):
+        TaskConfig.from_dict(raw)
+
+
+def test_settings_sent_to_workers_stay_inside_the_contract() -> None:
+    from dandelion.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="heartbeat_s"):
+        load_settings(environ={}, overrides={"heartbeat_s": 1e6})
+    with pytest.raises(SettingsError, match="max_message_bytes"):
+        load_settings(environ={}, overrides={"max_message_bytes": 2**31})

@@ -203,10 +203,15 @@ def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _num(section: str, raw: dict[str, Any], key: str, default: float, lo: float) -> float:
+def _num(
+    section: str, raw: dict[str, Any], key: str, default: float, lo: float, hi: float = math.inf
+) -> float:
+    """A finite number in [lo, hi]: the upper bounds are the wire contract's (schemas/), so a
+    task never makes a message its workers refuse."""
     value = raw.get(key, default)
-    if type(value) not in (int, float) or not math.isfinite(value) or value < lo:
-        raise TaskConfigError(f"{section}.{key}: a number >= {lo}")
+    if type(value) not in (int, float) or not math.isfinite(value) or not lo <= value <= hi:
+        bound = f"in [{lo}, {hi:g}]" if math.isfinite(hi) else f">= {lo}"
+        raise TaskConfigError(f"{section}.{key}: a number {bound}")
     return float(value)
 
 
@@ -222,13 +227,13 @@ def _hyper(raw: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise TaskConfigError(f"hyper: unknown keys {sorted(unknown)}")
     hyper: dict[str, Any] = {
-        "learning_rate": _num("hyper", raw, "learning_rate", 0.1, 1e-12),
+        "learning_rate": _num("hyper", raw, "learning_rate", 0.1, 1e-12, 1e6),
         "epochs": _int("hyper", raw, "epochs", 1, 1, 100),
         "batch_size": _int("hyper", raw, "batch_size", 16, 1, 4096),
-        "clip_norm": _num("hyper", raw, "clip_norm", 1.0, 1e-12),
+        "clip_norm": _num("hyper", raw, "clip_norm", 1.0, 1e-12, 1e9),
     }
     if "l2" in raw:
-        hyper["l2"] = _num("hyper", raw, "l2", 0.0, 0.0)
+        hyper["l2"] = _num("hyper", raw, "l2", 0.0, 0.0, 1e6)
     return hyper
 
 
@@ -245,11 +250,11 @@ def _rounds(raw: dict[str, Any]) -> RoundPlan:
         raise TaskConfigError(f"rounds: unknown keys {sorted(unknown)}")
     plan = RoundPlan(
         goal=_int("rounds", raw, "goal", 100, 1, 10_000_000),
-        over_selection=_num("rounds", raw, "over_selection", 1.3, 1.0),
+        over_selection=_num("rounds", raw, "over_selection", 1.3, 1.0, 100.0),
         min_reports=_int("rounds", raw, "min_reports", 0, 0, 10_000_000),
-        deadline_s=_num("rounds", raw, "deadline_s", 300.0, 0.01),
+        deadline_s=_num("rounds", raw, "deadline_s", 300.0, 0.01, 31_536_000),
         max_rounds=_int("rounds", raw, "max_rounds", 0, 0, 10_000_000),
-        report_timeout_s=_num("rounds", raw, "report_timeout_s", 0.0, 0.0),
+        report_timeout_s=_num("rounds", raw, "report_timeout_s", 0.0, 0.0, 31_536_000),
     )
     if plan.min_reports > plan.goal:
         raise TaskConfigError("rounds.min_reports: must not exceed rounds.goal")
@@ -266,12 +271,12 @@ def _server(raw: dict[str, Any]) -> ServerConfig:
         raise TaskConfigError("server.weighting: examples or uniform")
     max_examples = _int("server", raw, "max_examples", 0, 0, 10**9)
     raw.pop("max_examples", None)
-    clip = _num("server", raw, "clip_norm", 0.0, 0.0)
+    clip = _num("server", raw, "clip_norm", 0.0, 0.0, 1e9)
     raw.pop("clip_norm", None)
     params: dict[str, float] = {}
     for key, value in raw.items():
-        if type(value) not in (int, float):
-            raise TaskConfigError(f"server.{key}: a number (an optimizer parameter)")
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise TaskConfigError(f"server.{key}: a finite number (an optimizer parameter)")
         params[key] = float(value)
     try:
         OPTIMIZERS[optimizer](**params)
