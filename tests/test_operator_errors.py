@@ -187,3 +187,18 @@ def _tree(folder: Path) -> dict[str, str]:
         if p.is_file() and not (p.suffix == ".lock" and p.stat().st_size == 0)
     }
     return files | {"(folders)": ",".join(sorted(str(p) for p in folder.rglob("*") if p.is_dir()))}
+
+
+def test_a_state_file_from_a_newer_version_is_refused_in_one_line(tmp_path: Path) -> None:
+    db = _state_file(tmp_path / "state.db")
+    with sqlite3.connect(db) as conn:  # as a later version's migration would leave it
+        conn.execute(
+            "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+            "VALUES ('dandelion', 'm999_from_the_future', '2027-01-01')"
+        )
+    conn.close()
+    with pytest.raises(StateFileError, match="newer version"):
+        inspect_state_file(db)
+    result = dandelion("serve", "--db", str(db), "--port", "0")
+    assert result.returncode != 0
+    assert "newer version" in one_line(result)

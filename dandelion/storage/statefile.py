@@ -6,7 +6,7 @@ running coordinator of an older version it would change the schema beneath it. S
 look first, through a read-only connection that changes nothing:
 
 - :func:`inspect_state_file` — is it SQLite, is it Dandelion's (or empty), which migrations
-  has it, and, with ``quick_check=True``, does ``PRAGMA quick_check`` pass;
+  has it (one this version does not know: a newer version wrote it, refused), and, with ``quick_check=True``, does ``PRAGMA quick_check`` pass;
 - :func:`pending_migrations` — the migrations opening it would apply (all of them for a file
   that does not exist yet).
 
@@ -117,9 +117,22 @@ def inspect_state_file(path: str | os.PathLike[str], *, quick_check: bool = Fals
                 f"{file} is a SQLite database of another program (tables {shown}), "
                 "not a Dandelion state file"
             )
+        known = set(_all_migrations())
+        newer = [name for name in applied if name not in known]
+        if newer:
+            raise StateFileError(
+                f"{file} was written by a newer version of Dandelion (schema {newer[-1]}); "
+                "run that version, or restore a backup made before the upgrade"
+            )
         if quick_check:
             _quick_check(conn, file)
     return StateFileInfo(str(file), not tables, applied, pending)
+
+
+def _all_migrations() -> tuple[str, ...]:
+    """Every migration this version knows, in order (all are pending on an empty database)."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        return tuple(m.name for m in MIGRATIONS.pending(Database(conn, execute_plugins=False)))
 
 
 def pending_migrations(path: str | os.PathLike[str]) -> tuple[str, ...]:
@@ -128,7 +141,5 @@ def pending_migrations(path: str | os.PathLike[str]) -> tuple[str, ...]:
     Read-only. Raises StateFileError for a file that is not SQLite or not Dandelion's.
     """
     if not Path(path).exists():
-        # Every migration is pending on an empty database (an in-memory one is empty).
-        with contextlib.closing(sqlite3.connect(":memory:")) as conn:
-            return tuple(m.name for m in MIGRATIONS.pending(Database(conn, execute_plugins=False)))
+        return _all_migrations()
     return inspect_state_file(path).pending
