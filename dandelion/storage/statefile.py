@@ -6,7 +6,8 @@ running coordinator of an older version it would change the schema beneath it. S
 look first, through a read-only connection that changes nothing:
 
 - :func:`inspect_state_file` — is it SQLite, is it Dandelion's (or empty), which migrations
-  has it (one this version does not know: a newer version wrote it, refused), and, with ``quick_check=True``, does ``PRAGMA quick_check`` pass;
+  has it (one this version does not know: a newer version wrote it, refused), and, with
+  ``quick_check=True``, does ``PRAGMA quick_check`` pass;
 - :func:`pending_migrations` — the migrations opening it would apply (all of them for a file
   that does not exist yet).
 
