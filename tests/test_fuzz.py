@@ -26,6 +26,7 @@ from dandelion.settings import load_settings
 
 from .conftest import scaled, small_task
 from .fuzz_messages import Recipe, batches, expand
+from .test_fuzz_deep import Stages
 
 TARGET_MESSAGES = 100_000
 
@@ -143,7 +144,10 @@ async def _received(server: Server) -> int:
     return int(server.runner.app[ENDPOINT].counters.received)
 
 
-def test_fuzzing_never_crashes_the_coordinator_and_honest_rounds_complete(server: Server) -> None:
+def test_fuzzing_never_crashes_the_coordinator_and_honest_rounds_complete(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stages = Stages(monkeypatch)  # how deep these messages get: see test_fuzz_deep.py
     errors = _Errors()
     logging.getLogger().addHandler(errors)
     stop = asyncio.Event()
@@ -167,19 +171,25 @@ def test_fuzzing_never_crashes_the_coordinator_and_honest_rounds_complete(server
 
     try:
         one_batch()
-        # Keep going until the coordinator has read the target (hypothesis may stop early).
-        while server.call(_received(server)) < TARGET_MESSAGES:
+        # Hypothesis may stop early: top up, a bounded number of times, so that a coordinator
+        # that stops reading what it is sent fails the count below instead of hanging here.
+        for _ in range(5):  # about half of what is sent lands in sockets being closed
+            if server.call(_received(server)) >= TARGET_MESSAGES:
+                break
             one_batch()
     finally:
         server.loop.call_soon_threadsafe(stop.set)
         accepted = honest.result(scaled(60))
         logging.getLogger().removeHandler(errors)
 
-    assert totals["messages"] >= TARGET_MESSAGES, totals
+    print(f"\nshallow fuzz: {totals}; stages: {dict(sorted(stages.counts.items()))}")
     # What the coordinator really read (sends into a closing socket do not count).
     received = server.call(_received(server))
     assert received >= TARGET_MESSAGES, (received, totals)
-    assert totals["connections"] > 100  # the closing paths ran, not only the happy one
+    # The closing paths ran, not only the happy one: every batch starts on one connection, so
+    # each further one means the coordinator closed the last (fatal error, opt-out, reject);
+    # about one batch in four sees it (1 in 10 is the floor).
+    assert totals["connections"] - totals["batches"] > totals["batches"] // 10, totals
     unhandled = [r for r in errors.records if r.exc_info or "unexpected" in r.getMessage()]
     assert unhandled == [], [r.getMessage() for r in unhandled[:5]]
     assert errors.records == [], [r.getMessage() for r in errors.records[:5]]
