@@ -198,10 +198,7 @@ class Coordinator:
                 stale = update.round <= runtime.last_round
                 reason = "stale_round" if stale else "not_assigned"
                 detail = f"round {update.round} is {'closed' if stale else 'unknown'}"
-            now = self.clock()
-            event = ParticipationEvent(worker_id, update.task, update.round, "rejected", now)
-            await self.store.record_events([event])
-            return Reply(Reject(reason, detail, update.task, update.round, update.nonce))
+            return Reply(await self.lifecycle.refuse(worker_id, update, reason, detail))
         answer = await self.lifecycle.report(runtime, rnd, worker_id, update, frame)
         return Reply(answer)
 

@@ -196,10 +196,8 @@ class RoundLifecycle:
                 reason, detail = exc.reason, str(exc)
         if batch is None:
             rnd.rejected += 1
-            event = ParticipationEvent(worker_id, update.task, update.round, "rejected", now)
-            await self.store.record_events([event])
             assert reason is not None
-            return Reject(reason, detail[:512], update.task, update.round, update.nonce)
+            return await self.refuse(worker_id, update, reason, detail)
         waiter = _waiter(batch)
         if rnd.complete:
             self.close_soon(runtime, rnd)
@@ -217,6 +215,12 @@ class RoundLifecycle:
             update.nonce,
             retry_window=self.pace.window(done, not_before=None if rnd.complete else rnd.deadline),
         )
+
+    async def refuse(self, worker_id: str, update: Update, reason: str, detail: str) -> Reject:
+        """Record that ``update`` was refused, and the reject that says why."""
+        event = ParticipationEvent(worker_id, update.task, update.round, "rejected", self.clock())
+        await self.store.record_events([event])
+        return Reject(reason, detail[:512], update.task, update.round, update.nonce)
 
     def _checkpoint_soon(self, runtime: TaskRuntime, rnd: RoundState) -> None:
         sealed = rnd.seal()

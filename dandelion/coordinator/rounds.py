@@ -302,6 +302,9 @@ class RoundState:
             self.sealed = None
         elif batch is self.batch:
             self.batch = self._new_batch()
+        self._forget(batch)
+
+    def _forget(self, batch: Batch) -> None:
         for worker in batch.workers:
             mine = self._assignments[worker]
             if mine.state == _PENDING:
@@ -325,8 +328,8 @@ class RoundState:
         self.open = True
         self.final = None
         self.release = None
-        self.batch = batch
-        self.dropped_batch(batch)
+        self.batch = self._new_batch()
+        self._forget(batch)
 
     def result(self, rng: np.random.Generator | None) -> np.ndarray | None:
         """The update the server optimizer applies, or None when the round is abandoned (below

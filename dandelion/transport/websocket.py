@@ -29,13 +29,11 @@ from ..settings import Settings
 from .driver import Conversation, ConversationDriver, DriverCounters
 from .limits import AddressLimit, client_address, parse_networks
 
-__all__ = ["WORKER_PATH", "EndpointCounters", "WorkerEndpoint"]
+__all__ = ["WORKER_PATH", "WorkerEndpoint"]
 
 log = logging.getLogger("dandelion.transport")
 
 WORKER_PATH = "/ws"
-#: The endpoint's counters are the driver's (kept under this name for ``/metrics``).
-EndpointCounters = DriverCounters
 
 
 class _SocketLink:
