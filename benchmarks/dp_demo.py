@@ -366,8 +366,8 @@ async def run(
         # Reports arrive together: an ack waits for the checkpoint that holds its update, and
         # a round short of its goal acknowledges its last reports when its deadline closes it.
         reports = [asyncio.ensure_future(one(trained[int(i)])) for i in order]
-        _, waiting = await asyncio.wait(reports, timeout=3.0)
-        if waiting and runtime.round is rnd and rnd.open:
+        await _handed_in(reports, rnd)
+        if not all(r.done() for r in reports) and runtime.round is rnd and rnd.open:
             clock.now += config.rounds.deadline_s + 1
             await coordinator.tick()
         for reply in await asyncio.gather(*reports):
@@ -418,6 +418,16 @@ async def run(
         "ledger_rounds": len(ledger),
         "wall_s": round(time.perf_counter() - started, 1),
     }
+
+
+async def _handed_in(reports: list[asyncio.Future[str]], rnd: Any) -> None:
+    """Wait until the coordinator has every report: answered (refused or acknowledged), or
+    held in the round waiting for its checkpoint — or until the round closed."""
+    while rnd.open:
+        refused = sum(1 for r in reports if r.done() and r.result() != "ack")
+        if all(r.done() for r in reports) or rnd.reported + refused >= len(reports):
+            return
+        await asyncio.sleep(0.001)
 
 
 def _say(opts: dict[str, Any], line: str) -> None:
