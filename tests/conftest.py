@@ -40,6 +40,29 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
     made.close()
 
 
+def toy_task_file(
+    rounds: dict[str, Any],
+    *,
+    num_features: int = 10,
+    server: dict[str, Any] | None = None,
+    privacy: dict[str, Any] | None = None,
+) -> str:
+    """The text of a task file for ``dandelion serve --task``: task ``t1``, objective ``toy``,
+    logistic regression on ``num_features``, clip norm 1, and the given tables."""
+    tables: dict[str, dict[str, Any]] = {
+        "model": {"kind": "logreg", "num_features": num_features},
+        "hyper": {"clip_norm": 1.0},
+        **({"server": server} if server else {}),
+        "rounds": rounds,
+        **({"privacy": privacy} if privacy else {}),
+    }
+    lines = ['name = "t1"', 'objective = "toy"']
+    for table, keys in tables.items():
+        lines.append(f"[{table}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in keys.items())
+    return "\n".join(lines) + "\n"
+
+
 def small_task(name: str = "t1", **rounds: Any) -> TaskConfig:
     """A tiny logistic regression task (11 parameters) with a fast round plan."""
     plan = {"goal": 2, "over_selection": 1.0, "min_reports": 1, "deadline_s": 5.0}

@@ -26,7 +26,7 @@ import pytest
 
 from dandelion.storage import SQLiteStore
 
-from .conftest import RawClient, scaled
+from .conftest import RawClient, scaled, toy_task_file
 from .test_coordinator_live import update_frame, update_msg
 from .test_kill_restart import Server
 
@@ -34,22 +34,12 @@ pytestmark = pytest.mark.slow
 
 PARAMS = 1000  # logreg of 999 features: 4 kB model frames, checkpoints and model versions
 GOAL = 4
-TASK_FILE = f"""
-name = "t1"
-objective = "toy"
-[model]
-kind = "logreg"
-num_features = {PARAMS - 1}
-[hyper]
-clip_norm = 1.0
-[rounds]
-goal = {GOAL}
-min_reports = 2
-over_selection = 1.5
-# Long enough that the round open during the fault is still open afterwards (the test hands
-# its assignments back); rounds here always close by their goal, never by the deadline.
-deadline_s = 15.0
-"""
+# The deadline is long enough that the round open during the fault is still open afterwards
+# (the test hands its assignments back); rounds here always close by their goal.
+TASK_FILE = toy_task_file(
+    {"goal": GOAL, "min_reports": 2, "over_selection": 1.5, "deadline_s": 15.0},
+    num_features=PARAMS - 1,
+)
 WORKERS = 6  # ceil(goal 4 x over_selection 1.5): every worker holds a slot of the same round
 TMPFS_SIZE = "2m"
 

@@ -23,29 +23,18 @@ from typing import Any
 import numpy as np
 import websockets
 
-from .conftest import RawClient, scaled
+from .conftest import RawClient, scaled, toy_task_file
 from .test_coordinator_live import update_frame, update_msg
 from .test_kill_restart import Server
 
 KILLS = 50
 WORKERS = 6  # per life of the server; each has its own coordinate
 D = 320  # parameters: 319 features + bias, more than KILLS * WORKERS + the final run's
-TASK = f"""
-name = "t1"
-objective = "toy"
-[model]
-kind = "logreg"
-num_features = {D - 1}
-[hyper]
-clip_norm = 1.0
-[server]
-weighting = "uniform"
-[rounds]
-goal = 4
-over_selection = 1.5
-min_reports = 2
-deadline_s = 1.0
-"""
+TASK = toy_task_file(
+    {"goal": 4, "over_selection": 1.5, "min_reports": 2, "deadline_s": 1.0},
+    num_features=D - 1,
+    server={"weighting": "uniform"},
+)
 
 
 async def _worker(

@@ -17,23 +17,10 @@ import numpy as np
 
 from dandelion.storage import SQLiteStore
 
-from .conftest import RawClient, scaled
+from .conftest import RawClient, scaled, toy_task_file
 from .test_coordinator_live import report
 
-TASK_FILE = """
-name = "t1"
-objective = "toy"
-[model]
-kind = "logreg"
-num_features = 10
-[hyper]
-clip_norm = 1.0
-[rounds]
-goal = 3
-min_reports = 2
-over_selection = 1.0
-deadline_s = 60.0
-"""
+TASK_FILE = toy_task_file({"goal": 3, "min_reports": 2, "over_selection": 1.0, "deadline_s": 60.0})
 #: Checkpoints of two reports: an ack needs its update in a stored sum of at least two.
 K2 = ("--monitor-k", "2")
 

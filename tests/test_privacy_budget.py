@@ -19,7 +19,7 @@ from dandelion.protocol import Ack, Checkin, ComeBack, Hello, Task, Update
 from dandelion.settings import load_settings
 from dandelion.storage import AsyncStore, SQLiteStore
 
-from .conftest import RawClient, scaled
+from .conftest import RawClient, scaled, toy_task_file
 from .dp_helpers import frame_of
 from .test_coordinator_live import report_together
 from .test_kill_restart import Server
@@ -205,28 +205,18 @@ def _dandelion(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-DP_TASK = """
-name = "t1"
-objective = "toy"
-[model]
-kind = "logreg"
-num_features = 10
-[hyper]
-clip_norm = 1.0
-[server]
-weighting = "uniform"
-[rounds]
-goal = 3
-min_reports = 3
-over_selection = 1.0
-deadline_s = 60.0
-[privacy]
-population = 30
-noise_multiplier = 1.5
-delta = {delta}
-epsilon = {budget}
-accountant = "pld"
-"""
+def _dp_task_file(budget: float) -> str:
+    return toy_task_file(
+        {"goal": 3, "min_reports": 3, "over_selection": 1.0, "deadline_s": 60.0},
+        server={"weighting": "uniform"},
+        privacy={
+            "population": 30,
+            "noise_multiplier": 1.5,
+            "delta": DELTA,
+            "epsilon": budget,
+            "accountant": "pld",
+        },
+    )
 
 
 async def _assigned(client: RawClient) -> dict[str, Any] | None:
@@ -243,7 +233,7 @@ async def _assigned(client: RawClient) -> dict[str, Any] | None:
 async def test_dandelion_serve_keeps_refusing_after_a_kill_and_restart(tmp_path: Path) -> None:
     server = Server(tmp_path)
     budget = _budget_for(1, "pld")
-    server.task_file.write_text(DP_TASK.format(delta=DELTA, budget=budget))
+    server.task_file.write_text(_dp_task_file(budget))
     try:
         await server.start()
         clients = []

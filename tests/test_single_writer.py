@@ -25,23 +25,10 @@ import websockets
 
 from dandelion.storage.lease import Holder, LeaseError, LeaseHeldError, StateLease, lease_path
 
-from .conftest import RawClient, scaled
+from .conftest import RawClient, scaled, toy_task_file
 from .test_coordinator_live import assigned, report
 
-TASK_FILE = """
-name = "t1"
-objective = "toy"
-[model]
-kind = "logreg"
-num_features = 10
-[hyper]
-clip_norm = 1.0
-[rounds]
-goal = 2
-min_reports = 2
-over_selection = 1.0
-deadline_s = 120.0
-"""
+TASK_FILE = toy_task_file({"goal": 2, "min_reports": 2, "over_selection": 1.0, "deadline_s": 120.0})
 
 
 def dandelion(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
