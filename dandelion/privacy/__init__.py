@@ -14,7 +14,14 @@ from .accountant import (
     rdp_epsilon_classic,
 )
 from .adaptive import BIT_TOLERANCE, next_clip_norm, observed_bit
-from .config import ACCOUNTANTS, CLIPPING, PrivacyConfig, PrivacyConfigError, default_delta
+from .config import (
+    ACCOUNTANTS,
+    CLIPPING,
+    MECHANISMS,
+    PrivacyConfig,
+    PrivacyConfigError,
+    default_delta,
+)
 from .ledger import BudgetCheck, PrivacyLedger
 from .mechanism import Release, release
 from .noise import gaussian_noise, noisy_count, noisy_mean, secure_generator
@@ -24,6 +31,7 @@ __all__ = [
     "BIT_TOLERANCE",
     "CLIPPING",
     "DEFAULT_PLD_DISCRETIZATION",
+    "MECHANISMS",
     "BudgetCheck",
     "PrivacyConfig",
     "PrivacyConfigError",

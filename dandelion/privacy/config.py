@@ -1,10 +1,16 @@
 """A task's differential-privacy configuration: the ``[privacy]`` table of a task file.
 
-User-level DP-FedAvg: every round releases the sum of the clipped updates of the users who
-reported plus Gaussian noise, divided by a fixed denominator. The guarantee is stated for a
-sampling probability ``q = expected reports / population`` (each eligible user taking part in a
-round independently with probability q) — an assumption about how users check in, not something
-the coordinator can enforce. See ``docs/privacy.md``.
+User-level DP-FedAvg with one of two mechanisms:
+
+- ``poisson`` (the default): every round releases the sum of the clipped updates plus Gaussian
+  noise, divided by a fixed denominator; the guarantee is stated for a sampling probability
+  ``q = expected reports / population``, and the coordinator enforces it: each worker's
+  participation in a round is decided once, by its own coin of probability q.
+- ``dp_ftrl``: tree aggregation of the rounds' sums (Kairouz et al. 2021), with a tree of
+  ``min_separation`` rounds and a minimum separation of as many rounds between one worker's
+  participations, enforced by the coordinator; no assumption about how workers are sampled.
+
+See ``docs/privacy.md``.
 
 Defaults that depend on the round plan (``delta``, ``bit_noise_std``) are resolved when the
 table is read, so a stored task shows the values actually used.
@@ -19,12 +25,21 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ACCOUNTANTS", "CLIPPING", "PrivacyConfig", "PrivacyConfigError", "default_delta"]
+__all__ = [
+    "ACCOUNTANTS",
+    "CLIPPING",
+    "MECHANISMS",
+    "PrivacyConfig",
+    "PrivacyConfigError",
+    "default_delta",
+]
 
 ACCOUNTANTS = ("pld", "rdp")
 CLIPPING = ("fixed", "adaptive")
+MECHANISMS = ("poisson", "dp_ftrl")
 Accountant = Literal["pld", "rdp"]
 Clipping = Literal["fixed", "adaptive"]
+Mechanism = Literal["poisson", "dp_ftrl"]
 
 _KEYS = frozenset(
     {
@@ -37,6 +52,8 @@ _KEYS = frozenset(
         "clip_learning_rate",
         "bit_noise_std",
         "accountant",
+        "mechanism",
+        "min_separation",
     }
 )
 
@@ -71,11 +88,23 @@ class PrivacyConfig:
     clip_learning_rate: float = 0.2
     bit_noise_std: float = 0.0
     accountant: Accountant = "pld"
+    mechanism: Mechanism = "poisson"
+    min_separation: int = 0  # dp_ftrl: rounds between one worker's participations (tree size)
 
     @property
     def sampling_rate(self) -> float:
         """q: the chance that a given eligible user reports in a given round (assumed)."""
         return self.expected_reports / self.population
+
+    @property
+    def poisson(self) -> bool:
+        """Each worker takes part in a round by its own coin of probability q (enforced)."""
+        return self.mechanism == "poisson"
+
+    @property
+    def ftrl(self) -> bool:
+        """DP-FTRL: tree-aggregated noise over rounds, one participation per tree enforced."""
+        return self.mechanism == "dp_ftrl"
 
     @property
     def adaptive(self) -> bool:
@@ -101,7 +130,10 @@ class PrivacyConfig:
             "delta": self.delta,
             "clipping": self.clipping,
             "accountant": self.accountant,
+            "mechanism": self.mechanism,
         }
+        if self.ftrl:
+            out["min_separation"] = self.min_separation
         if self.adaptive:
             out["target_quantile"] = self.target_quantile
             out["clip_learning_rate"] = self.clip_learning_rate
@@ -165,6 +197,26 @@ class PrivacyConfig:
                 )
         else:
             gamma, eta, sigma_b = 0.5, 0.2, 0.0
+        mechanism = raw.get("mechanism", "poisson")
+        if mechanism not in MECHANISMS:
+            raise PrivacyConfigError(f"mechanism: one of {list(MECHANISMS)}")
+        separation = raw.get("min_separation", 0)
+        if mechanism == "dp_ftrl":
+            if type(separation) is not int or not 1 <= separation <= 10_000:
+                raise PrivacyConfigError(
+                    'min_separation: required with mechanism = "dp_ftrl": rounds between one '
+                    "worker's participations (and the tree's length), an integer in [1, 10000]"
+                )
+            if clipping != "fixed":
+                raise PrivacyConfigError('clipping: mechanism = "dp_ftrl" needs "fixed"')
+            if "accountant" in raw and accountant != "rdp":
+                raise PrivacyConfigError(
+                    'accountant: mechanism = "dp_ftrl" is accounted by dp-accounting\'s RDP '
+                    'accountant (tree aggregation events): "rdp"'
+                )
+            accountant = "rdp"
+        elif "min_separation" in raw:
+            raise PrivacyConfigError('min_separation: only with mechanism = "dp_ftrl"')
         return cls(
             population=population,
             noise_multiplier=z,
@@ -176,6 +228,8 @@ class PrivacyConfig:
             clip_learning_rate=eta,
             bit_noise_std=sigma_b,
             accountant=accountant,
+            mechanism=mechanism,
+            min_separation=separation if mechanism == "dp_ftrl" else 0,
         )
 
 
