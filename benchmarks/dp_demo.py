@@ -4,14 +4,20 @@
 
 A population of ``--population`` synthetic users (the demo's non-IID browsing histories, one
 user per worker) is made once, split across ``--shards`` processes. Each round every user
-takes part independently with probability q = per_round / population (Poisson sampling: the
-accountant's assumption, emulated exactly here). Two runs see the same users in the same
-rounds:
+checks in — an eager tenth of them ``--eager-checkins`` times, in a random order — and the
+coordinator decides who takes part, as it would in a deployment:
 
 - **non-private**: the demo task as ``dandelion demo`` runs it (FedAvg weighted by examples,
-  clip norm 10);
-- **DP**: the same task with a ``[privacy]`` table — uniform weights, adaptive clipping, noise
-  multiplier z, the budget enforced by the coordinator and spent ε read from its ledger.
+  clip norm 10): the first ``per_round`` to check in, the round closing at its goal;
+- **poisson**: the same task with a ``[privacy]`` table — uniform weights, adaptive clipping,
+  noise multiplier z: each user takes part by the coordinator's own coin of probability
+  q = per_round / population, and the round closes at its deadline;
+- **dp_ftrl**: ``mechanism = "dp_ftrl"`` — fixed clipping, tree aggregation over trees of
+  ``--separation`` rounds, and no user in two rounds less than ``--separation`` apart (the
+  coordinator refuses it with ``come_back`` "separation"); first come, first served otherwise.
+
+Each DP run's budget is enforced by the coordinator and its ε read from its ledger. Each run
+also reports how often eager and lazy users took part.
 
 What runs is the real coordinator (``Coordinator`` with its SQLite state, ledger and budget
 check), spoken to through the real sans-I/O sessions on both sides and the conversation driver
@@ -256,13 +262,15 @@ class Link:
                 events.append(got)
         return events
 
-    async def checkin(self) -> Assigned | None:
+    async def checkin(self) -> tuple[Assigned | None, str]:
+        """The task, or None and the reason of the ``come_back``."""
         self.worker.send_checkin()
         for event in await self.pump():
             if isinstance(event, Assigned):
-                return event
+                return event, ""
             assert isinstance(event, ComeBackLater), event
-        return None
+            return None, event.come_back.reason
+        raise RuntimeError("the coordinator did not answer a check-in")
 
     async def report(
         self, delta: bytes, n: int, unclipped: bool, metrics: dict[str, float], norm: float
@@ -290,37 +298,75 @@ class Clock:
         return self.now
 
 
-def dp_task_config(base: TaskConfig, opts: dict[str, Any], noise: float) -> TaskConfig:
+def dp_task_config(
+    base: TaskConfig, opts: dict[str, Any], mechanism: str, noise: float
+) -> TaskConfig:
+    """The demo task with ``[privacy]``: uniform weights; under ``poisson`` adaptive clipping
+    from C = ``initial_clip``, under ``dp_ftrl`` fixed clipping at it (tree aggregation needs a
+    fixed sensitivity) with a tree and minimum separation of ``separation`` rounds."""
     raw = base.to_dict()
     raw["server"] = {"optimizer": "fedavg", "weighting": "uniform"}
     raw["hyper"] = {**raw["hyper"], "clip_norm": opts["initial_clip"]}
-    raw["privacy"] = {
+    privacy: dict[str, Any] = {
         "population": opts["population"],
         "noise_multiplier": noise,
         "epsilon": opts["epsilon_budget"],
-        "clipping": "adaptive",
+        "mechanism": mechanism,
     }
+    if mechanism == "poisson":
+        privacy["clipping"] = "adaptive"
+    else:
+        privacy["clipping"] = "fixed"
+        privacy["min_separation"] = opts["separation"]
+    raw["privacy"] = privacy
     return TaskConfig.from_dict(raw)
 
 
+def eager_users(opts: dict[str, Any]) -> set[int]:
+    """The users who check in ``eager_checkins`` times a round (the rest once): a fixed,
+    seeded ``eager_fraction`` of the population."""
+    rng = np.random.default_rng([opts["seed"], 1])
+    count = round(opts["eager_fraction"] * opts["population"])
+    return set(rng.permutation(opts["population"])[:count].tolist())
+
+
+def checkin_order(opts: dict[str, Any], number: int, eager: set[int]) -> list[int]:
+    """Round ``number``'s check-ins: every user once, eager users ``eager_checkins`` times, in
+    a random order (the same for every run)."""
+    order = [
+        u
+        for u in range(opts["population"])
+        for _ in range(opts["eager_checkins"] if u in eager else 1)
+    ]
+    rng = np.random.default_rng([opts["seed"], 2, number])
+    return [order[int(i)] for i in rng.permutation(len(order))]
+
+
 async def run(
-    noise: float | None, opts: dict[str, Any], shards: Shards, test: TestSet, db: str
+    mechanism: str,
+    noise: float | None,
+    opts: dict[str, Any],
+    shards: Shards,
+    test: TestSet,
+    db: str,
 ) -> dict[str, Any]:
-    """One run: without privacy when ``noise`` is None, else DP with noise multiplier ``noise``."""
-    private = noise is not None
+    """One run: ``mechanism`` "none" (no privacy), "poisson" or "dp_ftrl" with noise
+    multiplier ``noise``. Every user checks in every round; the coordinator decides who takes
+    part."""
+    private = mechanism != "none"
     goal, rounds, population = opts["per_round"], opts["rounds"], opts["population"]
     base = demo_task(goal, rounds, FeatureConfig().num_buckets)
     raw = base.to_dict()
     raw["rounds"] = {
         "goal": goal,
-        "over_selection": 1.3,
+        "over_selection": 1.0,  # emulated users never drop out
         "min_reports": 0,
         "deadline_s": 600.0,
         "max_rounds": rounds,
     }
     config = TaskConfig.from_dict(raw)
     if noise is not None:
-        config = dp_task_config(config, opts, noise)
+        config = dp_task_config(config, opts, mechanism, noise)
     clock = Clock()
     store = AsyncStore(lambda: SQLiteStore(db))
     coordinator = Coordinator(store, load_settings(environ={}), clock=clock)
@@ -331,31 +377,38 @@ async def run(
     runtime = coordinator.tasks[config.name]
     driver = ConversationDriver(coordinator, coordinator.settings, SchemaValidator())
     links: dict[int, Link] = {}
-    q = goal / population
+    eager = eager_users(opts)
+    taken = {True: 0, False: 0}  # participations of eager (True) and lazy users
     history: list[dict[str, Any]] = []
     started = time.perf_counter()
     number = 0
+    label = "non-private" if not private else f"{mechanism} z={noise}"
     while len(history) < rounds:
         number += 1
         rnd = runtime.round
         if rnd is None:
             break  # the budget stopped the task
-        sampler = np.random.default_rng([opts["seed"], number])
-        cohort = np.flatnonzero(sampler.random(population) < q).tolist()
-        assigned: list[int] = []
+        round_started = time.perf_counter()
+        assigned: dict[int, None] = {}
+        reasons: dict[str, int] = {}
         params = b""
         hyper: dict[str, Any] = {}
-        for uid in cohort:
+        for uid in checkin_order(opts, number, eager):
+            if uid in assigned:
+                continue  # it holds this round's task: training, not checking in
             link = links.get(uid)
             if link is None:
                 link = links[uid] = Link(uid, driver)
                 await link.pump()  # hello -> welcome
-            got = await link.checkin()
+            got, reason = await link.checkin()
             if got is not None:
-                assigned.append(uid)
+                assigned[uid] = None
                 params, hyper = bytes(got.frame.payload), dict(got.task.hyper)
-        trained = shards.train(params, hyper, config.name, rnd.number, assigned)
-        order = sampler.permutation(len(trained))  # reports arrive in random order
+            else:
+                reasons[reason] = reasons.get(reason, 0) + 1
+        checkin_s = time.perf_counter() - round_started
+        trained = shards.train(params, hyper, config.name, rnd.number, list(assigned))
+        order = np.random.default_rng([opts["seed"], 3, number]).permutation(len(trained))
         answers: dict[str, int] = {}
 
         async def one(report: tuple[Any, ...]) -> str:
@@ -363,8 +416,9 @@ async def run(
             metrics = {"loss": loss, "accuracy": acc}
             return await links[uid].report(delta, n, unclipped, metrics, norm)
 
-        # Reports arrive together: an ack waits for the checkpoint that holds its update, and
-        # a round short of its goal acknowledges its last reports when its deadline closes it.
+        # Reports arrive together: an ack waits for the checkpoint that holds its update; a
+        # Poisson round (or one short of its goal) closes at its deadline, which the virtual
+        # clock reaches once the coordinator holds every report.
         reports = [asyncio.ensure_future(one(trained[int(i)])) for i in order]
         await _handed_in(reports, rnd)
         if not all(r.done() for r in reports) and runtime.round is rnd and rnd.open:
@@ -372,7 +426,7 @@ async def run(
             await coordinator.tick()
         for reply in await asyncio.gather(*reports):
             answers[reply] = answers.get(reply, 0) + 1
-        if runtime.round is rnd and rnd.open:  # fewer than goal arrived: the deadline closes it
+        if runtime.round is rnd and rnd.open:
             clock.now += config.rounds.deadline_s + 1
             await coordinator.tick()
         while runtime.closing or runtime.round is rnd:
@@ -384,22 +438,25 @@ async def run(
             await asyncio.sleep(0.005)
         if outcome.status != "completed":
             continue
+        for uid in assigned:
+            taken[uid in eager] += 1
         accuracy = test.accuracy(outcome.params)
         entry: dict[str, Any] = {
             "round": len(history) + 1,
             "accuracy": round(accuracy, 4),
-            "cohort": len(cohort),
+            "assigned": len(assigned),
             "reports": outcome.reported,
+            "turned_away": reasons,
             "refused": {k: v for k, v in answers.items() if k != "ack"},
+            "wall_s": round(time.perf_counter() - round_started, 2),
+            "checkin_s": round(checkin_s, 2),
         }
         if private:
             entry["epsilon"] = outcome.metrics.get("epsilon")
             entry["clip_norm"] = outcome.metrics.get("clip_norm")
             entry["noise_std"] = outcome.metrics.get("noise_std")  # of the sum, per coordinate
         history.append(entry)
-        _say(
-            opts, f"{f'DP z={noise}' if private else 'non-private'} round {entry['round']}: {entry}"
-        )
+        _say(opts, f"{label} round {entry['round']}: {entry}")
     status = runtime.status
     await coordinator.close()
     await store.close()
@@ -408,14 +465,23 @@ async def run(
         s = SQLiteStore(db)
         ledger = s.list_ledger(config.name)
         s.close()
+    released = max(1, len(history))
+    lazy_users = population - len(eager)
     return {
+        "mechanism": mechanism,
         "noise_multiplier": noise,
+        "min_separation": config.privacy.min_separation if config.privacy else None,
         "history": history,
         "final_accuracy": history[-1]["accuracy"] if history else 0.0,
         "status": status,
         "epsilon": ledger[-1].epsilon if ledger else None,
         "delta": config.privacy.delta if config.privacy else None,
+        "accountant": config.privacy.accountant if config.privacy else None,
         "ledger_rounds": len(ledger),
+        "participation": {
+            "eager": round(taken[True] / (max(1, len(eager)) * released), 4),
+            "lazy": round(taken[False] / (max(1, lazy_users) * released), 4),
+        },
         "wall_s": round(time.perf_counter() - started, 1),
     }
 
@@ -445,7 +511,23 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         nargs="+",
         default=[1.0],
-        help="Noise multiplier z of the DP run; several values: one DP run each [1.0].",
+        help="Noise multiplier z of the Poisson runs; several values: one run each [1.0].",
+    )
+    parser.add_argument(
+        "--ftrl-noise",
+        type=float,
+        nargs="*",
+        default=[3.0],
+        help="Noise multiplier z of the DP-FTRL runs (none: no DP-FTRL run) [3.0].",
+    )
+    parser.add_argument(
+        "--separation", type=int, default=8, help="DP-FTRL's min_separation and tree size [8]."
+    )
+    parser.add_argument(
+        "--eager-fraction", type=float, default=0.1, help="Share of eager users [0.1]."
+    )
+    parser.add_argument(
+        "--eager-checkins", type=int, default=10, help="Check-ins per round of an eager user [10]."
     )
     parser.add_argument("--epsilon-budget", type=float, default=10.0, help="ε budget [10].")
     parser.add_argument("--initial-clip", type=float, default=1.0, help="First C [1.0].")
@@ -462,27 +544,32 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "epsilon_budget": args.epsilon_budget,
         "initial_clip": args.initial_clip,
+        "separation": args.separation,
+        "eager_fraction": args.eager_fraction,
+        "eager_checkins": args.eager_checkins,
         "test_users": args.test_users,
         "seed": args.seed,
         "heterogeneity": args.heterogeneity,
         "progress": not args.json or sys.stderr.isatty(),
     }
+    plan = [("poisson", z) for z in args.noise] + [("dp_ftrl", z) for z in args.ftrl_noise]
     t0 = time.perf_counter()
     shards = Shards(opts, args.shards)
     try:
         parts, examples = shards.ready()
         test = TestSet.of(parts)
         _check_scoring(test, parts)
+        setup_s = time.perf_counter() - t0
         _say(
             opts,
             f"population ready: {args.population} users, {examples} examples, "
-            f"{test.labels.size} test examples ({time.perf_counter() - t0:.0f} s)",
+            f"{test.labels.size} test examples ({setup_s:.0f} s)",
         )
         with tempfile.TemporaryDirectory(prefix="dandelion-dp-") as tmp:
-            plain = asyncio.run(run(None, opts, shards, test, str(Path(tmp) / "plain.db")))
+            plain = asyncio.run(run("none", None, opts, shards, test, str(Path(tmp) / "plain.db")))
             dps = [
-                asyncio.run(run(z, opts, shards, test, str(Path(tmp) / f"dp{i}.db")))
-                for i, z in enumerate(args.noise)
+                asyncio.run(run(m, z, opts, shards, test, str(Path(tmp) / f"dp{i}.db")))
+                for i, (m, z) in enumerate(plan)
             ]
     finally:
         shards.stop()
@@ -490,15 +577,21 @@ def main(argv: list[str] | None = None) -> int:
     base = plain["final_accuracy"]
     runs = [
         {
+            "mechanism": dp["mechanism"],
             "noise_multiplier": dp["noise_multiplier"],
+            "min_separation": dp["min_separation"],
             "epsilon": dp["epsilon"],
+            "delta": dp["delta"],
+            "accountant": dp["accountant"],
             "final_accuracy": dp["final_accuracy"],
             "ratio": round(dp["final_accuracy"] / base, 4),
+            "participation": dp["participation"],
             "accuracy_per_round": [h["accuracy"] for h in dp["history"]],
             "epsilon_per_round": [h["epsilon"] for h in dp["history"]],
             "clip_norm_per_round": [h["clip_norm"] for h in dp["history"]],
             "noise_std_per_round": [h["noise_std"] for h in dp["history"]],
             "reports_per_round": [h["reports"] for h in dp["history"]],
+            "round_wall_s": [h["wall_s"] for h in dp["history"]],
             "status": dp["status"],
             "wall_s": dp["wall_s"],
         }
@@ -510,8 +603,11 @@ def main(argv: list[str] | None = None) -> int:
         "per_round": args.per_round,
         "q": args.per_round / args.population,
         "rounds": args.rounds,
+        "eager_fraction": args.eager_fraction,
+        "eager_checkins": args.eager_checkins,
         "delta": dps[0]["delta"],
-        "accountant": "pld",
+        "mechanism": first["mechanism"],
+        "accountant": first["accountant"],
         "noise_multiplier": first["noise_multiplier"],
         "epsilon": first["epsilon"],
         "non_private_accuracy": base,
@@ -519,14 +615,18 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": first["ratio"],
         "majority_class": round(majority, 4),
         "non_private_accuracy_per_round": [h["accuracy"] for h in plain["history"]],
+        "non_private_reports_per_round": [h["reports"] for h in plain["history"]],
+        "non_private_round_wall_s": [h["wall_s"] for h in plain["history"]],
+        "non_private_participation": plain["participation"],
         "non_private_wall_s": plain["wall_s"],
         "dp_runs": runs,
+        "setup_s": round(setup_s, 1),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     if args.svg:
         Path(args.svg).write_text(_svg(summary))
     print(json.dumps(summary) if args.json else json.dumps(summary, indent=2))
-    ok = first["ratio"] >= 0.9 and (first["epsilon"] or math.inf) <= 10
+    ok = all(r["ratio"] >= 0.9 and (r["epsilon"] or math.inf) <= 10 for r in runs)
     return 0 if ok else 1
 
 
@@ -535,7 +635,7 @@ def _svg(summary: dict[str, Any]) -> str:
     series = [("non-private", summary["non_private_accuracy_per_round"], "#444")]
     colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
     for run_, colour in zip(summary["dp_runs"], colours * 4, strict=False):
-        label = f"DP z={run_['noise_multiplier']:g}, ε={run_['epsilon']:.2f}"
+        label = f"{run_['mechanism']} z={run_['noise_multiplier']:g}, ε={run_['epsilon']:.2f}"
         series.append((label, run_["accuracy_per_round"], colour))
     values = [v for _, ys, _ in series for v in ys]
     lo, hi = math.floor(min(values) * 100) / 100, math.ceil(max(values) * 100) / 100

@@ -301,6 +301,9 @@ def _task(args: argparse.Namespace) -> int:
     if shown is None:
         print(f"dandelion task show: no task {args.name!r}", file=sys.stderr)
         return 1
+    if not args.json and shown["privacy"] is not None:
+        # ε never alone: its δ, mechanism, unit and assumption, in words, first.
+        print(f"guarantee: {shown['privacy']['guarantee']['statement']}")
     _print(shown, args.json, None)
     return 0
 

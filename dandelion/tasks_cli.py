@@ -6,6 +6,10 @@ by the admin API, so it is made strictly JSON-safe here: every non-finite float 
 that overflowed, an unbounded ε, an ``inf`` in a task file) becomes ``null``
 (:func:`dandelion.api.strict_json.finite`). The operator who runs these commands owns the state
 file, so nothing here is withheld below ``monitor_k``; the admin API withholds on top of this.
+
+Wherever ε is shown it comes with its guarantee in words — δ, mechanism, unit of privacy,
+neighbouring relation, assumption (:func:`dandelion.privacy.guarantee.guarantee`) — as the
+``guarantee`` of a task's ``privacy`` and of each row of the task list.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 
 from .api.strict_json import finite
 from .coordinator import TaskConfig, create_task
+from .privacy.config import privacy_config
+from .privacy.guarantee import guarantee
 from .storage import SQLiteStore, StateStore
 
 __all__ = [
@@ -54,6 +60,7 @@ def task_rows(store: StateStore) -> list[dict[str, Any]]:
                 "model_version": latest.version if latest else None,
                 "rounds_opened": store.last_round_number(record.name),
                 "epsilon_spent": (privacy or {}).get("epsilon_spent"),
+                "guarantee": (privacy or {}).get("guarantee"),
             }
         )
     made: list[dict[str, Any]] = finite(rows)
@@ -71,6 +78,7 @@ def list_tasks_in(db: str) -> list[dict[str, Any]]:
                 "model_version": row["model_version"],
                 "rounds": row["rounds_opened"],
                 "epsilon_spent": row["epsilon_spent"],
+                "guarantee": row["guarantee"],
             }
             for row in task_rows(store)
         ]
@@ -125,17 +133,20 @@ def privacy_summary(
     store: StateStore, name: str, config: dict[str, Any], recent: int = 10
 ) -> dict[str, Any] | None:
     """The privacy a DP task has spent, from its ledger (None for a task without privacy):
-    ε spent against the budget, the parameters charged, the next round's clip norm, and the
-    last ``recent`` ledger entries."""
-    privacy = config.get("privacy")
-    if not privacy:
+    ε spent against the budget, the guarantee that ε stands for, the parameters charged, the
+    next round's clip norm, and the last ``recent`` ledger entries."""
+    checked = privacy_config(config)
+    if checked is None:
         return None
+    privacy = config["privacy"]
     entries = store.list_ledger(name)
     last = entries[-1] if entries else None
     initial_clip = config["server"].get("clip_norm") or config["hyper"]["clip_norm"]
     goal = config["rounds"]["goal"]
+    spent = last.epsilon if last else 0.0
     return {
-        "epsilon_spent": last.epsilon if last else 0.0,
+        "epsilon_spent": spent,
+        "guarantee": guarantee(checked, spent),
         "epsilon_budget": privacy["epsilon"],
         "delta": privacy["delta"],
         "accountant": privacy["accountant"],

@@ -81,21 +81,33 @@ async def _stop(coordinator: Coordinator) -> None:
 
 
 async def _one_round(coordinator: Coordinator, tag: str) -> list[float]:
-    """GOAL workers check in and report; wait for the commit. Returns the clip norms sent."""
+    """Workers check in until GOAL of them are sampled (each worker's coin for the round has
+    probability q), those report, the deadline closes the round; wait for the commit. Returns
+    the clip norms sent."""
     runtime = coordinator.tasks["dp"]
     clips = []
     reports = []
-    for i in range(GOAL):
-        worker = f"w-{tag}-{i:03d}"
+    for i in range(100 * POPULATION):
+        if len(reports) == GOAL:
+            break
+        worker = f"w-{tag}-{i:05d}"
         await coordinator.on_hello(Hello(worker, {"kind": "cpython"}, "opted_in"))
         task = (await coordinator.on_checkin(worker, Checkin())).message
+        if isinstance(task, ComeBack):
+            assert task.reason == "not_sampled", task
+            continue
         assert isinstance(task, Task), task
         clips.append(task.hyper["clip_norm"])
-        values = np.full(11, 0.1 * (i + 1), dtype=np.float32)
+        values = np.full(11, 0.1 * (len(reports) + 1), dtype=np.float32)
         update = Update("dp", task.round, task.nonce, num_examples=3, unclipped=True)
         frame = frame_of(runtime.config, task.nonce, values)
-        reports.append(coordinator.on_update(worker, update, frame))
-    # Reports arrive together: an ack waits for the checkpoint (or commit) that holds it.
+        reports.append(asyncio.ensure_future(coordinator.on_update(worker, update, frame)))
+    assert len(reports) == GOAL
+    # Under Poisson participation the round closes at its deadline, and acknowledges then.
+    await asyncio.sleep(0)
+    assert runtime.round is not None
+    coordinator.clock.now = runtime.round.deadline + 1  # type: ignore[attr-defined]
+    await coordinator.tick()
     for reply in await asyncio.gather(*reports):
         assert isinstance(reply.message, Ack), reply
     for _ in range(500):
@@ -207,7 +219,7 @@ def _dandelion(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _dp_task_file(budget: float) -> str:
     return toy_task_file(
-        {"goal": 3, "min_reports": 3, "over_selection": 1.0, "deadline_s": 60.0},
+        {"goal": 3, "min_reports": 3, "over_selection": 1.0, "deadline_s": 3.0},
         server={"weighting": "uniform"},
         privacy={
             "population": 30,
@@ -220,12 +232,15 @@ def _dp_task_file(budget: float) -> str:
 
 
 async def _assigned(client: RawClient) -> dict[str, Any] | None:
+    """The client's task, None once the budget is spent, or {} when its coin says no."""
     for _ in range(100):
         msg, _frame = await client.checkin()
         if msg["type"] == "task":
             return msg
         if msg["reason"] == "budget_exhausted":
             return None
+        if msg["reason"] == "not_sampled":
+            return {}
         await asyncio.sleep(0.02)
     raise AssertionError("neither a task nor budget_exhausted")
 
@@ -236,13 +251,20 @@ async def test_dandelion_serve_keeps_refusing_after_a_kill_and_restart(tmp_path:
     server.task_file.write_text(_dp_task_file(budget))
     try:
         await server.start()
-        clients = []
-        for i in range(GOAL):
+        clients, tasks, others = [], [], []
+        for i in range(100 * POPULATION):  # until GOAL workers' coins said yes
+            if len(clients) == GOAL:
+                break
             client = await RawClient.connect(server.url)
             assert (await client.hello(f"worker-{i}"))["type"] == "welcome"
-            clients.append(client)
-        tasks = [await _assigned(c) for c in clients]
-        assert None not in tasks
+            task = await _assigned(client)
+            assert task is not None
+            (clients if task else others).append(client)
+            if task:
+                tasks.append(task)
+        for client in others:
+            await client.close()
+        # The deadline (3 s) closes the round: Poisson participation has no goal count.
         replies = await report_together(zip(clients, tasks, strict=True), np.full(11, 0.05))
         assert [r["type"] for r in replies] == ["ack"] * GOAL, replies
         # Round 2 would pass the budget: it is never offered.

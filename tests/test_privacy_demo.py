@@ -1,5 +1,6 @@
-"""The DP demo benchmark, run small: it drives the real coordinator and sessions, its ε comes
-from the coordinator's ledger and agrees with the accountant, and noise is really added."""
+"""The DP demo benchmark, run small: it drives the real coordinator and sessions, the coordinator
+does the sampling (Poisson coins, DP-FTRL's separation), its ε comes from the coordinator's
+ledger and agrees with dp-accounting for the events composed, and noise is really added."""
 
 from __future__ import annotations
 
@@ -31,16 +32,42 @@ def test_dp_demo_runs_small_and_reports_the_ledgers_epsilon(tmp_path: Path) -> N
     assert out["q"] == pytest.approx(0.1)
     assert out["delta"] == pytest.approx(500**-1.1)
     assert len(out["non_private_accuracy_per_round"]) == 3
-    assert [r["noise_multiplier"] for r in out["dp_runs"]] == [1.0, 2.0]
-    for run in out["dp_runs"]:
+    runs = out["dp_runs"]
+    assert [(r["mechanism"], r["noise_multiplier"]) for r in runs] == [
+        ("poisson", 1.0),
+        ("poisson", 2.0),
+        ("dp_ftrl", 3.0),
+    ]
+    for run in runs:
+        assert run["delta"] == pytest.approx(500**-1.1)
         eps = run["epsilon_per_round"]
-        assert len(eps) == 3 and eps == sorted(eps) and len(set(eps)) == 3
-        rounds = len(run["accuracy_per_round"])
-        expected = epsilon_after(0.1, run["noise_multiplier"], rounds, out["delta"])
+        assert len(eps) == 3 and eps == sorted(eps) and eps[0] > 0
+        assert 0.5 < run["final_accuracy"] <= 1.0
+        assert run["ratio"] == pytest.approx(
+            run["final_accuracy"] / out["non_private_accuracy"], abs=1e-4
+        )
+    for run in runs[:2]:
+        assert len(set(run["epsilon_per_round"])) == 3
+        expected = epsilon_after(0.1, run["noise_multiplier"], 3, out["delta"])
         assert run["epsilon"] == pytest.approx(expected, rel=1e-9)
         for clip, std in zip(run["clip_norm_per_round"], run["noise_std_per_round"], strict=True):
             assert std >= run["noise_multiplier"] * clip > 0
         assert run["clip_norm_per_round"][0] == 1.0
-        assert 0.5 < run["final_accuracy"] <= 1.0
-    assert out["dp_runs"][1]["epsilon"] < out["dp_runs"][0]["epsilon"]
+        # The coordinator's coins, not a cap: the count varies around q x population = 50.
+        assert all(20 <= n <= 90 for n in run["reports_per_round"]), run["reports_per_round"]
+    assert runs[1]["epsilon"] < runs[0]["epsilon"]
+    ftrl = runs[2]
+    assert ftrl["min_separation"] == 8 and ftrl["accountant"] == "rdp"
+    assert ftrl["noise_std_per_round"] == [3.0] * 3  # z C per tree node, C fixed at 1
+    assert ftrl["reports_per_round"] == [50] * 3
+    # No worker twice within 8 rounds: in 3 rounds an eager worker takes part at most once.
+    assert ftrl["participation"]["eager"] <= 1 / 3
+    # First come: eager workers take part far more often than lazy ones without privacy.
+    assert out["non_private_participation"]["eager"] > 2 * out["non_private_participation"]["lazy"]
+    import dp_accounting
+    from dp_accounting import rdp
+
+    acct = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_SPECIAL)
+    acct.compose(dp_accounting.SingleEpochTreeAggregationDpEvent(3.0, 3))
+    assert ftrl["epsilon"] == pytest.approx(acct.get_epsilon(out["delta"]), rel=1e-9)
     assert svg.read_text().startswith("<svg")

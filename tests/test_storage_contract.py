@@ -122,6 +122,13 @@ def test_an_open_round_keeps_its_checkpoint_until_it_closes(store: StateStore) -
         store.save_round_checkpoint(RoundCheckpoint("t1", 1, "key", b"sum", 3, 3.0))
 
 
+def test_a_task_secret_is_made_once_and_kept(store: StateStore) -> None:
+    _task(store)
+    assert store.task_secret("t1", "ftrl", "first") == "first"
+    assert store.task_secret("t1", "ftrl", "second") == "first"
+    assert store.task_secret("t1", "other", "x") == "x"
+
+
 def test_round_result_is_all_or_nothing(store: StateStore) -> None:
     _task(store)
     store.open_round(_round(1))
@@ -166,6 +173,7 @@ def test_sqlite_migrations_are_idempotent_and_state_survives_reopen(tmp_path: Pa
         "m002_privacy_ledger",
         "m003_admin_tokens",
         "m004_durable_rounds",
+        "m005_task_secrets",
     ]
     assert again.latest_model_version("t1").params == b"\7" * 4  # type: ignore[union-attr]
     mode = again.conn.execute("PRAGMA journal_mode").fetchone()[0]

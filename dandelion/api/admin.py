@@ -19,6 +19,11 @@ What a route may show of a round is decided in one place, ``stats.round_figures`
 version it made), and every time is rounded down to ``monitor_bucket_s``. Every body is strict
 JSON (``strict_json``: non-finite figures are ``null``). docs/openapi.json describes every
 route; errors have the one shape of ``errors.py``.
+
+ε is never shown alone: a DP task's ``privacy`` (task detail, privacy ledger) and each row of
+the task list carry ``guarantee`` — ε with its δ, mechanism, unit of privacy, neighbouring
+relation and assumption (``dandelion.privacy.guarantee``, via ``tasks_cli``). They are outputs of
+the mechanism, not counts of workers, so the k threshold does not apply to them.
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ per ``dashboard_refresh_s`` and shared by every open dashboard (``stats.Snapshot
 What a snapshot may show is decided by ``stats.py`` (withheld below k, bucketed times); it is
 written as strict JSON (``strict_json``): no NaN or Infinity reaches a browser's ``JSON.parse``.
 Each task with an open round carries ``waiting``, the coordinator's words for why it is still
-open, which the page shows as a line of its own.
+open, which the page shows as a line of its own. Each DP task carries ``guarantee``
+(``dandelion.privacy.guarantee``): its ε with δ, mechanism, unit of privacy, neighbouring
+relation and assumption; the page shows its ``statement`` beside the ε spent, and the ε chart
+names δ.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def charts_for(snapshot: dict[str, Any]) -> dict[str, Any]:
         }
         if task["epsilon_budget"] is not None:
             charts["epsilon"] = line_chart(
-                f"ε spent (budget {task['epsilon_budget']:g})",
+                f"ε spent (δ = {task['delta']:.1e}; budget {task['epsilon_budget']:g})",
                 numbers,
                 {"ε": [r["epsilon"] for r in rounds]},
             )

@@ -12,6 +12,10 @@ what the dashboard, the admin API and ``/metrics`` (:func:`shows_figures`) all u
 with fewer than k reports shows no metrics (loss, accuracy, norms, clip fractions — averages
 over fewer than k workers), no duration, its counts as "<k", and its times bucketed like every
 other time. Snapshots are made strictly JSON-safe (:func:`~.strict_json.finite`).
+
+ε and δ are outputs of the DP mechanism, not figures about workers: they are shown whatever the
+counts, and always with the guarantee they stand for (``guarantee``, from
+:func:`dandelion.privacy.guarantee.guarantee`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..coordinator import Coordinator
+from ..privacy.config import privacy_config
+from ..privacy.guarantee import guarantee
 from ..settings import Settings
 from ..storage import (
     AsyncStore,
@@ -176,7 +182,9 @@ def build_snapshot(
             if closed is not None and closed in index and r.dropped:
                 raw_series["dropped"][index[closed]] += r.dropped
         ledger = raw.ledgers.get(record.name, [])
-        privacy = config.privacy if config is not None else None
+        # The runtime's own, or the stored table for a task the coordinator has not loaded.
+        privacy = config.privacy if config is not None else privacy_config(record.config)
+        spent = ledger[-1].epsilon if ledger else (0.0 if privacy else None)
         tasks.append(
             {
                 "name": record.name,
@@ -184,9 +192,12 @@ def build_snapshot(
                 "reason": record.reason,
                 "model_version": runtime.model_version if runtime is not None else None,
                 "goal": config.rounds.goal if config is not None else None,
-                "epsilon_spent": ledger[-1].epsilon if ledger else (0.0 if privacy else None),
+                "epsilon_spent": spent,
                 "epsilon_budget": privacy.epsilon if privacy is not None else None,
                 "delta": privacy.delta if privacy is not None else None,
+                "guarantee": (
+                    guarantee(privacy, spent) if privacy is not None and spent is not None else None
+                ),
                 "rounds": [_round_row(r, k, width, clip_default) for r in reversed(rounds)],
                 "waiting": _waiting(coordinator, record.name, k),
             }

@@ -24,6 +24,7 @@ from typing import Any
 from ..aggregation import UpdateRejected
 from ..aggregation.optimizers import encode_state
 from ..privacy import secure_generator
+from ..privacy.ftrl import position
 from ..protocol import Ack, Reject, TensorFrame, Update
 from ..storage import (
     AsyncStore,
@@ -275,8 +276,14 @@ class RoundLifecycle:
     async def _commit(self, runtime: TaskRuntime, rnd: RoundState) -> None:
         now = self.clock()
         batch = rnd.close()
-        rng = secure_generator() if runtime.config.privacy is not None else None
-        mean = rnd.result(rng)
+        privacy = runtime.config.privacy
+        rng = secure_generator() if privacy is not None else None
+        tree = None
+        if privacy is not None and privacy.ftrl:
+            assert runtime.tree_noise is not None  # attached when the task was loaded
+            index, step = position(runtime.released + 1, privacy.min_separation)
+            tree = (runtime.tree_noise, index, step)
+        mean = rnd.result(rng, tree)
         metrics = rnd.metrics()
         version: ModelVersion | None = None
         params = runtime.params
@@ -336,6 +343,7 @@ class RoundLifecycle:
         if ledger is not None and runtime.ledger is not None:
             runtime.ledger.record(runtime.ledger.next_event(), ledger.epsilon)
             runtime.clip_norm = ledger.next_clip_norm
+            runtime.participated([*rnd.reporters(), *batch.workers])
         log.info(
             "task %s round %d %s: %d/%d reported, model version %d",
             runtime.name,

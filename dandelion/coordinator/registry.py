@@ -8,13 +8,16 @@ model version, privacy ledger and optimizer state.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import secrets
 
 import numpy as np
 
 from ..aggregation.optimizers import decode_state
 from ..privacy import PrivacyLedger
+from ..privacy.ftrl import TreeNoise
 from ..storage import AsyncStore, LedgerEntry, ModelVersion, StateStore, TaskRecord
 from .runtime import TaskRuntime
 from .taskconfig import TaskConfig
@@ -22,6 +25,13 @@ from .taskconfig import TaskConfig
 __all__ = ["TaskRegistry", "create_task"]
 
 log = logging.getLogger("dandelion.coordinator")
+
+#: The name of a DP-FTRL task's tree-noise key in ``task_secrets``.
+_TREE_KEY = "ftrl_tree"
+
+
+def _reporters(task: str, number: int, store: StateStore) -> tuple[set[str], set[str]]:
+    return store.round_participants(task, number)
 
 
 class TaskRegistry:
@@ -67,7 +77,7 @@ class TaskRegistry:
             if entries:
                 clip_norm = entries[-1].next_clip_norm
         log.info("task %s at model version %d, round %d", name, latest.version, last_round)
-        return TaskRuntime(
+        runtime = TaskRuntime(
             config,
             record.status,
             params,
@@ -79,10 +89,31 @@ class TaskRegistry:
             clip_norm=clip_norm,
             reason=record.reason,
         )
+        await self._attach_ftrl(runtime)
+        return runtime
+
+    async def _attach_ftrl(self, runtime: TaskRuntime) -> None:
+        """DP-FTRL: the task's tree noise from its stored key (made once), and who took part in
+        its last ``min_separation`` released rounds (from their participation events)."""
+        privacy = runtime.config.privacy
+        if privacy is None or not privacy.ftrl:
+            return
+        name = runtime.name
+        fresh = secrets.token_hex(32)
+        key: str = await self.store.write(lambda s: s.task_secret(name, _TREE_KEY, fresh))
+        std = privacy.noise_multiplier * runtime.config.clip_norm
+        runtime.tree_noise = TreeNoise(bytes.fromhex(key), runtime.config.model.param_count, std)
+        entries: list[LedgerEntry] = await self.store.read(lambda s: s.list_ledger(name))
+        first = max(0, len(entries) - privacy.min_separation)
+        for index, entry in enumerate(entries[first:], start=first + 1):
+            _, reported = await self.store.read(functools.partial(_reporters, name, entry.round))
+            for worker in reported:
+                runtime.last_participation[worker] = index
 
     async def add(self, config: TaskConfig, now: float) -> TaskRuntime:
         """Create a task with its initial model (version 0). Raises ConflictError."""
         runtime = await self.store.write(lambda s: create_task(s, config, now))
+        await self._attach_ftrl(runtime)
         self.tasks[config.name] = runtime
         return runtime
 

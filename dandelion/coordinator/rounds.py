@@ -35,6 +35,8 @@ from ..aggregation import Aggregate, Contribution, decode_update, update_weight
 from ..aggregation.errors import UpdateRejected
 from ..privacy import Release, observed_bit
 from ..privacy.aggregate import PrivateAggregate
+from ..privacy.ftrl import TreeNoise
+from ..privacy.mechanism import ftrl_release
 from ..protocol import TensorFrame, Update
 from .taskconfig import TaskConfig
 
@@ -73,6 +75,15 @@ class Batch:
 def assignment_nonce(secret: str, task: str, number: int, worker_id: str) -> str:
     mac = hmac.new(secret.encode(), f"{task}\0{number}\0{worker_id}".encode(), hashlib.sha256)
     return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
+
+
+def participation_coin(secret: str, task: str, number: int, worker_id: str) -> float:
+    """A uniform number in [0, 1) decided once per worker and round: an HMAC under the round's
+    secret, so reconnecting never flips it again, and nobody without the secret can predict
+    or steer it."""
+    key = f"coin\0{task}\0{number}\0{worker_id}".encode()
+    mac = hmac.new(secret.encode(), key, hashlib.sha256).digest()
+    return int.from_bytes(mac[:8], "big") / 2**64
 
 
 class RoundState:
@@ -147,10 +158,26 @@ class RoundState:
     # -- selection -------------------------------------------------------------------------------
 
     @property
+    def poisson(self) -> bool:
+        """Each worker joins by its own coin; no cap, and the round closes at its deadline."""
+        privacy = self.config.privacy
+        return privacy is not None and privacy.poisson
+
+    def sampled(self, worker_id: str) -> bool:
+        """Under Poisson participation: whether this worker's coin for this round says yes."""
+        privacy = self.config.privacy
+        assert privacy is not None
+        coin = participation_coin(self.secret, self.config.name, self.number, worker_id)
+        return coin < privacy.sampling_rate
+
+    @property
     def needed(self) -> int:
-        """How many more workers the round would assign now."""
+        """How many more workers the round would assign now (under Poisson participation: no
+        cap, the coins decide)."""
         if not self.open:
             return 0
+        if self.poisson:
+            return 1
         return max(0, self.config.rounds.max_assigned - self._holding)
 
     @property
@@ -266,7 +293,13 @@ class RoundState:
 
     @property
     def complete(self) -> bool:
-        return self.reported >= self.config.rounds.goal
+        """The goal is reached (never under Poisson participation: there the goal is the
+        expected count, and the round closes at its deadline)."""
+        return not self.poisson and self.reported >= self.config.rounds.goal
+
+    def reporters(self) -> list[str]:
+        """Workers whose report is durable in this round."""
+        return [a.worker_id for a in self._assignments.values() if a.state == _REPORTED]
 
     def due(self, now: float) -> bool:
         return now >= self.deadline
@@ -331,10 +364,13 @@ class RoundState:
         self.batch = self._new_batch()
         self._forget(batch)
 
-    def result(self, rng: np.random.Generator | None) -> np.ndarray | None:
+    def result(
+        self, rng: np.random.Generator | None, tree: tuple[TreeNoise, int, int] | None = None
+    ) -> np.ndarray | None:
         """The update the server optimizer applies, or None when the round is abandoned (below
-        its minimum). With a privacy config it is DP-FedAvg's release, kept as ``release``;
-        ``rng`` is then the noise source (required)."""
+        its minimum). With a privacy config it is the private release, kept as ``release``:
+        DP-FedAvg's (``rng`` the noise source), or under DP-FTRL the step of the noisy prefix
+        sum (``tree``: the task's tree noise and this round's tree and step)."""
         final = self.final
         assert final is not None, "close() first"
         if final.count < max(1, self.config.rounds.minimum):
@@ -342,6 +378,11 @@ class RoundState:
         privacy = self.config.privacy
         if privacy is None:
             return final.mean()
+        if privacy.ftrl:
+            assert tree is not None, "a DP-FTRL round needs its tree noise and position"
+            noise, index, step = tree
+            self.release = ftrl_release(privacy, final.sum, self.clip_norm, noise, index, step)
+            return self.release.mean
         assert rng is not None, "a private round needs its noise generator"
         self.release = PrivateAggregate(final, privacy, self.clip_norm).release(rng)
         return self.release.mean if self.release is not None else None

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..aggregation.optimizers import ServerOptimizer, make_optimizer
 from ..privacy import PrivacyLedger
+from ..privacy.ftrl import TreeNoise
 from ..protocol import FrameHeader, encode_frame
 from .rounds import RoundState
 from .taskconfig import TaskConfig
@@ -75,12 +76,44 @@ class TaskRuntime:
         if optimizer_state:
             self.optimizer.load_state(optimizer_state)
         self.round: RoundState | None = None
+        #: DP-FTRL: the task's tree noise (from its stored key), and each recent participant's
+        #: released-round index — what the minimum separation is enforced against.
+        self.tree_noise: TreeNoise | None = None
+        self.last_participation: dict[str, int] = {}
         self.closing = False
         self.opening = False  # a budget check is running before the next round opens
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def released(self) -> int:
+        """Private rounds released so far (the ledger's length; 0 without privacy)."""
+        return len(self.ledger.events) if self.ledger is not None else 0
+
+    def separated(self, worker_id: str) -> bool:
+        """Under DP-FTRL: whether the worker may take part in the next released round — its
+        last participation at least ``min_separation`` released rounds before it."""
+        privacy = self.config.privacy
+        if privacy is None or not privacy.ftrl:
+            return True
+        last = self.last_participation.get(worker_id)
+        return last is None or (self.released + 1) - last >= privacy.min_separation
+
+    def participated(self, workers: list[str]) -> None:
+        """Under DP-FTRL: ``workers`` took part in the round just released (index
+        ``released``); forget participations too old to matter."""
+        privacy = self.config.privacy
+        if privacy is None or not privacy.ftrl:
+            return
+        index = self.released
+        for worker in workers:
+            self.last_participation[worker] = index
+        horizon = index - privacy.min_separation
+        stale = [w for w, i in self.last_participation.items() if i <= horizon]
+        for worker in stale:
+            del self.last_participation[worker]
 
     @property
     def finished(self) -> bool:

@@ -4,6 +4,10 @@ Rules of this file: it reads the tasks' open rounds and assigns; it never awaits
 the clock. A worker that lost its task (it reconnected) is handed the same assignment back; one
 that already reported is asked back after the round; one turned away from a full round is asked
 back soon — slots free up as assignments lapse — in a window no wider than pace steering's.
+Under ``[privacy]`` the mechanism's rule comes first: with Poisson participation a worker joins
+only if its coin for the round says so (``not_sampled`` otherwise, and no cap); under DP-FTRL
+only if its last participation is at least ``min_separation`` released rounds back
+(``separation`` otherwise).
 """
 
 from __future__ import annotations
@@ -51,6 +55,14 @@ def select(
         if mine is not None and mine.state == "active":
             # The worker lost its task (reconnect): hand the same assignment back.
             return runtime, rnd, mine
+        if rnd.poisson and not rnd.sampled(worker_id):
+            # Its coin for this round said no, once and for all: come back next round.
+            reason, not_before = "not_sampled", rnd.deadline
+            continue
+        if not runtime.separated(worker_id):
+            # DP-FTRL: it took part too recently; the separation is what the ε rests on.
+            reason, not_before = "separation", rnd.deadline
+            continue
         if rnd.needed > 0:
             candidates.append((runtime, rnd))
         else:

@@ -1,6 +1,7 @@
 """User-level differential privacy for federated rounds: DP-FedAvg with a fixed denominator,
-adaptive clipping, accounting with dp-accounting, and the budget rule. numpy and dp-accounting
-only (the latter imported lazily); no I/O. See ``docs/privacy.md``."""
+adaptive clipping, DP-FTRL's tree aggregation, accounting with dp-accounting, and the budget
+rule. numpy and dp-accounting only (the latter imported lazily); no I/O. See
+``docs/privacy.md``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from .accountant import (
     compose,
     epsilon,
     epsilon_after,
+    ftrl_epsilon,
     rdp_curve,
     rdp_epsilon_classic,
 )
@@ -22,8 +24,9 @@ from .config import (
     PrivacyConfigError,
     default_delta,
 )
+from .ftrl import TreeNoise, position
 from .ledger import BudgetCheck, PrivacyLedger
-from .mechanism import Release, release
+from .mechanism import Release, ftrl_release, release
 from .noise import gaussian_noise, noisy_count, noisy_mean, secure_generator
 
 __all__ = [
@@ -38,15 +41,19 @@ __all__ = [
     "PrivacyLedger",
     "Release",
     "RoundEvent",
+    "TreeNoise",
     "compose",
     "default_delta",
     "epsilon",
     "epsilon_after",
+    "ftrl_epsilon",
+    "ftrl_release",
     "gaussian_noise",
     "next_clip_norm",
     "noisy_count",
     "noisy_mean",
     "observed_bit",
+    "position",
     "rdp_curve",
     "rdp_epsilon_classic",
     "release",

@@ -6,6 +6,23 @@ clip norm. ``T`` such rounds are ``PoissonSampledDpEvent(q, GaussianDpEvent(z))`
 times; the PLD accountant (privacy loss distributions, tight) turns that into ε at a given δ,
 the RDP accountant (Rényi DP, looser but faster) is available as an option.
 
+A DP-FTRL round (``mechanism = "dp_ftrl"``, Kairouz et al. 2021) is one step of a binary tree
+aggregation; the released rounds form trees of ``tree_size`` steps, the noise restarting with
+each tree, and each user takes part at most once per tree. :func:`ftrl_epsilon` composes one
+``SingleEpochTreeAggregationDpEvent(z, tree_size)`` per full tree (and one for the steps of a
+last partial tree) in dp-accounting's RDP accountant — the only one that knows the event.
+
+**The neighbouring relation differs.** Poisson rounds are accounted for adding or removing one
+user (``ADD_OR_REMOVE_ONE``). Tree aggregation is accounted, as in the paper, for
+``REPLACE_SPECIAL``: the neighbouring dataset keeps the user's participation slots but replaces
+all of its data with a special record whose clipped update is zero. Because the denominator is
+fixed in advance, a zero update is what the released sums would hold had the user sent nothing,
+so this protects the user's data, with sensitivity C per tree node (not 2C as for replacing one
+user by any other); it does not hide *that* the user took part in the rounds it was assigned
+(which the participation records, unprotected either way, show anyway), nor does it cover a
+user's absence changing who else was scheduled. An ε under one relation is not a figure under
+the other: do not compare them as if they were.
+
 ``dp_accounting`` is imported lazily: it takes over a second to import, and only the
 coordinator's budget checks and the ``dandelion privacy`` command need it.
 
@@ -27,6 +44,7 @@ __all__ = [
     "compose",
     "epsilon",
     "epsilon_after",
+    "ftrl_epsilon",
     "rdp_curve",
     "rdp_epsilon_classic",
 ]
@@ -143,3 +161,39 @@ def rdp_epsilon_classic(
         if alpha > 1 and math.isfinite(r):
             best = min(best, r + math.log(1 / delta) / (alpha - 1))
     return best
+
+
+def ftrl_epsilon(z: float, tree_size: int, rounds: int, delta: float) -> float:
+    """ε at ``delta`` after ``rounds`` released rounds of DP-FTRL: trees of ``tree_size`` steps,
+    restarted after each, node noise multiplier ``z`` (node std / clip norm), each user at most
+    once per tree. dp-accounting's RDP accountant, ``REPLACE_SPECIAL`` relation (see the module
+    docstring). 0.0 for no rounds; cached like :func:`epsilon`."""
+    if not (isinstance(z, int | float) and z > 0 and math.isfinite(z)):
+        raise ValueError(f"noise multiplier z must be a positive number, got {z}")
+    if type(tree_size) is not int or tree_size < 1:
+        raise ValueError(f"tree_size must be an integer >= 1, got {tree_size!r}")
+    if type(rounds) is not int or rounds < 0:
+        raise ValueError(f"rounds must be a non-negative integer, got {rounds!r}")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    if rounds == 0:
+        return 0.0
+    return _ftrl_epsilon(float(z), tree_size, rounds, float(delta))
+
+
+@functools.lru_cache(maxsize=256)
+def _ftrl_epsilon(z: float, tree_size: int, rounds: int, delta: float) -> float:
+    import dp_accounting
+    from dp_accounting import rdp
+
+    full, last = divmod(rounds, tree_size)
+    trees: list[Any] = []
+    if full:
+        tree = dp_accounting.SingleEpochTreeAggregationDpEvent(z, tree_size)
+        trees.append(dp_accounting.SelfComposedDpEvent(tree, full))
+    if last:
+        trees.append(dp_accounting.SingleEpochTreeAggregationDpEvent(z, last))
+    acct = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_SPECIAL)
+    acct.compose(dp_accounting.ComposedDpEvent(trees))
+    value = float(acct.get_epsilon(delta))
+    return value if math.isfinite(value) else math.inf

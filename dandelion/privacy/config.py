@@ -32,6 +32,7 @@ __all__ = [
     "PrivacyConfig",
     "PrivacyConfigError",
     "default_delta",
+    "privacy_config",
 ]
 
 ACCOUNTANTS = ("pld", "rdp")
@@ -231,6 +232,16 @@ class PrivacyConfig:
             mechanism=mechanism,
             min_separation=separation if mechanism == "dp_ftrl" else 0,
         )
+
+
+def privacy_config(task: dict[str, Any]) -> PrivacyConfig | None:
+    """The privacy configuration of a stored task's ``config`` table (None without
+    ``[privacy]``). Raises PrivacyConfigError for a table that no longer checks (the coordinator
+    would refuse to load that task too)."""
+    privacy = task.get("privacy")
+    if not privacy:
+        return None
+    return PrivacyConfig.from_dict(privacy, expected_reports=task["rounds"]["goal"])
 
 
 def _number(raw: dict[str, Any], key: str, default: float | None) -> float:

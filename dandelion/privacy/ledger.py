@@ -5,6 +5,11 @@ round); it knows what was spent and what one more round would cost. Storage keep
 (``dandelion.storage``), the coordinator asks before opening each round and writes the entry in
 the same transaction as the round's model. Only released rounds spend: an abandoned or
 interrupted round publishes nothing computed from its updates.
+
+Under DP-FTRL (``config.ftrl``) a round is one step of a tree of ``min_separation`` steps: its
+event is ``RoundEvent(1.0, z)`` (no sampling is assumed) and what one more round costs is
+:func:`~dandelion.privacy.accountant.ftrl_epsilon` of the number of rounds released so far plus
+one; the entries keep the same ``(q, z, ε)`` shape.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .accountant import RoundEvent, epsilon
+from .accountant import RoundEvent, epsilon, ftrl_epsilon
 from .config import PrivacyConfig
 
 __all__ = ["BudgetCheck", "PrivacyLedger"]
@@ -62,13 +67,20 @@ class PrivacyLedger:
         return ledger
 
     def next_event(self) -> RoundEvent:
+        """The next round's event: q = 1 under DP-FTRL, which assumes no sampling."""
+        if self.config.ftrl:
+            return RoundEvent(1.0, self.config.noise_multiplier)
         return RoundEvent(self.config.sampling_rate, self.config.noise_multiplier)
 
     def check_next(self) -> BudgetCheck:
         """May one more round be released? Runs the accountant (about a second for PLD: call
         it off the event loop)."""
         c = self.config
-        after = epsilon([*self.events, self.next_event()], c.delta, c.accountant)
+        if c.ftrl:
+            rounds = len(self.events) + 1
+            after = ftrl_epsilon(c.noise_multiplier, c.min_separation, rounds, c.delta)
+        else:
+            after = epsilon([*self.events, self.next_event()], c.delta, c.accountant)
         return BudgetCheck(
             allowed=after <= c.epsilon,
             spent=self.spent,

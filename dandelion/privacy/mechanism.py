@@ -8,20 +8,27 @@ advance. With adaptive clipping the noised count of unclipped bits moves C for t
 each report's bit enters centred, as ``b - 1/2``, so adding or removing one user moves the
 count by at most 1/2 (Andrew et al. 2021, Theorem 1; TensorFlow Privacy's quantile estimator
 does the same) — which is what makes the bit noise worth ``(2 sigma_b)^-2`` in the noise split.
-Pure functions of their inputs and the passed-in generator.
+
+:func:`ftrl_release` is DP-FTRL's (Kairouz et al. 2021): the round's clipped sum plus the tree
+noise of its step (``dandelion.privacy.ftrl``), so that the sum of a tree's releases is the
+noisy prefix sum of the tree aggregation protocol; fixed clipping only.
+
+Pure functions of their inputs and the passed-in generator or tree noise.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .adaptive import next_clip_norm
 from .config import PrivacyConfig
+from .ftrl import TreeNoise
 from .noise import noisy_count, noisy_mean
 
-__all__ = ["Release", "release"]
+__all__ = ["Release", "ftrl_release", "release"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +72,34 @@ def release(
     fraction = noisy_count(centred, config.bit_noise_std, rng) / n + 0.5
     nxt = next_clip_norm(clip_norm, fraction, config.target_quantile, config.clip_learning_rate)
     return Release(mean, clip_norm, nxt, std, fraction)
+
+
+def ftrl_release(
+    config: PrivacyConfig,
+    total: np.ndarray,
+    clip_norm: float,
+    noise: TreeNoise,
+    tree: int,
+    step: int,
+) -> Release:
+    """DP-FTRL's release of the round at ``step`` of tree ``tree``: ``(total +
+    noise.step_noise(tree, step)) / n`` as float32, with ``total`` the sum of updates clipped to
+    ``clip_norm`` (weight 1 each) and n the fixed expected reports.
+
+    Summed over a tree's steps 1..t, the releases times n are the tree protocol's noisy prefix
+    sum of the totals. ``noise_std`` is the std of each tree node (z C), not of this round's
+    increment. Raises ValueError unless the task is DP-FTRL, ``noise`` was built with std
+    ``z * clip_norm`` and its length is the total's."""
+    if not config.ftrl:
+        raise ValueError('ftrl_release needs mechanism = "dp_ftrl"')
+    std = config.noise_multiplier * clip_norm
+    if not math.isclose(noise.std, std, rel_tol=1e-12, abs_tol=0.0):
+        raise ValueError(
+            f"tree noise std {noise.std:g} is not z x clip_norm = {std:g}: the accountant "
+            "charges for the latter"
+        )
+    if total.size != noise.d:
+        raise ValueError(f"total has {total.size} values, tree noise {noise.d}")
+    noised = total.astype(np.float64) + noise.step_noise(tree, step).reshape(total.shape)
+    mean: np.ndarray = (noised / float(config.expected_reports)).astype(np.float32)
+    return Release(mean, clip_norm, clip_norm, std, None)

@@ -131,6 +131,11 @@ class StateStore(abc.ABC):
     def mark_open_rounds_interrupted(self, closed_at: float) -> int:
         """At start-up: rounds left open by a crash become "interrupted". Returns how many."""
 
+    @abc.abstractmethod
+    def task_secret(self, task: str, name: str, make: str) -> str:
+        """The task's secret called ``name``; stores ``make`` as it first (in the caller's
+        transaction) when there is none. Never shown by any route or command."""
+
     # -- privacy ledger --------------------------------------------------------------------------
 
     @abc.abstractmethod

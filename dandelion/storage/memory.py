@@ -41,6 +41,7 @@ class MemoryStore(StateStore):
         self._tokens: dict[str, tuple[str, float]] = {}
         self._ledger: dict[tuple[str, int], LedgerEntry] = {}
         self._checkpoints: dict[tuple[str, int], RoundCheckpoint] = {}
+        self._secrets: dict[tuple[str, str], str] = {}
 
     _STATE: tuple[str, ...] = (
         "_tasks",
@@ -51,6 +52,7 @@ class MemoryStore(StateStore):
         "_ledger",
         "_tokens",
         "_checkpoints",
+        "_secrets",
     )
 
     @contextlib.contextmanager
@@ -180,6 +182,12 @@ class MemoryStore(StateStore):
                 elif e.event == "reported":
                     reported.add(e.worker_id)
         return selected, reported
+
+    def task_secret(self, task: str, name: str, make: str) -> str:
+        with self._lock:
+            if task not in self._tasks:
+                raise ConflictError(f"no task {task!r}")
+            return self._secrets.setdefault((task, name), make)
 
     def get_round(self, task: str, round: int) -> RoundRecord | None:
         return self._rounds.get((task, round))

@@ -115,3 +115,14 @@ def m004_durable_rounds(db: Database) -> None:
     )
     # Resuming a round reads who was selected and who reported in it.
     db["events"].create_index(["task", "round", "event"])  # type: ignore[union-attr]
+
+
+@MIGRATIONS()
+def m005_task_secrets(db: Database) -> None:
+    # Keys a task needs for its whole life and that only the coordinator may know: the key of
+    # a DP-FTRL task's tree noise (the noise is recomputed from it after a restart).
+    db["task_secrets"].create(  # type: ignore[union-attr]
+        {"task": str, "name": str, "secret": str},
+        pk=("task", "name"),
+        foreign_keys=[("task", "tasks", "name")],
+    )

@@ -260,6 +260,16 @@ class SQLiteStore(StateStore):
         reported = {w for w, e in rows if e == "reported"}
         return selected, reported
 
+    def task_secret(self, task: str, name: str, make: str) -> str:
+        self._exec(
+            "INSERT OR IGNORE INTO task_secrets (task, name, secret) VALUES (?, ?, ?)",
+            (task, name, make),
+        )
+        row = self._exec(
+            "SELECT secret FROM task_secrets WHERE task = ? AND name = ?", (task, name)
+        ).fetchone()
+        return str(row[0])
+
     def get_round(self, task: str, round: int) -> RoundRecord | None:
         row = self._exec(
             f"SELECT {self._R} FROM rounds WHERE task = ? AND round = ?", (task, round)

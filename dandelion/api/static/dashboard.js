@@ -80,6 +80,13 @@ function renderTask(task, charts, k) {
   }
   if (task.reason) facts.push(task.reason);
   box.append(el("p", { class: "facts" }, facts.join(" · ")));
+  // What that ε promises, in the coordinator's words (dandelion/privacy/guarantee.py).
+  if (task.guarantee) {
+    const g = task.guarantee;
+    const line = el("p", { class: "guarantee", "data-guarantee": g.mechanism }, "Guarantee: ");
+    line.append(el("span", {}, g.statement));
+    box.append(line);
+  }
   // Why the open round is still open, in the coordinator's words (counts below k say "<k").
   if (task.waiting) box.append(el("p", { class: "waiting", "data-waiting": "true" }, `Waiting: ${task.waiting}`));
   const grid = el("div", { class: "charts" });
