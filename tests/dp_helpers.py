@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
 
 from dandelion.coordinator import RoundState, TaskConfig
 from dandelion.privacy import secure_generator
-from dandelion.protocol import FrameHeader, TensorFrame, Update, decode_frame, encode_frame
+from dandelion.protocol import Ack, FrameHeader, TensorFrame, Update, decode_frame, encode_frame
 
 
 def dp_config(
@@ -62,3 +63,19 @@ def feed(rnd: RoundState, values: np.ndarray | bytes, *, unclipped: bool = True,
     update = Update(rnd.config.name, 1, nonce, num_examples=5, unclipped=unclipped)
     rnd.add(worker, update, frame_of(rnd.config, nonce, values, **kw), 0.0)
     return nonce
+
+
+async def handed_in(pending: list[asyncio.Future[Any]], rnd: Any, timeout: float = 30.0) -> None:
+    """Wait until the coordinator holds every pending report (counted in the round, or
+    answered), so that moving the clock to the deadline cannot overtake a report in flight."""
+
+    async def wait() -> None:
+        while rnd.open and not all(p.done() for p in pending):
+            refused = sum(
+                1 for p in pending if p.done() and not isinstance(p.result().message, Ack)
+            )
+            if rnd.reported + refused >= len(pending):
+                return
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(wait(), timeout)

@@ -32,7 +32,7 @@ from dandelion.settings import load_settings
 from dandelion.storage import AsyncStore, SQLiteStore
 
 from .conftest import LiveFactory
-from .dp_helpers import frame_of
+from .dp_helpers import frame_of, handed_in
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 16
@@ -115,7 +115,7 @@ async def _release_rounds(db: str) -> None:
                 )
                 for w, t in joined.items()
             ]
-            await asyncio.sleep(0)
+            await handed_in(pending, rnd)
             clock.now += config.rounds.deadline_s + 1
             await coordinator.tick()
             await asyncio.gather(*pending)

@@ -23,7 +23,7 @@ from dandelion.protocol import Checkin, ComeBack, Hello, Task, Update
 from dandelion.settings import load_settings
 from dandelion.storage import AsyncStore, MemoryStore
 
-from .dp_helpers import frame_of
+from .dp_helpers import frame_of, handed_in
 
 EAGER = LAZY = 12
 TRIES_EAGER = 10
@@ -87,7 +87,7 @@ async def _rounds(config: TaskConfig, rounds: int) -> tuple[Counter[str], list[l
             for w, t in joined.items()
         ]
         pending = [asyncio.ensure_future(r) for r in reports]
-        await asyncio.sleep(0)
+        await handed_in(pending, rnd)
         clock.now += config.rounds.deadline_s + 1  # the round closes at its deadline
         await coordinator.tick()
         await asyncio.gather(*pending)
@@ -169,3 +169,102 @@ async def test_dp_ftrl_never_lets_a_worker_in_twice_within_its_separation() -> N
     tree = dp_accounting.SingleEpochTreeAggregationDpEvent(2.0, separation)
     acct.compose(tree, rounds // separation)
     assert ledger.spent == pytest.approx(acct.get_epsilon(config.privacy.delta), rel=1e-9)
+
+
+async def test_coins_and_separations_survive_a_restart(tmp_path: Any) -> None:
+    """A restarted coordinator resumes the open round with its secret (the same coins: a
+    worker told ``not_sampled`` is told so again) and rebuilds DP-FTRL's separations from the
+    participation events, with the same tree-noise key."""
+    from dandelion.storage import SQLiteStore
+
+    db = str(tmp_path / "state.db")
+    poisson = _config(
+        {"population": 40, "noise_multiplier": 1.0, "epsilon": 1e6, "mechanism": "poisson"},
+        goal=10,
+    )
+    ftrl = TaskConfig.from_dict(
+        {
+            **_config(
+                {
+                    "population": 1000,
+                    "noise_multiplier": 2.0,
+                    "epsilon": 1e6,
+                    "mechanism": "dp_ftrl",
+                    "min_separation": 3,
+                },
+                goal=4,
+            ).to_dict(),
+            "name": "ftrl",
+        }
+    )
+    workers = [f"w-{i:02d}" for i in range(EAGER)]
+
+    async def start(clock: Clock) -> tuple[Coordinator, AsyncStore]:
+        store = AsyncStore(lambda: SQLiteStore(db))
+        c = Coordinator(store, load_settings(environ={}, overrides={"monitor_k": 2}), clock=clock)
+        await c.start()
+        for w in workers:
+            await c.on_hello(Hello(w, {"kind": "cpython"}, "opted_in"))
+        return c, store
+
+    async def answers(c: Coordinator, task: str) -> dict[str, str]:
+        out = {}
+        for w in workers:
+            got = (await c.on_checkin(w, Checkin())).message
+            out[w] = got.task if isinstance(got, Task) else got.reason  # type: ignore[union-attr]
+        return {w: a for w, a in out.items() if a in (task, "not_sampled", "separation")}
+
+    clock = Clock()
+    c, store = await start(clock)
+    await c.add_task(poisson)
+    before = await answers(c, "dp")
+    assert "not_sampled" in before.values() and "dp" in before.values(), before
+    await c.close()
+    await store.close()
+    c, store = await start(clock)
+    assert await answers(c, "dp") == before  # the same coins, not a new flip
+    await c.close()
+    await store.close()
+
+    # DP-FTRL: one released round with four workers, then a restart.
+    clock = Clock()
+    db = str(tmp_path / "ftrl.db")
+    c, store = await start(clock)
+    await c.add_task(ftrl)
+    runtime = c.tasks["ftrl"]
+    key = runtime.tree_noise._node(0, 0, 0) if runtime.tree_noise else None
+    joined = {}
+    for w in workers:
+        got = (await c.on_checkin(w, Checkin())).message
+        if isinstance(got, Task):
+            joined[w] = got
+    assert len(joined) == 4
+    pending = [
+        asyncio.ensure_future(
+            c.on_update(
+                w,
+                Update("ftrl", t.round, t.nonce, num_examples=1, unclipped=True),
+                frame_of(ftrl, t.nonce, np.full(4, 0.1, dtype=np.float32)),
+            )
+        )
+        for w, t in joined.items()
+    ]
+    await asyncio.gather(*pending)
+    while runtime.closing or runtime.released < 1:
+        await asyncio.sleep(0.001)
+    await c.close()
+    await store.close()
+    clock.now += 1
+    c, store = await start(clock)
+    runtime = c.tasks["ftrl"]
+    await c.tick()  # opens round 2
+    while runtime.opening or runtime.round is None:
+        await asyncio.sleep(0.001)
+    assert runtime.tree_noise is not None and key is not None
+    assert np.array_equal(runtime.tree_noise._node(0, 0, 0), key)  # the same stored key
+    for w in workers:
+        got = (await c.on_checkin(w, Checkin())).message
+        if w in joined:
+            assert isinstance(got, ComeBack) and got.reason == "separation", (w, got)
+    await c.close()
+    await store.close()

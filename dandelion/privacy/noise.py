@@ -1,8 +1,10 @@
 """Gaussian noise for DP-FedAvg, from a generator seeded by the operating system.
 
-Rules of this file: randomness is always a passed-in ``numpy.random.Generator``; the only place
-one is made is :func:`secure_generator`, which seeds numpy's PCG64 with 128 bits from
-``secrets`` (the OS's CSPRNG) and is called once per round. Nothing here touches the global
+Rules of this file: randomness is always a passed-in ``numpy.random.Generator``; the one made
+here is :func:`secure_generator`, which seeds numpy's PCG64 with 128 bits from ``secrets`` (the
+OS's CSPRNG) and is called once per DP-FedAvg round. The only other generators of the package
+are DP-FTRL's tree nodes (``ftrl.TreeNoise``), seeded from an HMAC of the task's secret key so
+that a restarted coordinator recomputes the same node noise. Nothing touches the global
 ``np.random`` state, whose seed anyone in the process can set or read.
 
 Raises ValueError for a negative noise scale or a non-positive denominator.
