@@ -137,9 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     privacy_sub = privacy.add_subparsers(dest="privacy_command", required=True, metavar="ACTION")
     eps = privacy_sub.add_parser(
         "epsilon",
-        help="ε after T Poisson-sampled Gaussian rounds (sampling probability q, noise z).",
+        help="ε after T rounds: Poisson-sampled Gaussian (q, z), or DP-FTRL (tree, z).",
     )
-    eps.add_argument("--q", type=float, required=True, help="Sampling probability per round.")
+    eps.add_argument(
+        "--mechanism", choices=["poisson", "dp_ftrl"], default="poisson", help="[poisson]."
+    )
+    eps.add_argument("--q", type=float, help="poisson: sampling probability per round.")
+    eps.add_argument("--tree", type=int, help="dp_ftrl: the tree's length (min_separation).")
     eps.add_argument("--noise", type=float, required=True, help="Noise multiplier z.")
     eps.add_argument("--rounds", type=int, required=True, help="Number of rounds T.")
     eps.add_argument("--delta", type=float, required=True, help="Target δ.")
@@ -418,13 +422,30 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _privacy(args: argparse.Namespace) -> int:
-    from .privacy_cli import epsilon_report
+    from .privacy_cli import epsilon_report, ftrl_report
 
+    needed = "--tree" if args.mechanism == "dp_ftrl" else "--q"
+    if getattr(args, needed.removeprefix("--")) is None:
+        print(
+            f"dandelion privacy epsilon: {needed} is required with --mechanism {args.mechanism}",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        report = epsilon_report(args.q, args.noise, args.rounds, args.delta, args.accountant)
+        if args.mechanism == "dp_ftrl":
+            report = ftrl_report(args.noise, args.tree, args.rounds, args.delta)
+        else:
+            report = epsilon_report(args.q, args.noise, args.rounds, args.delta, args.accountant)
     except ValueError as exc:
         print(f"dandelion privacy epsilon: {exc}", file=sys.stderr)
         return 2
+    if args.mechanism == "dp_ftrl":
+        line = (
+            f"ε = {report['epsilon']:.4f} after {args.rounds} rounds (DP-FTRL, tree {args.tree}, "
+            f"z = {args.noise:g}, δ = {args.delta:g}; RDP accountant, REPLACE_SPECIAL)"
+        )
+        _print(report, args.json, line)
+        return 0
     line = (
         f"ε = {report['epsilon']:.4f} after {args.rounds} rounds (q = {args.q:g}, "
         f"z = {args.noise:g}, δ = {args.delta:g}; {args.accountant.upper()} accountant)"

@@ -108,6 +108,38 @@ def test_cli_refuses_out_of_range_arguments_naming_them(
     assert flag in capsys.readouterr().err
 
 
+def test_cli_dp_ftrl_matches_dp_accountings_tree_events(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["privacy", "epsilon", "--mechanism", "dp_ftrl", "--tree", "8", "--noise", "3"]
+    assert main([*args, "--rounds", "15", "--delta", "3.98e-5", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    acct = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_SPECIAL)
+    tree = dp_accounting.SingleEpochTreeAggregationDpEvent
+    acct.compose(dp_accounting.ComposedDpEvent([tree(3.0, 8), tree(3.0, 7)]))
+    assert (printed["mechanism"], printed["accountant"], printed["tree"]) == ("dp_ftrl", "rdp", 8)
+    assert printed["epsilon"] == pytest.approx(acct.get_epsilon(3.98e-5), rel=1e-9)
+    # Without --tree, or with a tree of 0, it is refused naming the flag.
+    assert (
+        main(
+            [
+                "privacy",
+                "epsilon",
+                "--mechanism",
+                "dp_ftrl",
+                "--noise",
+                "3",
+                "--rounds",
+                "15",
+                "--delta",
+                "1e-5",
+            ]
+        )
+        == 2
+    )
+    assert "--tree" in capsys.readouterr().err
+    assert main([*args[:5], "0", *args[6:], "--rounds", "15", "--delta", "1e-5"]) == 2
+    assert "--tree" in capsys.readouterr().err
+
+
 def test_composition_groups_equal_rounds_and_grows_with_rounds() -> None:
     split = [RoundEvent(0.05, 1.0, 3), RoundEvent(0.05, 1.0, 2)]
     assert compose(split) == (RoundEvent(0.05, 1.0, 5),)

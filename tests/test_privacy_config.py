@@ -155,3 +155,32 @@ def test_the_dp_example_task_file_loads_as_documented() -> None:
     assert p.sampling_rate == pytest.approx(0.01)
     assert p.delta == pytest.approx(100_000**-1.1)
     assert config.server.weighting == "uniform"
+    assert p.mechanism == "poisson" and p.poisson
+
+
+def test_the_dp_ftrl_example_task_file_loads_as_documented() -> None:
+    root = Path(__file__).resolve().parent.parent
+    config = load_task_file(root / "examples/revisit-7d-dp-ftrl.toml")
+    p = config.privacy
+    assert p is not None and p.ftrl and not p.adaptive and p.accountant == "rdp"
+    assert p.min_separation == 8 and p.noise_multiplier == 3.0
+    assert p.delta == pytest.approx(20_000**-1.1)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"mechanism": "dp_ftrl"}, "min_separation"),
+        ({"mechanism": "dp_ftrl", "min_separation": 0}, "min_separation"),
+        ({"mechanism": "dp_ftrl", "min_separation": 4, "clipping": "adaptive"}, "clipping"),
+        ({"mechanism": "dp_ftrl", "min_separation": 4, "accountant": "pld"}, "accountant"),
+        ({"min_separation": 4}, "min_separation"),
+        ({"mechanism": "shuffle"}, "mechanism"),
+    ],
+)
+def test_a_mechanism_that_cannot_hold_is_refused_by_name(extra: dict[str, Any], key: str) -> None:
+    from dandelion.privacy import PrivacyConfig, PrivacyConfigError
+
+    raw = {"population": 1000, "noise_multiplier": 2.0, "epsilon": 4.0, **extra}
+    with pytest.raises(PrivacyConfigError, match=f"^{key}:"):
+        PrivacyConfig.from_dict(raw, expected_reports=100)
