@@ -144,3 +144,54 @@ async def test_dashboard_is_live_matches_the_database_and_withholds_small_counts
     await context.close()
     assert requests.outside_loopback() == []
     assert not any("token" in u for u in requests.urls)
+
+
+DP_TASK = """
+name = "toy-dp"
+objective = "toy"
+[model]
+kind = "logreg"
+num_features = 10
+[hyper]
+clip_norm = 1.0
+[server]
+weighting = "uniform"
+[rounds]
+goal = 10
+deadline_s = 20.0
+[privacy]
+population = 100
+noise_multiplier = 1.0
+epsilon = 5.0
+"""
+
+
+async def test_the_dashboard_shows_epsilon_with_its_guarantee(
+    coordinator: Any, browser: Any, requests: RequestLog
+) -> None:
+    coord = await coordinator(DP_TASK, "--dashboard-refresh-s", "0.3")
+    token = _make_token(coord.db)
+    context = await browser.new_context()
+    context.on("request", requests.record)
+    page = await context.new_page()
+    await page.goto(f"{coord.http}/dashboard#token={token}")
+    line = await poll(
+        page,
+        "document.querySelector('.guarantee')?.textContent ?? ''",
+        lambda text: text.startswith("Guarantee: "),
+        20,
+        "the guarantee line",
+    )
+    # The coordinator's own words, as the API gives them: ε with δ, mechanism, unit, assumption.
+    data = await page.evaluate(
+        """async (token) => (await (await fetch('/api/v1/dashboard',
+             {headers: {Authorization: 'Bearer ' + token}})).json())""",
+        token,
+    )
+    guarantee = next(t for t in data["tasks"] if t["name"] == "toy-dp")["guarantee"]
+    assert line == f"Guarantee: {guarantee['statement']}"
+    assert line.startswith("Guarantee: ε = 0 at δ = ")
+    for words in ("poisson mechanism", "one worker id", "probability q = 0.1", "coin"):
+        assert words in line, words
+    await context.close()
+    assert requests.outside_loopback() == []
