@@ -219,6 +219,9 @@ async def test_coins_and_separations_survive_a_restart(tmp_path: Any) -> None:
     await c.add_task(poisson)
     before = await answers(c, "dp")
     assert "not_sampled" in before.values() and "dp" in before.values(), before
+    open_round = c.tasks["dp"].round
+    assert open_round is not None
+    assert "Poisson participation: closes at its deadline" in open_round.waiting(clock(), 2)
     await c.close()
     await store.close()
     c, store = await start(clock)

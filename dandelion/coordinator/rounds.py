@@ -418,6 +418,11 @@ class RoundState:
         waiting_ack = self.batch.count + (self.sealed.count if self.sealed else 0)
         if waiting_ack:
             parts.append(f"{_count(waiting_ack, k)} waiting for their checkpoint")
+        if self.poisson:
+            # No slots: each worker's coin decides, and the round runs to its deadline.
+            parts[0] = f"{_count(self.reported, k)} reports (about {goal} expected)"
+            parts.append(f"Poisson participation: closes at its deadline, in {_duration(left)}")
+            return ", ".join(parts)
         if self.needed and training + self.reported < goal:
             parts.append(f"{_count(self.needed, k)} slots free for new workers")
         parts.append(f"deadline in {_duration(left)}")
