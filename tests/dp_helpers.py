@@ -7,14 +7,33 @@ from typing import Any
 
 import numpy as np
 
-from dandelion.coordinator import RoundState, TaskConfig
+from dandelion.coordinator import Coordinator, RoundState, TaskConfig
 from dandelion.privacy import secure_generator
-from dandelion.protocol import Ack, FrameHeader, TensorFrame, Update, decode_frame, encode_frame
+from dandelion.protocol import (
+    Ack,
+    FrameHeader,
+    Task,
+    TensorFrame,
+    Update,
+    decode_frame,
+    encode_frame,
+)
+
+
+class Clock:
+    """A clock the test moves: the coordinator's ``clock``."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def dp_config(
     features: int = 10,
     *,
+    name: str = "dp",
     goal: int = 10,
     clip: float = 1.0,
     privacy: dict[str, Any] | None = None,
@@ -24,7 +43,7 @@ def dp_config(
     plan.update(rounds)
     return TaskConfig.from_dict(
         {
-            "name": "dp",
+            "name": name,
             "objective": "toy",
             "model": {"kind": "logreg", "num_features": features},
             "hyper": {"learning_rate": 0.5, "epochs": 1, "batch_size": 4, "clip_norm": clip},
@@ -79,3 +98,32 @@ async def handed_in(pending: list[asyncio.Future[Any]], rnd: Any, timeout: float
             await asyncio.sleep(0.001)
 
     await asyncio.wait_for(wait(), timeout)
+
+
+async def finish_round(
+    coordinator: Coordinator, clock: Clock, config: TaskConfig, joined: dict[str, Task]
+) -> None:
+    """Every joined worker reports (the same small update); once the coordinator holds the
+    reports the clock passes the deadline, the round closes, and the next one opens."""
+    runtime = coordinator.tasks[config.name]
+    rnd = runtime.round
+    pending = [
+        asyncio.ensure_future(
+            coordinator.on_update(
+                w,
+                Update(config.name, t.round, t.nonce, num_examples=1, unclipped=True),
+                frame_of(config, t.nonce, np.full(config.model.param_count, 0.1, np.float32)),
+            )
+        )
+        for w, t in joined.items()
+    ]
+    await handed_in(pending, rnd)
+    clock.now += config.rounds.deadline_s + 1  # a Poisson round closes at its deadline
+    await coordinator.tick()
+    await asyncio.gather(*pending)
+    while runtime.closing or runtime.round is rnd:
+        await asyncio.sleep(0.001)
+    clock.now += 1
+    await coordinator.tick()  # opens the next round (after the budget check)
+    while runtime.opening:
+        await asyncio.sleep(0.001)

@@ -20,7 +20,7 @@ from dandelion.settings import load_settings
 from dandelion.storage import AsyncStore, SQLiteStore
 
 from .conftest import RawClient, scaled, toy_task_file
-from .dp_helpers import frame_of
+from .dp_helpers import Clock, frame_of
 from .test_coordinator_live import report_together
 from .test_kill_restart import Server
 
@@ -58,14 +58,6 @@ def _config(budget: float, accountant: str, clipping: str = "fixed") -> TaskConf
             "privacy": privacy,
         }
     )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def _coordinator(db: Path, clock: Clock) -> Coordinator:

@@ -10,7 +10,6 @@ the rounds the ledger holds.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import subprocess
@@ -20,45 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 
 from dandelion.api.auth import hash_token, new_token
 from dandelion.coordinator import Coordinator, TaskConfig
 from dandelion.privacy import PrivacyConfig
 from dandelion.privacy.guarantee import UNIT, guarantee
-from dandelion.protocol import Checkin, ComeBack, Hello, Task, Update
+from dandelion.protocol import Checkin, ComeBack, Hello, Task
 from dandelion.settings import load_settings
 from dandelion.storage import AsyncStore, SQLiteStore
 
 from .conftest import LiveFactory
-from .dp_helpers import frame_of, handed_in
+from .dp_helpers import Clock, dp_config, finish_round
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 16
 ROUNDS = 3
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _config(name: str, privacy: dict[str, Any], goal: int) -> TaskConfig:
-    return TaskConfig.from_dict(
-        {
-            "name": name,
-            "objective": "toy",
-            "model": {"kind": "logreg", "num_features": 3},
-            "hyper": {"clip_norm": 1.0},
-            "server": {"weighting": "uniform"},
-            "rounds": {"goal": goal, "min_reports": 1, "deadline_s": 10.0, "over_selection": 1.0},
-            "privacy": privacy,
-        }
-    )
+    return dp_config(3, name=name, goal=goal, privacy=privacy, deadline_s=10.0)
 
 
 POISSON = _config(
@@ -81,7 +61,7 @@ FTRL = _config(
 
 async def _release_rounds(db: str) -> None:
     """``ROUNDS`` released rounds of each task, every worker checking in once per round."""
-    clock = Clock()
+    clock = Clock(1_800_000_000.0)
     store = AsyncStore(lambda: SQLiteStore(db))
     coordinator = Coordinator(
         store, load_settings(environ={}, overrides={"monitor_k": 2}), clock=clock
@@ -105,26 +85,7 @@ async def _release_rounds(db: str) -> None:
                     joined[w] = answer
                 else:
                     assert isinstance(answer, ComeBack | Task), answer
-            pending = [
-                asyncio.ensure_future(
-                    coordinator.on_update(
-                        w,
-                        Update(config.name, t.round, t.nonce, num_examples=1, unclipped=True),
-                        frame_of(config, t.nonce, np.full(4, 0.1, dtype=np.float32)),
-                    )
-                )
-                for w, t in joined.items()
-            ]
-            await handed_in(pending, rnd)
-            clock.now += config.rounds.deadline_s + 1
-            await coordinator.tick()
-            await asyncio.gather(*pending)
-            while runtime.closing or runtime.round is rnd:
-                await asyncio.sleep(0.001)
-            clock.now += 1
-            await coordinator.tick()
-            while runtime.opening:
-                await asyncio.sleep(0.001)
+            await finish_round(coordinator, clock, config, joined)
             released = len(runtime.ledger.events) if runtime.ledger else 0
     await coordinator.close()
     await store.close()

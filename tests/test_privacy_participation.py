@@ -23,32 +23,14 @@ from dandelion.protocol import Checkin, ComeBack, Hello, Task, Update
 from dandelion.settings import load_settings
 from dandelion.storage import AsyncStore, MemoryStore
 
-from .dp_helpers import frame_of, handed_in
+from .dp_helpers import Clock, dp_config, finish_round, frame_of
 
 EAGER = LAZY = 12
 TRIES_EAGER = 10
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _config(privacy: dict[str, Any], goal: int) -> TaskConfig:
-    return TaskConfig.from_dict(
-        {
-            "name": "dp",
-            "objective": "toy",
-            "model": {"kind": "logreg", "num_features": 3},
-            "hyper": {"clip_norm": 1.0},
-            "server": {"weighting": "uniform"},
-            "rounds": {"goal": goal, "min_reports": 1, "deadline_s": 10.0, "over_selection": 1.0},
-            "privacy": privacy,
-        }
-    )
+def _config(privacy: dict[str, Any], goal: int, name: str = "dp") -> TaskConfig:
+    return dp_config(3, name=name, goal=goal, privacy=privacy, deadline_s=10.0)
 
 
 async def _rounds(config: TaskConfig, rounds: int) -> tuple[Counter[str], list[list[str]], Any]:
@@ -78,25 +60,7 @@ async def _rounds(config: TaskConfig, rounds: int) -> tuple[Counter[str], list[l
                     break
                 assert isinstance(answer, ComeBack)
                 assert answer.reason in ("not_sampled", "separation", "round_full"), answer
-        reports = [
-            coordinator.on_update(
-                w,
-                Update("dp", t.round, t.nonce, num_examples=1, unclipped=True),
-                frame_of(config, t.nonce, np.full(4, 0.1, dtype=np.float32)),
-            )
-            for w, t in joined.items()
-        ]
-        pending = [asyncio.ensure_future(r) for r in reports]
-        await handed_in(pending, rnd)
-        clock.now += config.rounds.deadline_s + 1  # the round closes at its deadline
-        await coordinator.tick()
-        await asyncio.gather(*pending)
-        while runtime.closing or runtime.round is rnd:
-            await asyncio.sleep(0.001)
-        clock.now += 1
-        await coordinator.tick()
-        while runtime.opening:
-            await asyncio.sleep(0.001)
+        await finish_round(coordinator, clock, config, joined)
         taken.update(joined.keys())
         per_round.append(sorted(joined))
     ledger = runtime.ledger
@@ -183,20 +147,16 @@ async def test_coins_and_separations_survive_a_restart(tmp_path: Any) -> None:
         {"population": 40, "noise_multiplier": 1.0, "epsilon": 1e6, "mechanism": "poisson"},
         goal=10,
     )
-    ftrl = TaskConfig.from_dict(
+    ftrl = _config(
         {
-            **_config(
-                {
-                    "population": 1000,
-                    "noise_multiplier": 2.0,
-                    "epsilon": 1e6,
-                    "mechanism": "dp_ftrl",
-                    "min_separation": 3,
-                },
-                goal=4,
-            ).to_dict(),
-            "name": "ftrl",
-        }
+            "population": 1000,
+            "noise_multiplier": 2.0,
+            "epsilon": 1e6,
+            "mechanism": "dp_ftrl",
+            "min_separation": 3,
+        },
+        goal=4,
+        name="ftrl",
     )
     workers = [f"w-{i:02d}" for i in range(EAGER)]
 
