@@ -440,15 +440,13 @@ def _privacy(args: argparse.Namespace) -> int:
         print(f"dandelion privacy epsilon: {exc}", file=sys.stderr)
         return 2
     if args.mechanism == "dp_ftrl":
-        line = (
-            f"ε = {report['epsilon']:.4f} after {args.rounds} rounds (DP-FTRL, tree {args.tree}, "
-            f"z = {args.noise:g}, δ = {args.delta:g}; RDP accountant, REPLACE_SPECIAL)"
-        )
-        _print(report, args.json, line)
-        return 0
+        plan = f"DP-FTRL, tree {args.tree}"
+        accountant = "RDP accountant, REPLACE_SPECIAL"
+    else:
+        plan, accountant = f"q = {args.q:g}", f"{args.accountant.upper()} accountant"
     line = (
-        f"ε = {report['epsilon']:.4f} after {args.rounds} rounds (q = {args.q:g}, "
-        f"z = {args.noise:g}, δ = {args.delta:g}; {args.accountant.upper()} accountant)"
+        f"ε = {report['epsilon']:.4f} after {args.rounds} rounds ({plan}, "
+        f"z = {args.noise:g}, δ = {args.delta:g}; {accountant})"
     )
     _print(report, args.json, line)
     return 0
