@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     lst = task_sub.add_parser("list", help="List tasks with their status and progress.")
     show = task_sub.add_parser("show", help="Show one task: config, rounds, model versions.")
     show.add_argument("name")
+    check = task_sub.add_parser(
+        "check", help="Validate a task file without a state file; exit 2 on any error."
+    )
+    check.add_argument("file", help="Task file (see docs/tasks.md).")
+    check.add_argument("--json", action="store_true", help="Print JSON.")
     for p in (create, lst, show):
         p.add_argument("--json", action="store_true", help="Print JSON.")
         _add_settings(p, only=["db"])
@@ -280,6 +285,21 @@ def _task(args: argparse.Namespace) -> int:
     from .serve_cli import load_task, migrating
     from .tasks_cli import create_task_in, describe_task, list_tasks_in
 
+    if args.task_command == "check":
+        try:
+            config = load_task(args.file)
+        except TaskConfigError as exc:
+            print(f"dandelion task check: {exc}", file=sys.stderr)
+            return 2
+        info = {
+            "ok": True,
+            "name": config.name,
+            "objective": config.objective,
+            "param_count": config.model.param_count,
+            "mechanism": config.privacy.mechanism if config.privacy is not None else None,
+        }
+        _print(info, args.json, f"ok: task {config.name} ({config.model.param_count} parameters)")
+        return 0
     settings = _settings(args)
     if args.task_command == "create":
         try:

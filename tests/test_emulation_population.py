@@ -36,8 +36,8 @@ def test_toml_and_json_files_load_the_same(tmp_path: Path) -> None:
         ("[compute]\nstartup_s = {mean = 3}\n", "compute.startup_s"),
         ("[availability]\nprofile = [1, 2]\n", "availability.profile"),
         ("[churn]\ndropout = 'often'\n", "churn.dropout"),
-        ("[network]\nbandwidth = 3\n", "network: unknown keys"),
-        ("[people]\nsize = 3\n", "unknown tables"),
+        ("[network]\nbandwidth = 3\n", "network.bandwidth: unknown key"),
+        ("[people]\nsize = 3\n", "people: unknown key"),
         ("[availability]\nmode = 'sometimes'\n", "availability.mode"),
     ],
 )

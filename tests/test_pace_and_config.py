@@ -50,7 +50,7 @@ def test_example_task_file_loads_and_round_trips() -> None:
     [
         ({"name": "Bad Name"}, "name"),
         ({"hyper": {"epochs": 0}}, "hyper.epochs"),
-        ({"hyper": {"momentum": 0.9}}, "hyper: unknown"),
+        ({"hyper": {"momentum": 0.9}}, "hyper.momentum: unknown key"),
         ({"rounds": {"goal": 5, "min_reports": 6}}, "min_reports"),
         ({"rounds": {"over_selection": 0.5}}, "over_selection"),
         ({"server": {"optimizer": "sgd"}}, "server.optimizer"),

@@ -9,6 +9,7 @@ Raises :class:`TaskConfigError` naming the offending field.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import tomllib
@@ -20,6 +21,7 @@ from browser_worker.models import ModelSpec
 
 from ..aggregation.optimizers import OPTIMIZERS
 from ..privacy import PrivacyConfig, PrivacyConfigError
+from ..tables import unknown_key
 
 __all__ = ["RoundPlan", "ServerConfig", "TaskConfig", "TaskConfigError", "load_task_file"]
 
@@ -129,7 +131,56 @@ def load_task_file(path: str | Path) -> TaskConfig:
     return _parse(raw)
 
 
+#: The keys of a task file's top level, and of the tables whose keys are fixed.
+_TOP = (
+    "name",
+    "objective",
+    "update_dtype",
+    "init_seed",
+    "features",
+    "model",
+    "hyper",
+    "server",
+    "rounds",
+    "eligibility",
+    "privacy",
+)
+_MODEL = ("kind", "num_features", "num_classes", "hidden", "param_count")
+_FEATURES = ("num_buckets", "horizon_days")
+_HYPER = ("learning_rate", "epochs", "batch_size", "clip_norm", "l2")
+_ROUNDS = (
+    "goal",
+    "over_selection",
+    "min_reports",
+    "deadline_s",
+    "max_rounds",
+    "report_timeout_s",
+)
+_SERVER = ("optimizer", "weighting", "max_examples", "clip_norm")
+_ELIGIBILITY = ("idle", "charging", "unmetered")
+_TABLES = {
+    "rounds": _ROUNDS,
+    "hyper": _HYPER,
+    "model": _MODEL,
+    "features": _FEATURES,
+    "server": _SERVER,
+    "eligibility": _ELIGIBILITY,
+}
+
+
+def _strict(where: str, table: dict[str, Any], known: tuple[str, ...]) -> None:
+    problem = unknown_key(where, table, known)
+    if problem is not None:
+        raise TaskConfigError(problem)
+
+
 def _parse(raw: dict[str, Any]) -> TaskConfig:
+    for key in raw:
+        # A table's key written at the top level: say which table it belongs in.
+        home = [t for t, keys in _TABLES.items() if key in keys and key not in _TOP]
+        if home:
+            raise TaskConfigError(f"{key}: unknown top-level key; did you mean [{home[0]}] {key}?")
+    _strict("", raw, _TOP)
     name = _req(raw, "name", str)
     if not _NAME.match(name):
         raise TaskConfigError(f"name {name!r}: use 1-64 of a-z 0-9 _ - (starting a-z0-9)")
@@ -137,7 +188,9 @@ def _parse(raw: dict[str, Any]) -> TaskConfig:
     if not _OBJECTIVE.match(objective):
         raise TaskConfigError(f"objective {objective!r}: use 1-64 of a-z 0-9 _")
     features = dict(_table(raw, "features"))
+    _strict("features.", features, _FEATURES)
     model_raw = dict(_table(raw, "model"))
+    _strict("model.", model_raw, _MODEL)
     if "num_features" not in model_raw and objective == "revisit_7d":
         model_raw["num_features"] = _revisit_features(features)
     model_raw.setdefault("num_classes", 2)
@@ -154,6 +207,7 @@ def _parse(raw: dict[str, Any]) -> TaskConfig:
     rounds = _rounds(_table(raw, "rounds"))
     server = _server(_table(raw, "server"))
     eligibility = {}
+    _strict("eligibility.", _table(raw, "eligibility"), _ELIGIBILITY)
     for key, value in _table(raw, "eligibility").items():
         if key not in ("idle", "charging", "unmetered") or not isinstance(value, bool):
             raise TaskConfigError(f"eligibility.{key}: idle/charging/unmetered booleans only")
@@ -223,9 +277,7 @@ def _int(section: str, raw: dict[str, Any], key: str, default: int, lo: int, hi:
 
 
 def _hyper(raw: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(raw) - {"learning_rate", "epochs", "batch_size", "clip_norm", "l2"}
-    if unknown:
-        raise TaskConfigError(f"hyper: unknown keys {sorted(unknown)}")
+    _strict("hyper.", raw, _HYPER)
     hyper: dict[str, Any] = {
         "learning_rate": _num("hyper", raw, "learning_rate", 0.1, 1e-12, 1e6),
         "epochs": _int("hyper", raw, "epochs", 1, 1, 100),
@@ -238,16 +290,7 @@ def _hyper(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rounds(raw: dict[str, Any]) -> RoundPlan:
-    unknown = set(raw) - {
-        "goal",
-        "over_selection",
-        "min_reports",
-        "deadline_s",
-        "max_rounds",
-        "report_timeout_s",
-    }
-    if unknown:
-        raise TaskConfigError(f"rounds: unknown keys {sorted(unknown)}")
+    _strict("rounds.", raw, _ROUNDS)
     plan = RoundPlan(
         goal=_int("rounds", raw, "goal", 100, 1, 10_000_000),
         over_selection=_num("rounds", raw, "over_selection", 1.3, 1.0, 100.0),
@@ -266,6 +309,9 @@ def _server(raw: dict[str, Any]) -> ServerConfig:
     optimizer = raw.pop("optimizer", "fedavg")
     if optimizer not in OPTIMIZERS:
         raise TaskConfigError(f"server.optimizer: one of {sorted(OPTIMIZERS)}")
+    # The optimizer's own parameters are keys of [server] too.
+    takes = tuple(inspect.signature(OPTIMIZERS[optimizer]).parameters)
+    _strict("server.", {"optimizer": optimizer, **raw}, _SERVER + takes)
     weighting = raw.pop("weighting", "examples")
     if weighting not in ("examples", "uniform"):
         raise TaskConfigError("server.weighting: examples or uniform")

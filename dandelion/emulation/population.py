@@ -33,6 +33,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..tables import unknown_key
+
 __all__ = [
     "DEFAULT_PROFILE",
     "DEFAULT_TIME_ZONES",
@@ -168,18 +170,18 @@ def load_population(path: str | Path) -> PopulationConfig:
 
 
 def _parse(raw: dict[str, Any]) -> PopulationConfig:
-    unknown = set(raw) - set(_SECTIONS) - {"task"}
-    if unknown:
-        raise PopulationConfigError(f"unknown tables {sorted(unknown)}")
+    problem = unknown_key("", raw, [*_SECTIONS, "task"])
+    if problem is not None:
+        raise PopulationConfigError(problem)
     values: dict[str, Any] = {}
     base = PopulationConfig()
     for section, keys in _SECTIONS.items():
         table = raw.get(section, {})
         if not isinstance(table, dict):
             raise PopulationConfigError(f"{section}: must be a table")
-        extra = set(table) - set(keys)
-        if extra:
-            raise PopulationConfigError(f"{section}: unknown keys {sorted(extra)}")
+        problem = unknown_key(f"{section}.", table, keys)
+        if problem is not None:
+            raise PopulationConfigError(problem)
         for key, value in table.items():
             name = _attr(section, key)
             values[name] = _CHECKS[name](f"{section}.{key}", value)

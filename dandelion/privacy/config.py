@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..tables import unknown_key
+
 __all__ = [
     "ACCOUNTANTS",
     "CLIPPING",
@@ -144,9 +146,9 @@ class PrivacyConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, expected_reports: int) -> PrivacyConfig:
         """Check a ``[privacy]`` table. Raises PrivacyConfigError."""
-        unknown = set(raw) - _KEYS
-        if unknown:
-            raise PrivacyConfigError(f"{sorted(unknown)[0]}: unknown key; known: {sorted(_KEYS)}")
+        problem = unknown_key("", raw, _KEYS)
+        if problem is not None:
+            raise PrivacyConfigError(problem)
         if type(expected_reports) is not int or expected_reports < 1:
             raise PrivacyConfigError("expected_reports: the round goal, an integer >= 1")
         population = raw.get("population")
