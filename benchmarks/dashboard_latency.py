@@ -42,7 +42,7 @@ ROUTES = ("/api/v1/dashboard", "/api/v1/participation", "/metrics")
 def _task(workers: int, d: int) -> str:
     return f"""
 name = "load"
-objective = "toy"
+objective = "page_examples"
 [model]
 kind = "logreg"
 num_features = {d}
@@ -62,8 +62,8 @@ deadline_s = 30.0
 def run_workers(url: str, workers: int, updates: int, d: int) -> None:
     """The emulated population (runs in its own process)."""
     from browser_worker.host.cpython import CPythonHost
-    from browser_worker.models import Example
     from browser_worker.worker import Worker, WorkerConfig
+    from dandelion.taskspec.models import Example
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * workers + 256)), hard))

@@ -52,9 +52,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from browser_worker.datasets import revisit_dataset  # noqa: E402
-from browser_worker.features import FeatureConfig, num_features  # noqa: E402
-from browser_worker.models import Example, ModelSpec  # noqa: E402
-from browser_worker.synthetic import SyntheticConfig  # noqa: E402
 from browser_worker.training import Hyper, evaluate, train_local  # noqa: E402
 from dandelion.coordinator import Coordinator, RoundOutcome, TaskConfig  # noqa: E402
 from dandelion.emulation.demo import demo_task  # noqa: E402
@@ -69,6 +66,9 @@ from dandelion.protocol import (  # noqa: E402
 )
 from dandelion.settings import load_settings  # noqa: E402
 from dandelion.storage import AsyncStore, SQLiteStore  # noqa: E402
+from dandelion.taskspec.models import Example, ModelSpec  # noqa: E402
+from dandelion.taskspec.objectives.revisit import FeatureConfig, num_features  # noqa: E402
+from dandelion.taskspec.synthetic import SyntheticConfig  # noqa: E402
 from dandelion.transport import ConversationDriver, SchemaValidator  # noqa: E402
 
 Packed = tuple[array, array, array, bytes]  # indices, values, offsets, labels

@@ -23,10 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from browser_worker.models import ModelSpec  # noqa: E402
 from browser_worker.training import Hyper  # noqa: E402
 from dandelion.emulation.fasttrain import TrainJob, train_many  # noqa: E402
 from dandelion.emulation.localdata import TableSource  # noqa: E402
+from dandelion.taskspec.models import ModelSpec  # noqa: E402
 
 _TABLE: TableSource | None = None
 

@@ -3,7 +3,7 @@ updates. It runs unchanged in Pyodide (in a browser's Web Worker) and in CPython
 the emulator). Standard library only; everything host-specific sits behind ``browser_worker.host``.
 
 Import the parts you need: ``browser_worker.worker`` (the loop), ``browser_worker.training``,
-``browser_worker.features``, ``browser_worker.models``.
+``dandelion.taskspec.objectives.revisit``, ``dandelion.taskspec.models``.
 """
 
 from __future__ import annotations

@@ -12,29 +12,49 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import asdict
 from typing import Any
 
-from .features import VisitRecord
+from dandelion.taskspec.models import Example, ModelSpec
+from dandelion.taskspec.registry import UnknownPlugin, load_plugins, objective
+from dandelion.taskspec.signals import Signals, parse_signals
+
 from .host.pyodide import PyodideHost
-from .models import Example
-from .signals import examples_for, visits_from_signals
+from .predict import params_from_weights
+from .predict import predict as predict_scores
 from .worker import Worker, WorkerConfig, WorkerStatus
 
-__all__ = ["opt_out", "set_signals", "start", "stop"]
+__all__ = ["opt_out", "predict", "set_signals", "start", "stop"]
 
-_state: dict[str, Any] = {"worker": None, "task": None, "visits": []}
+_state: dict[str, Any] = {"worker": None, "task": None, "signals": Signals()}
 
 
-def _examples(objective: str, features: dict[str, Any], now: float) -> list[Example]:
-    visits: list[VisitRecord] = _state["visits"]
-    return examples_for(visits, objective, features, now)
+def _examples(name: str, features: dict[str, Any], now: float) -> list[Example]:
+    signals: Signals = _state["signals"]
+    try:
+        task_objective = objective(name)
+    except UnknownPlugin:
+        return []  # not in this bundle: the assignment lapses (the coordinator checks first)
+    return task_objective.examples(signals, task_objective.configure(features), now)
 
 
 def set_signals(signals_json: str) -> int:
-    """Replace the local history; returns the number of usable visits."""
-    _state["visits"] = visits_from_signals(signals_json)
-    return len(_state["visits"])
+    """Replace the local signals; returns the number of usable items."""
+    load_plugins()
+    _state["signals"] = parse_signals(signals_json)
+    return len(_state["signals"])
+
+
+def predict(model_json: str, weights: Any, signals_json: str | None = None) -> str:
+    """Score the local signals (or ``signals_json``) with a released model: ``model_json`` is
+    the public model document, ``weights`` its float32 bytes. Returns the scores as JSON."""
+    load_plugins()
+    model = json.loads(model_json)
+    signals = parse_signals(signals_json) if signals_json else _state["signals"]
+    raw = weights.to_py() if hasattr(weights, "to_py") else weights
+    params = params_from_weights(bytes(raw), ModelSpec.from_dict(model["model"]))
+    return json.dumps(predict_scores(model, params, signals, time.time()))
 
 
 def _worker(config: dict[str, Any], bridge: Any) -> Worker:
@@ -57,7 +77,7 @@ def _worker(config: dict[str, Any], bridge: Any) -> Worker:
 
 def start(config_json: str, signals_json: str, bridge: Any) -> int:
     """Start the worker. ``config``: ``coordinatorUrl`` (required), ``tasks``, ``eligibility``,
-    ``workerId``. Returns the number of usable visits."""
+    ``workerId``. Returns the number of usable signal items."""
     config = json.loads(config_json)
     if _state["worker"] is not None:
         raise RuntimeError("the worker is already running; stop() it first")
@@ -93,7 +113,7 @@ async def opt_out(config_json: str | None = None, bridge: Any = None) -> bool:
     whether the coordinator was told."""
     worker: Worker | None = _state["worker"]
     task: asyncio.Future[WorkerStatus] | None = _state["task"]
-    _state["visits"] = []
+    _state["signals"] = Signals()
     if worker is None and config_json and bridge is not None:
         worker = _worker(json.loads(config_json), bridge)
     delivered = False

@@ -1,19 +1,18 @@
 """Datasets built from browsing histories: one user's examples, or a whole synthetic population.
 
-``OBJECTIVES`` maps a task's ``objective`` to the pipeline that turns a history into examples,
-so a worker told ``objective = "revisit_7d"`` knows what to compute from its own visits.
+For the CPython demo and tests; the emulator builds its devices' data from each objective's
+own synthetic generator (``Objective.synthetic``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .features import FeatureConfig, extract_examples, num_features
-from .models import Example, ModelSpec
-from .objectives import OBJECTIVES
-from .synthetic import SyntheticConfig, generate_history
+from dandelion.taskspec.models import Example, ModelSpec
+from dandelion.taskspec.objectives.revisit import FeatureConfig, extract_examples, num_features
+from dandelion.taskspec.synthetic import SyntheticConfig, generate_history
 
-__all__ = ["EPOCH", "OBJECTIVES", "Population", "make_population", "revisit_dataset"]
+__all__ = ["EPOCH", "Population", "make_population", "revisit_dataset"]
 
 #: Where synthetic histories start (2026-01-05, a Monday, 00:00 UTC): fixed for reproducibility.
 EPOCH = 1_767_571_200.0

@@ -7,7 +7,7 @@ clipped update as the tensor frame the worker would send. The browser parity tes
 
 The request (JSON)::
 
-    {"signals": {...as in browser_worker.signals...}, "now": seconds since the epoch,
+    {"signals": {...as in dandelion.taskspec.signals...}, "now": seconds since the epoch,
      "objective": "revisit_7d", "features": {...}, "model": {"kind": ..., "hidden": ...},
      "hyper": {...}, "seed": int, "repeats": int}
 
@@ -25,10 +25,10 @@ import time
 from typing import Any
 
 from dandelion.protocol import FrameHeader, encode_frame, payload_from_floats
+from dandelion.taskspec.models import ModelSpec, init_params
+from dandelion.taskspec.registry import objective
+from dandelion.taskspec.signals import parse_signals
 
-from .features import FeatureConfig, num_features
-from .models import ModelSpec, init_params
-from .signals import examples_for, visits_from_signals
 from .training import Hyper, train_local
 
 __all__ = ["reference_round"]
@@ -40,14 +40,13 @@ def reference_round(request_json: str) -> str:
     request: dict[str, Any] = json.loads(request_json)
     seed = int(request.get("seed", 0))
     started = time.perf_counter()
-    visits = visits_from_signals(request["signals"])
-    features = dict(request.get("features") or {})
-    examples = examples_for(
-        visits, request.get("objective", "revisit_7d"), features, request["now"]
-    )
+    signals = parse_signals(request["signals"])
+    task_objective = objective(request.get("objective", "revisit_7d"))
+    features = task_objective.configure(request.get("features") or {})
+    examples = task_objective.examples(signals, features, request["now"])
     features_ms = (time.perf_counter() - started) * 1000
     model = dict(request["model"])
-    model.setdefault("num_features", num_features(FeatureConfig.from_dict(features)))
+    model.setdefault("num_features", task_objective.num_features(features))
     spec = ModelSpec.from_dict(model)
     params = init_params(spec, random.Random(seed))
     hyper = Hyper.from_dict(request["hyper"])

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .models import Example, ModelSpec, batch_loss_grad, predict_proba
+from dandelion.taskspec.models import Example, ModelSpec, batch_loss_grad, predict_proba
 
 __all__ = ["Hyper", "LocalResult", "evaluate", "train_local"]
 

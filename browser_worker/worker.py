@@ -34,9 +34,9 @@ from dandelion.protocol import (
     WorkerSession,
     floats_from_payload,
 )
+from dandelion.taskspec.models import ModelSpec
 
 from .host import ConnectFailed, Connection, ConnectionClosed, Host
-from .models import ModelSpec
 from .training import Hyper, LocalResult, train_local
 
 __all__ = [

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (create, lst, show):
         p.add_argument("--json", action="store_true", help="Print JSON.")
         _add_settings(p, only=["db"])
+    for p in (create, check):
+        _add_with(p)
 
     token = sub.add_parser(
         "token", help="Make, list and revoke the bearer tokens of the admin API and dashboard."
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="With --extension: the coordinator its worker reports to [ws://127.0.0.1:8750/ws].",
     )
     bundle.add_argument("--json", action="store_true", help="Print JSON.")
+    _add_with(bundle, into_wheel=True)
     _add_settings(bundle, only=["bundle_dir"])
 
     privacy = sub.add_parser(
@@ -213,12 +216,34 @@ def _add_emulate(sub: Any) -> None:
     emulate.add_argument("--out", metavar="DIR", help="Write rounds.csv, result.json, rounds.svg.")
     emulate.add_argument("--max-wall-s", type=float, default=0.0, help="Stop after this [none].")
     emulate.add_argument("--json", action="store_true", help="End with one JSON object.")
+    _add_with(emulate)
+
+
+def _add_with(parser: argparse.ArgumentParser, *, into_wheel: bool = False) -> None:
+    what = (
+        "Put this pure-Python task package (a package folder, a .py module or an importable "
+        "name) into the worker wheel; repeatable."
+        if into_wheel
+        else "Import this task package of your own (a package folder, a .py module or an "
+        "importable name) for its objectives and models; repeatable."
+    )
+    parser.add_argument(
+        "--with", dest="with_plugins", action="append", metavar="PATH_OR_PACKAGE", help=what
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "with_plugins", None):
+            from .plugins import PluginError, use_plugins
+
+            try:
+                args.plugins = use_plugins(args.with_plugins)
+            except PluginError as exc:
+                print(f"dandelion {_command(args)}: {exc}", file=sys.stderr)
+                return 2
         if args.command == "serve":
             return _serve(args)
         if args.command == "task":
@@ -415,18 +440,20 @@ def _bundle(args: argparse.Namespace) -> int:
     from .bundle import BundleError, assemble_bundle, assemble_extension
 
     settings = _settings(args)
+    plugins = getattr(args, "plugins", [])
     try:
         if args.extension:
             out = Path(args.out or "worker-extension")
-            info = assemble_extension(out, args.coordinator_url, args.pyodide)
+            info = assemble_extension(out, args.coordinator_url, args.pyodide, plugins)
         else:
             out = Path(args.out or settings.bundle_dir)
-            info = assemble_bundle(out, args.pyodide)
+            info = assemble_bundle(out, args.pyodide, plugins)
     except BundleError as exc:
         print(f"dandelion bundle: {exc}", file=sys.stderr)
         return 2
     summary = {
         "path": str(out),
+        "plugins": [p.name for p in plugins],
         "pyodide": info.pyodide_version,
         "wheel": info.wheel,
         "bytes": info.total_bytes,

@@ -84,6 +84,7 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
     LeaseHeldError (another coordinator), ServingError (the port), StorageError.
     """
     from .app import make_app
+    from .bundle.contents import missing, read_bundle_tasks, use_bundle_plugins
     from .coordinator import TaskConfigError
     from .serving import ServingError, check_port, run_server
     from .storage import SQLiteStore
@@ -91,6 +92,9 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
     from .storage.statefile import inspect_state_file
     from .transport.limits import parse_networks
 
+    bundle = read_bundle_tasks(settings.bundle_dir)
+    if bundle is not None:
+        use_bundle_plugins(bundle)  # tasks are configured with the plugin code browsers run
     try:
         check_port(settings.port)
         parse_networks(settings.trusted_proxies)
@@ -98,6 +102,16 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
     except (ServingError, TaskConfigError, ValueError) as exc:
         return fail("serve", exc, 2)
     db = Path(settings.db)
+    if bundle is not None:
+        for name, objective, kind in _task_needs(configs, db):
+            lacking = missing(bundle, objective, kind)
+            if lacking is not None:
+                where = settings.bundle_dir
+                return fail(
+                    "serve",
+                    f"task {name}: {lacking} {where} (rebuild it: dandelion bundle --with PACKAGE)",
+                    2,
+                )
     if not db.exists():
         if not db.parent.is_dir():
             return fail("serve", f"the folder {db.parent} of the state file {db} does not exist", 2)
@@ -122,6 +136,28 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
         app = make_app(settings, tasks=configs)
         run_server(app, settings, before_start=prepare, on_ready=_print_listening)
     return 0
+
+
+def _task_needs(configs: Sequence[TaskConfig], db: Path) -> list[tuple[str, str, str]]:
+    """``(task, objective, model kind)`` of every task ``serve`` would run: the ``--task`` files
+    and the state file's tasks that are not archived (read-only; nothing is migrated)."""
+    import json
+    import sqlite3
+
+    needs = [(c.name, c.objective, c.model.kind) for c in configs]
+    if not db.exists():
+        return needs
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("select name, config, status from tasks").fetchall()
+    except sqlite3.Error:
+        return needs  # a new or foreign file: inspect_state_file says what is wrong
+    for name, config, status in rows:
+        if status == "archived":
+            continue
+        raw = json.loads(config)
+        needs.append((name, str(raw.get("objective")), str(raw.get("model", {}).get("kind"))))
+    return needs
 
 
 def _print_listening(addresses: list[tuple[str, int]]) -> None:

@@ -47,8 +47,9 @@ def toy_task_file(
     server: dict[str, Any] | None = None,
     privacy: dict[str, Any] | None = None,
 ) -> str:
-    """The text of a task file for ``dandelion serve --task``: task ``t1``, objective ``toy``,
-    logistic regression on ``num_features``, clip norm 1, and the given tables."""
+    """The text of a task file for ``dandelion serve --task``: task ``t1``, objective
+    ``page_examples``, logistic regression on ``num_features``, clip norm 1, and the given
+    tables."""
     tables: dict[str, dict[str, Any]] = {
         "model": {"kind": "logreg", "num_features": num_features},
         "hyper": {"clip_norm": 1.0},
@@ -56,7 +57,7 @@ def toy_task_file(
         "rounds": rounds,
         **({"privacy": privacy} if privacy else {}),
     }
-    lines = ['name = "t1"', 'objective = "toy"']
+    lines = ['name = "t1"', 'objective = "page_examples"']
     for table, keys in tables.items():
         lines.append(f"[{table}]")
         lines.extend(f"{key} = {json.dumps(value)}" for key, value in keys.items())
@@ -70,7 +71,7 @@ def small_task(name: str = "t1", **rounds: Any) -> TaskConfig:
     return TaskConfig.from_dict(
         {
             "name": name,
-            "objective": "toy",
+            "objective": "page_examples",
             "model": {"kind": "logreg", "num_features": 10},
             "hyper": {"learning_rate": 0.5, "epochs": 1, "batch_size": 4, "clip_norm": 1.0},
             "rounds": plan,

@@ -44,7 +44,7 @@ def dp_config(
     return TaskConfig.from_dict(
         {
             "name": name,
-            "objective": "toy",
+            "objective": "page_examples",
             "model": {"kind": "logreg", "num_features": features},
             "hyper": {"learning_rate": 0.5, "epochs": 1, "batch_size": 4, "clip_norm": clip},
             "server": {"weighting": "uniform"},

@@ -19,7 +19,7 @@ from .conftest import Live, LiveFactory, scaled, small_task
 
 TASK_TOML = """
 name = "from-toml"
-objective = "toy"
+objective = "page_examples"
 [model]
 kind = "logreg"
 num_features = 10
@@ -48,8 +48,8 @@ async def _token(server: Live, name: str = "ops") -> str:
 
 async def _run_workers(server: Live, n: int, updates: int) -> None:
     from browser_worker.host.cpython import CPythonHost
-    from browser_worker.models import Example
     from browser_worker.worker import Worker, WorkerConfig
+    from dandelion.taskspec.models import Example
 
     data = [Example((i % 10,), (1.0,), i % 2) for i in range(20)]
     workers = [

@@ -36,7 +36,9 @@ def test_task_create_list_show(tmp_path: Path) -> None:
 
 def test_a_bad_task_file_is_refused_with_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('name = "x"\nobjective = "toy"\n[model]\nkind = "logreg"\nnum_features = 0\n')
+    bad.write_text(
+        'name = "x"\nobjective = "page_examples"\n[model]\nkind = "logreg"\nnum_features = 0\n'
+    )
     result = dandelion("task", "create", str(bad), "--db", str(tmp_path / "s.db"))
     assert result.returncode == 2
     assert "model" in result.stderr

@@ -376,8 +376,8 @@ async def test_events_are_committed_without_addresses(live: LiveFactory, clients
 
 async def test_the_worker_class_completes_rounds_over_websockets(live: LiveFactory) -> None:
     from browser_worker.host.cpython import CPythonHost
-    from browser_worker.models import Example
     from browser_worker.worker import Worker, WorkerConfig
+    from dandelion.taskspec.models import Example
 
     server: Live = await live()
     await server.coordinator.add_task(small_task(goal=3, min_reports=3, max_rounds=2))

@@ -132,8 +132,8 @@ async def test_a_round_completes_through_nginx_over_wss(
     live: LiveFactory, nginx_folder: Path
 ) -> None:
     from browser_worker.host.cpython import CPythonHost
-    from browser_worker.models import Example
     from browser_worker.worker import Worker, WorkerConfig
+    from dandelion.taskspec.models import Example
 
     server: Live = await live(trusted_proxies="127.0.0.1", max_connections_per_address=4)
     await server.coordinator.add_task(small_task(goal=2, min_reports=2, max_rounds=2))

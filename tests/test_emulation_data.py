@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from browser_worker.datasets import EPOCH
-from browser_worker.features import FeatureConfig, _host_and_depth, extract_examples
-from browser_worker.synthetic import SyntheticConfig, generate_history, user_profile
 from dandelion.emulation.localdata import DataCache, SyntheticSource, TableSource, save_table
+from dandelion.taskspec.objectives.revisit import FeatureConfig, _host_and_depth, extract_examples
+from dandelion.taskspec.synthetic import SyntheticConfig, generate_history, user_profile
 
 
 def _by_urlsplit(url: str) -> tuple[str, int]:

@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
-from browser_worker.models import Example, ModelSpec
 from browser_worker.training import Hyper, train_local
 from dandelion.emulation.fasttrain import TrainJob, train_many
 from dandelion.emulation.localdata import LocalData, SyntheticSource, pack
+from dandelion.taskspec.models import Example, ModelSpec
 
 #: Largest difference allowed between the two trainers' deltas, losses and norms. Both add in
 #: the same order; they differ only where numpy's exp and libm's exp round differently.

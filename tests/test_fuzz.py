@@ -123,8 +123,8 @@ async def _send_all(url: str, messages: list[str | bytes]) -> tuple[int, int]:
 
 async def _honest(url: str, stop: asyncio.Event) -> list[int]:
     from browser_worker.host.cpython import CPythonHost
-    from browser_worker.models import Example
     from browser_worker.worker import Worker, WorkerConfig
+    from dandelion.taskspec.models import Example
 
     data = [Example((i % 10,), (1.0,), i % 2) for i in range(20)]
     workers = [

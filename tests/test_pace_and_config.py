@@ -63,7 +63,7 @@ def test_example_task_file_loads_and_round_trips() -> None:
 def test_bad_task_files_name_the_field(change: dict[str, object], fragment: str) -> None:
     raw: dict[str, object] = {
         "name": "ok",
-        "objective": "toy",
+        "objective": "page_examples",
         "model": {"kind": "logreg", "num_features": 3},
     }
     raw.update(change)
@@ -85,7 +85,7 @@ def test_a_task_beyond_the_wire_contract_is_refused_naming_the_field(
 ) -> None:
     raw: dict[str, Any] = {
         "name": "t",
-        "objective": "toy",
+        "objective": "page_examples",
         "model": {"kind": "logreg", "num_features": 3},
         section: {key: value},
     }

@@ -22,7 +22,7 @@ def _task(weighting: str) -> TaskConfig:
     return TaskConfig.from_dict(
         {
             "name": "t1",
-            "objective": "toy",
+            "objective": "page_examples",
             "model": {"kind": "logreg", "num_features": 10},
             "hyper": {"learning_rate": 0.5, "epochs": 1, "batch_size": 4, "clip_norm": CLIP},
             "server": {"weighting": weighting, "max_examples": 100},

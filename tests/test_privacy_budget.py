@@ -50,7 +50,7 @@ def _config(budget: float, accountant: str, clipping: str = "fixed") -> TaskConf
     return TaskConfig.from_dict(
         {
             "name": "dp",
-            "objective": "toy",
+            "objective": "page_examples",
             "model": {"kind": "logreg", "num_features": 10},
             "hyper": {"clip_norm": 1.0},
             "server": {"weighting": "uniform"},

@@ -17,7 +17,7 @@ from dandelion.privacy import PrivacyConfig, PrivacyConfigError, default_delta
 def dp_task(privacy: dict[str, Any], **server: Any) -> dict[str, Any]:
     return {
         "name": "dp",
-        "objective": "toy",
+        "objective": "page_examples",
         "model": {"kind": "logreg", "num_features": 10},
         "hyper": {"clip_norm": 2.0},
         "server": server,
@@ -114,7 +114,7 @@ def test_a_goal_larger_than_the_population_is_refused_directly() -> None:
 
 TOML = """
 name = "dp"
-objective = "toy"
+objective = "page_examples"
 [model]
 kind = "logreg"
 num_features = 10

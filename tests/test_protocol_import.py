@@ -27,9 +27,9 @@ def test_protocol_imports_nothing_forbidden() -> None:
 def test_worker_imports_nothing_forbidden() -> None:
     statement = (
         "import browser_worker, browser_worker.worker, browser_worker.host, "
-        "browser_worker.training, browser_worker.features, browser_worker.models, "
-        "browser_worker.signals, browser_worker.objectives, browser_worker.reference, "
-        "browser_worker.host.memory"
+        "browser_worker.training, browser_worker.predict, browser_worker.reference, "
+        "browser_worker.host.memory, dandelion.taskspec, dandelion.taskspec.objectives, "
+        "dandelion.taskspec.models.builtin, dandelion.taskspec.synthetic"
     )
     assert _loaded_after(statement) == []
 

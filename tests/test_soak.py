@@ -31,7 +31,7 @@ def _task() -> TaskConfig:
     return TaskConfig.from_dict(
         {
             "name": "soak",
-            "objective": "toy",
+            "objective": "page_examples",
             "model": {"kind": "logreg", "num_features": 10},
             "hyper": {"learning_rate": 0.5, "epochs": 1, "batch_size": 4, "clip_norm": 1.0},
             "rounds": {

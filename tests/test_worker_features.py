@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from browser_worker.datasets import OBJECTIVES, make_population, revisit_dataset
-from browser_worker.features import (
+from browser_worker.datasets import make_population, revisit_dataset
+from dandelion.taskspec.objectives.revisit import (
     NUM_DENSE,
     FeatureConfig,
     VisitRecord,
@@ -20,7 +20,8 @@ from browser_worker.features import (
     host_of,
     num_features,
 )
-from browser_worker.synthetic import SyntheticConfig, generate_history, user_profile
+from dandelion.taskspec.registry import examples_for
+from dandelion.taskspec.synthetic import SyntheticConfig, generate_history, user_profile
 
 DAY = 86400.0
 T0 = 1_767_571_200.0  # a Monday, 00:00 UTC
@@ -107,7 +108,7 @@ def test_population_and_objectives() -> None:
     assert labels == {0, 1}
     assert pop.spec.num_features == num_features(pop.feature_config)
     history = generate_history(5, 21, SyntheticConfig(), T0)
-    built = OBJECTIVES["revisit_7d"](history, {"num_buckets": 1024}, T0 + 21 * DAY)
+    built = examples_for(history, "revisit_7d", {"num_buckets": 1024}, T0 + 21 * DAY)
     assert built == revisit_dataset(5, days=21)
 
 

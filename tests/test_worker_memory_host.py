@@ -6,11 +6,11 @@ import asyncio
 import weakref
 
 from browser_worker.host import MemoryConnection, MemoryHost
-from browser_worker.models import Example
 from browser_worker.worker import Worker, WorkerConfig, WorkerStatus
 from dandelion.coordinator import Coordinator
 from dandelion.settings import load_settings
 from dandelion.storage import AsyncStore, MemoryStore
+from dandelion.taskspec.models import Example
 from dandelion.transport import MemoryTransport
 
 from .conftest import small_task

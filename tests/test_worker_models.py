@@ -7,8 +7,14 @@ import random
 
 import pytest
 
-from browser_worker.models import Example, ModelSpec, batch_loss_grad, init_params, predict_proba
 from browser_worker.training import Hyper, evaluate, train_local
+from dandelion.taskspec.models import (
+    Example,
+    ModelSpec,
+    batch_loss_grad,
+    init_params,
+    predict_proba,
+)
 
 SPECS = [ModelSpec("logreg", 5), ModelSpec("softmax", 5, 3), ModelSpec("mlp", 5, 3, hidden=4)]
 

@@ -10,14 +10,15 @@ import time
 
 import pytest
 
-from browser_worker.features import FeatureConfig, VisitRecord, extract_examples
 from browser_worker.host import MemoryConnection, MemoryHost
-from browser_worker.signals import MAX_VISITS, SignalsError, examples_for, visits_from_signals
-from browser_worker.synthetic import SyntheticConfig, generate_history
 from browser_worker.worker import Worker, WorkerConfig
 from dandelion.coordinator import Coordinator, TaskConfig
 from dandelion.settings import load_settings
 from dandelion.storage import AsyncStore, MemoryStore
+from dandelion.taskspec.objectives.revisit import FeatureConfig, VisitRecord, extract_examples
+from dandelion.taskspec.registry import examples_for
+from dandelion.taskspec.signals import MAX_VISITS, SignalsError, visits_from_signals
+from dandelion.taskspec.synthetic import SyntheticConfig, generate_history
 
 from .test_worker_memory_host import _serve
 

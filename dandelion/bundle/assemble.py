@@ -20,10 +20,13 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..plugins import PluginPackage
+from .contents import bundle_tasks
 from .wheel import WORKER_DIST, _source_root, build_wheel
 
 __all__ = [
@@ -115,8 +118,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def assemble_bundle(out: Path, pyodide_dir: str | Path | None = None) -> BundleInfo:
-    """(Re)build the bundle in ``out``: the folder is replaced whole."""
+def assemble_bundle(
+    out: Path, pyodide_dir: str | Path | None = None, plugins: Sequence[PluginPackage] = ()
+) -> BundleInfo:
+    """(Re)build the bundle in ``out``: the folder is replaced whole. ``plugins``: task
+    packages of your own that go into the worker wheel (``--with``; imported already)."""
     runtime = find_pyodide(pyodide_dir)
     version = _pyodide_version(runtime)
     if out.exists():
@@ -126,7 +132,7 @@ def assemble_bundle(out: Path, pyodide_dir: str | Path | None = None) -> BundleI
     target.mkdir(parents=True)
     for name in PYODIDE_FILES:
         shutil.copyfile(runtime / name, target / name)
-    wheel = build_wheel(target)
+    wheel = build_wheel(target, plugins=plugins)
     _write_lock(runtime, wheel.path, target / "pyodide-lock.json")
     js = _source_root() / "browser_worker" / "js"
     for name in _JS_FILES:
@@ -145,6 +151,7 @@ def assemble_bundle(out: Path, pyodide_dir: str | Path | None = None) -> BundleI
             "wheel": f"{folder}/{wheel.path.name}",
             "module": "browser_worker.browser",
         },
+        "tasks": bundle_tasks(plugins),
         "files": files,
     }
     (out / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -153,7 +160,10 @@ def assemble_bundle(out: Path, pyodide_dir: str | Path | None = None) -> BundleI
 
 
 def assemble_extension(
-    out: Path, coordinator_url: str, pyodide_dir: str | Path | None = None
+    out: Path,
+    coordinator_url: str,
+    pyodide_dir: str | Path | None = None,
+    plugins: Sequence[PluginPackage] = (),
 ) -> BundleInfo:
     """The unpacked Manifest V3 extension in ``out``, with a bundle in ``out/worker/`` and the
     coordinator it reports to in ``out/config.json``."""
@@ -165,6 +175,6 @@ def assemble_extension(
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(source, out)
-    info = assemble_bundle(out / "worker", pyodide_dir)
+    info = assemble_bundle(out / "worker", pyodide_dir, plugins)
     (out / "config.json").write_text(json.dumps({"coordinatorUrl": coordinator_url}) + "\n")
     return info

@@ -12,17 +12,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dandelion
+
+from ..plugins import PluginError, PluginPackage
+from ..taskspec.registry import ENTRY_POINTS
 
 __all__ = ["WORKER_DIST", "WORKER_PACKAGES", "WheelInfo", "build_wheel", "worker_files"]
 
 #: The distribution name Pyodide knows the worker by (``loadPackage("dandelion-worker")``).
 WORKER_DIST = "dandelion-worker"
 #: Source folders (relative to the project root) that go into the wheel.
-WORKER_PACKAGES = ("browser_worker", "dandelion/protocol")
+WORKER_PACKAGES = ("browser_worker", "dandelion/protocol", "dandelion/taskspec")
 #: Single modules that go in as well: the light top-level package.
 WORKER_MODULES = ("dandelion/__init__.py",)
 #: Worker modules that only make sense outside a browser.
@@ -61,12 +65,26 @@ def _record_line(name: str, data: bytes) -> str:
     return f"{name},sha256={digest},{len(data)}"
 
 
-def build_wheel(out_dir: Path, *, version: str | None = None) -> WheelInfo:
-    """Write the worker wheel into ``out_dir`` and describe it."""
+def build_wheel(
+    out_dir: Path,
+    *,
+    version: str | None = None,
+    plugins: Sequence[PluginPackage] = (),
+) -> WheelInfo:
+    """Write the worker wheel into ``out_dir`` and describe it. ``plugins``: task packages of
+    your own (``dandelion bundle --with``), declared in the wheel's ``dandelion.tasks``
+    entry points so that the worker imports them at start."""
     version = version or dandelion.__version__
     dist = WORKER_DIST.replace("-", "_")
     info_dir = f"{dist}-{version}.dist-info"
-    entries: list[tuple[str, bytes]] = [(name, path.read_bytes()) for name, path in worker_files()]
+    files = dict(worker_files())
+    for package in plugins:
+        if package.name in ("browser_worker", "dandelion"):
+            raise PluginError(f"{package.name}: a plugin cannot replace the worker's own package")
+        files.update(package.files())
+    entries: list[tuple[str, bytes]] = [
+        (name, path.read_bytes()) for name, path in sorted(files.items())
+    ]
     metadata = (
         "Metadata-Version: 2.1\n"
         f"Name: {WORKER_DIST}\n"
@@ -81,7 +99,11 @@ def build_wheel(out_dir: Path, *, version: str | None = None) -> WheelInfo:
     )
     entries.append((f"{info_dir}/METADATA", metadata.encode()))
     entries.append((f"{info_dir}/WHEEL", wheel_meta.encode()))
-    entries.append((f"{info_dir}/top_level.txt", b"browser_worker\ndandelion\n"))
+    top_level = ["browser_worker", "dandelion", *sorted(p.name for p in plugins)]
+    entries.append((f"{info_dir}/top_level.txt", ("\n".join(top_level) + "\n").encode()))
+    if plugins:
+        points = "".join(f"{p.name} = {p.name}\n" for p in sorted(plugins, key=lambda p: p.name))
+        entries.append((f"{info_dir}/entry_points.txt", f"[{ENTRY_POINTS}]\n{points}".encode()))
     record = [_record_line(name, data) for name, data in entries]
     record.append(f"{info_dir}/RECORD,,")
     entries.append((f"{info_dir}/RECORD", ("\n".join(record) + "\n").encode()))

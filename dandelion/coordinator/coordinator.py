@@ -254,13 +254,6 @@ class Coordinator:
 
 
 def _task_features(config: TaskConfig) -> dict[str, Any] | None:
-    """The ``features`` a task message carries: for ``revisit_7d`` every parameter of its
-    pipeline, defaults filled in, so that a worker never has to know the defaults."""
-    if config.objective == "revisit_7d":
-        from browser_worker.features import FeatureConfig
-
-        try:
-            return FeatureConfig.from_dict(config.features).to_dict()
-        except (TypeError, ValueError):
-            pass  # a task file the pipeline cannot read: sent as it was written
+    """The ``features`` a task message carries: complete, the objective's defaults filled in
+    when the task was configured, so that a worker never has to know the defaults."""
     return dict(config.features) or None

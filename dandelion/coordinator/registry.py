@@ -19,6 +19,7 @@ from ..aggregation.optimizers import decode_state
 from ..privacy import PrivacyLedger
 from ..privacy.ftrl import TreeNoise
 from ..storage import AsyncStore, LedgerEntry, ModelVersion, StateStore, TaskRecord
+from ..taskspec.models import init_params
 from .runtime import TaskRuntime
 from .taskconfig import TaskConfig
 
@@ -121,8 +122,6 @@ class TaskRegistry:
 def create_task(store: StateStore, config: TaskConfig, now: float) -> TaskRuntime:
     """Store a new task and its initial model, in the caller's transaction; return its runtime.
     Raises ConflictError when the name is taken."""
-    from browser_worker.models import init_params
-
     params = np.asarray(
         init_params(config.model, random.Random(config.init_seed)), dtype=np.float32
     )

@@ -17,16 +17,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from browser_worker.models import ModelSpec
-
 from ..aggregation.optimizers import OPTIMIZERS
 from ..privacy import PrivacyConfig, PrivacyConfigError
-from ..tables import unknown_key
+from ..taskspec.models import ModelSpec
+from ..taskspec.tables import unknown_key
+from .taskmodel import MODEL_KEYS, resolve_task_model
 
 __all__ = ["RoundPlan", "ServerConfig", "TaskConfig", "TaskConfigError", "load_task_file"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_OBJECTIVE = re.compile(r"^[a-z0-9_]{1,64}$")
+_OBJECTIVE = re.compile(r"^(?:[a-z0-9_]{1,64}|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*)$")
 
 
 class TaskConfigError(ValueError):
@@ -145,8 +145,6 @@ _TOP = (
     "eligibility",
     "privacy",
 )
-_MODEL = ("kind", "num_features", "num_classes", "hidden", "param_count")
-_FEATURES = ("num_buckets", "horizon_days")
 _HYPER = ("learning_rate", "epochs", "batch_size", "clip_norm", "l2")
 _ROUNDS = (
     "goal",
@@ -161,8 +159,7 @@ _ELIGIBILITY = ("idle", "charging", "unmetered")
 _TABLES = {
     "rounds": _ROUNDS,
     "hyper": _HYPER,
-    "model": _MODEL,
-    "features": _FEATURES,
+    "model": MODEL_KEYS,
     "server": _SERVER,
     "eligibility": _ELIGIBILITY,
 }
@@ -186,23 +183,15 @@ def _parse(raw: dict[str, Any]) -> TaskConfig:
         raise TaskConfigError(f"name {name!r}: use 1-64 of a-z 0-9 _ - (starting a-z0-9)")
     objective = _req(raw, "objective", str)
     if not _OBJECTIVE.match(objective):
-        raise TaskConfigError(f"objective {objective!r}: use 1-64 of a-z 0-9 _")
-    features = dict(_table(raw, "features"))
-    _strict("features.", features, _FEATURES)
-    model_raw = dict(_table(raw, "model"))
-    _strict("model.", model_raw, _MODEL)
-    if "num_features" not in model_raw and objective == "revisit_7d":
-        model_raw["num_features"] = _revisit_features(features)
-    model_raw.setdefault("num_classes", 2)
-    model_raw.setdefault("hidden", 0)
-    try:
-        model = ModelSpec.from_dict(
-            {**model_raw, "param_count": _spec_params(model_raw)}
-            if "param_count" not in model_raw
-            else model_raw
+        raise TaskConfigError(
+            f"objective {objective!r}: a registered name (a-z 0-9 _) or package.module:attribute"
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TaskConfigError(f"model: {exc}") from None
+    try:
+        features, model = resolve_task_model(
+            objective, dict(_table(raw, "features")), dict(_table(raw, "model"))
+        )
+    except ValueError as exc:
+        raise TaskConfigError(str(exc)) from None
     hyper = _hyper(_table(raw, "hyper"))
     rounds = _rounds(_table(raw, "rounds"))
     server = _server(_table(raw, "server"))
@@ -331,22 +320,3 @@ def _server(raw: dict[str, Any]) -> ServerConfig:
             f"server: {optimizer} does not take {sorted(params)}: {exc}"
         ) from None
     return ServerConfig(optimizer, params, weighting, max_examples, clip)
-
-
-def _spec_params(model: dict[str, Any]) -> int:
-    spec = ModelSpec(
-        kind=model.get("kind", ""),
-        num_features=model.get("num_features", 0),
-        num_classes=model.get("num_classes", 2),
-        hidden=model.get("hidden", 0),
-    )
-    return spec.param_count
-
-
-def _revisit_features(features: dict[str, Any]) -> int:
-    from browser_worker.features import FeatureConfig, num_features
-
-    try:
-        return num_features(FeatureConfig.from_dict(features))
-    except (TypeError, ValueError) as exc:
-        raise TaskConfigError(f"features: {exc}") from None

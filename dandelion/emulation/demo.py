@@ -22,9 +22,9 @@ from aiohttp import web
 
 from browser_worker.datasets import make_population
 from browser_worker.host.cpython import CPythonHost
-from browser_worker.models import Example, init_params
 from browser_worker.training import Hyper, evaluate, train_local
 from browser_worker.worker import DataProvider, Worker, WorkerConfig
+from dandelion.taskspec.models import Example, init_params
 
 from ..app import COORDINATOR, make_app
 from ..coordinator import RoundOutcome, TaskConfig

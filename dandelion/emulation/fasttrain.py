@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from browser_worker.models import ModelSpec
 from browser_worker.training import Hyper, LocalResult, train_local
+from dandelion.taskspec.models import ModelSpec
 
 from .localdata import LocalData
 
@@ -117,7 +117,7 @@ def _one_pure(spec: ModelSpec, hyper: Hyper, job: TrainJob) -> SparseResult:
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    # The two branches of browser_worker.models.linear._sigmoid, element by element.
+    # The two branches of dandelion.taskspec.models.linear._sigmoid, element by element.
     pos = z >= 0
     e = np.exp(np.where(pos, -z, z))
     return np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e))

@@ -1,10 +1,11 @@
 """One emulated device's local data, held compactly, and the synthetic population it comes from.
 
-A device's examples are what the browser worker would compute from its own history: a synthetic
-browsing history (``browser_worker.synthetic``) through the worker's own feature pipeline
-(``browser_worker.objectives``). They are kept as three numpy arrays instead of thousands of
-``Example`` objects (about 10x less memory), and read back as ``Example`` objects on demand, so
-the pure-Python trainer and the vectorized one see exactly the same data.
+A device's examples are what the browser worker would compute from its own signals: the
+objective's synthetic signals (``Objective.synthetic``) through the objective's own pipeline
+(``Objective.examples``), the same plugin code a browser runs. They are kept as numpy arrays
+instead of thousands of ``Example`` objects (about 10x less memory), and read back as
+``Example`` objects on demand, so the pure-Python trainer and the vectorized one see exactly
+the same data.
 
 Rules of this file: no I/O beyond an optional ``.npz`` data file; deterministic per seed.
 """
@@ -21,10 +22,9 @@ from typing import Any, overload
 import numpy as np
 
 from browser_worker.datasets import EPOCH
-from browser_worker.features import FeatureConfig, num_features
-from browser_worker.models import Example
-from browser_worker.objectives import OBJECTIVES
-from browser_worker.synthetic import SyntheticConfig, generate_history
+
+from ..taskspec.models import Example
+from ..taskspec.registry import objective
 
 __all__ = [
     "DataSource",
@@ -42,15 +42,23 @@ _DAY = 86400.0
 
 class LocalData(Sequence[Example]):
     """A device's examples: ``indices`` (n, k) int32 with -1 as padding, ``values`` (n, k)
-    float64, ``labels`` (n,) int8. Indexing yields the same ``Example`` objects the browser
-    worker would have built."""
+    float64, ``labels`` (n,) int8 (int16 past 127 classes), and for a regression objective
+    ``targets`` (n,) float64. Indexing yields the same ``Example`` objects the browser worker
+    would have built."""
 
-    __slots__ = ("indices", "labels", "values")
+    __slots__ = ("indices", "labels", "targets", "values")
 
-    def __init__(self, indices: np.ndarray, values: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(
+        self,
+        indices: np.ndarray,
+        values: np.ndarray,
+        labels: np.ndarray,
+        targets: np.ndarray | None = None,
+    ) -> None:
         self.indices = indices
         self.values = values
         self.labels = labels
+        self.targets = targets
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -64,8 +72,12 @@ class LocalData(Sequence[Example]):
             return [self[j] for j in range(*i.indices(len(self)))]
         row = self.indices[i]
         keep = row >= 0
+        target = float(self.targets[i]) if self.targets is not None else 0.0
         return Example(
-            tuple(row[keep].tolist()), tuple(self.values[i][keep].tolist()), int(self.labels[i])
+            tuple(row[keep].tolist()),
+            tuple(self.values[i][keep].tolist()),
+            int(self.labels[i]),
+            target,
         )
 
     def __iter__(self) -> Iterator[Example]:
@@ -73,7 +85,8 @@ class LocalData(Sequence[Example]):
 
     @property
     def nbytes(self) -> int:
-        return int(self.indices.nbytes + self.values.nbytes + self.labels.nbytes)
+        extra = self.targets.nbytes if self.targets is not None else 0
+        return int(self.indices.nbytes + self.values.nbytes + self.labels.nbytes + extra)
 
 
 def pack(examples: Sequence[Example]) -> LocalData:
@@ -82,13 +95,18 @@ def pack(examples: Sequence[Example]) -> LocalData:
     k = max((len(ex.indices) for ex in examples), default=1)
     indices = np.full((n, k), -1, dtype=np.int32)
     values = np.zeros((n, k), dtype=np.float64)
-    labels = np.zeros(n, dtype=np.int8)
+    wide = any(ex.label > 127 for ex in examples)
+    labels = np.zeros(n, dtype=np.int16 if wide else np.int8)
+    regression = any(ex.target for ex in examples)
+    targets = np.zeros(n, dtype=np.float64) if regression else None
     for r, ex in enumerate(examples):
         m = len(ex.indices)
         indices[r, :m] = ex.indices
         values[r, :m] = ex.values
         labels[r] = ex.label
-    return LocalData(indices, values, labels)
+        if targets is not None:
+            targets[r] = ex.target
+    return LocalData(indices, values, labels, targets)
 
 
 class DataSource(abc.ABC):
@@ -108,7 +126,9 @@ class DataSource(abc.ABC):
 @dataclass(frozen=True)
 class SyntheticSource(DataSource):
     """Each device is one synthetic user (seed derived from ``seed`` and the device number) with
-    ``history_days`` of browsing; held-out users (a disjoint seed range) make the test set."""
+    ``history_days`` of signals from the objective's own generator (``Objective.synthetic``);
+    held-out users (a disjoint seed range) make the test set. ``task_features`` is the task's
+    ``[features]``; without it, ``num_buckets`` and ``horizon_days`` (revisit_7d's)."""
 
     seed: int
     heterogeneity: float = 0.5
@@ -118,20 +138,27 @@ class SyntheticSource(DataSource):
     test_users: int = 100
     zipf_s: float = 1.1
     objective: str = "revisit_7d"
-
-    @property
-    def num_features(self) -> int:
-        return num_features(FeatureConfig(self.num_buckets, self.horizon_days))
+    task_features: tuple[tuple[str, Any], ...] | None = None
 
     @property
     def features(self) -> dict[str, Any]:
-        return {"num_buckets": self.num_buckets, "horizon_days": self.horizon_days}
+        raw = (
+            dict(self.task_features)
+            if self.task_features is not None
+            else {"num_buckets": self.num_buckets, "horizon_days": self.horizon_days}
+        )
+        return objective(self.objective).configure(raw)
+
+    @property
+    def num_features(self) -> int:
+        return objective(self.objective).num_features(self.features)
 
     def _user(self, user_seed: int) -> list[Example]:
-        synthetic = SyntheticConfig(heterogeneity=self.heterogeneity, zipf_s=self.zipf_s)
-        history = generate_history(user_seed, self.history_days, synthetic, EPOCH)
-        pipeline = OBJECTIVES[self.objective]
-        return pipeline(history, self.features, EPOCH + self.history_days * _DAY)
+        plugin = objective(self.objective)
+        features = self.features
+        knobs = {"heterogeneity": self.heterogeneity, "zipf_s": self.zipf_s}
+        signals = plugin.synthetic(user_seed, features, self.history_days, EPOCH, knobs)
+        return plugin.examples(signals, features, EPOCH + self.history_days * _DAY)
 
     def local(self, device: int) -> LocalData:
         return pack(self._user(self.seed * 1_000_003 + device))

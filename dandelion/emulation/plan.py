@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 
 from browser_worker.datasets import EPOCH
-from browser_worker.models import ModelSpec
 from browser_worker.training import evaluate
+from dandelion.taskspec.models import ModelSpec
 
 from ..coordinator import TaskConfig, TaskConfigError
+from ..taskspec.objective import Objective
+from ..taskspec.registry import objective
 from .localdata import DataSource, LocalData, SyntheticSource
 from .population import PopulationConfig, PopulationConfigError, default_task
 
@@ -51,21 +53,21 @@ def make_plan(
         task_config = TaskConfig.from_dict(raw)
     except TaskConfigError as exc:
         raise PopulationConfigError(f"task.{exc}") from None
-    features = task_config.features
     if source is None:
-        if task_config.objective != "revisit_7d":
+        plugin = objective(task_config.objective)
+        if type(plugin).synthetic is Objective.synthetic:
             raise PopulationConfigError(
-                f"task.objective: the synthetic population makes revisit_7d data, not "
-                f"{task_config.objective!r}"
+                f"task.objective: {task_config.objective} has no synthetic generator "
+                "(Objective.synthetic); give the devices' data with --data"
             )
         source = SyntheticSource(
             seed=config.seed,
             heterogeneity=config.heterogeneity,
             history_days=config.history_days,
-            num_buckets=int(features.get("num_buckets", 1024)),
-            horizon_days=float(features.get("horizon_days", 7.0)),
             test_users=config.test_users,
             zipf_s=config.zipf_s,
+            objective=task_config.objective,
+            task_features=tuple(sorted(task_config.features.items())),
         )
     if source.num_features != task_config.model.num_features:
         raise PopulationConfigError(

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..tables import unknown_key
+from ..taskspec.tables import unknown_key
 
 __all__ = [
     "DEFAULT_PROFILE",

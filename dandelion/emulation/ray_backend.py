@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from browser_worker.models import ModelSpec
 from browser_worker.training import Hyper
+from dandelion.taskspec.models import ModelSpec
 
 from .fasttrain import SparseResult
 from .localdata import DataCache, DataSource

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from browser_worker.models import ModelSpec
 from browser_worker.training import Hyper, LocalResult
 from browser_worker.worker import NoLocalData, train_pure
 from dandelion.protocol import TensorFrame
+from dandelion.taskspec.models import ModelSpec
 
 from .behaviour import Behaviour
 from .fasttrain import SparseResult, TrainJob, train_many

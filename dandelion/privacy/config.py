@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..tables import unknown_key
+from ..taskspec.tables import unknown_key
 
 __all__ = [
     "ACCOUNTANTS",

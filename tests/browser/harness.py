@@ -201,7 +201,7 @@ async def poll(page: Any, expression: str, predicate: Any, timeout: float, what:
 
 def synthetic_signals(seed: int, *, days: float = 28.0, end: float | None = None) -> dict[str, Any]:
     """One synthetic user's history in the shape a page hands to ``start()``, ending now."""
-    from browser_worker.synthetic import SyntheticConfig, generate_history
+    from dandelion.taskspec.synthetic import SyntheticConfig, generate_history
 
     end = time.time() if end is None else end
     history = generate_history(seed, days, SyntheticConfig(), end - days * 86400)

@@ -16,7 +16,7 @@ WORKERS = 14
 K = 10
 TOY_TASK = f"""
 name = "toy"
-objective = "toy"
+objective = "page_examples"
 [model]
 kind = "logreg"
 num_features = 10
@@ -56,8 +56,8 @@ def _make_token(db: Path) -> str:
 
 async def _population(url: str, updates: int) -> None:
     from browser_worker.host.cpython import CPythonHost
-    from browser_worker.models import Example
     from browser_worker.worker import Worker, WorkerConfig
+    from dandelion.taskspec.models import Example
 
     data = [Example((i % 10,), (1.0,), i % 2) for i in range(24)]
     workers = [
@@ -148,7 +148,7 @@ async def test_dashboard_is_live_matches_the_database_and_withholds_small_counts
 
 DP_TASK = """
 name = "toy-dp"
-objective = "toy"
+objective = "page_examples"
 [model]
 kind = "logreg"
 num_features = 10

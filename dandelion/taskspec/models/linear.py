@@ -1,4 +1,4 @@
-"""Binary logistic regression and multinomial softmax regression on sparse inputs.
+"""Logistic, softmax and linear regression on sparse inputs.
 
 Each function returns the summed loss of a batch and accumulates the summed gradient into a
 sparse dict (index -> value): only the weights of features present in the batch are touched.
@@ -11,7 +11,15 @@ from collections.abc import Sequence
 
 from .spec import Example, ModelSpec
 
-__all__ = ["logreg_batch", "logreg_predict", "softmax_batch", "softmax_predict", "softmax_probs"]
+__all__ = [
+    "linreg_batch",
+    "linreg_predict",
+    "logreg_batch",
+    "logreg_predict",
+    "softmax_batch",
+    "softmax_predict",
+    "softmax_probs",
+]
 
 
 def _sigmoid(z: float) -> float:
@@ -83,4 +91,28 @@ def softmax_batch(
                 key = k * f + i
                 grad[key] = grad.get(key, 0.0) + g * v
             grad[c * f + k] = grad.get(c * f + k, 0.0) + g
+    return loss
+
+
+def linreg_predict(spec: ModelSpec, w: Sequence[float], ex: Example) -> list[float]:
+    z = w[spec.num_features]
+    for i, v in zip(ex.indices, ex.values, strict=True):
+        z += w[i] * v
+    return [z]
+
+
+def linreg_batch(
+    spec: ModelSpec, w: Sequence[float], batch: Sequence[Example], grad: dict[int, float]
+) -> float:
+    bias = spec.num_features
+    loss = 0.0
+    for ex in batch:
+        z = w[bias]
+        for i, v in zip(ex.indices, ex.values, strict=True):
+            z += w[i] * v
+        g = z - ex.target
+        loss += 0.5 * g * g
+        for i, v in zip(ex.indices, ex.values, strict=True):
+            grad[i] = grad.get(i, 0.0) + g * v
+        grad[bias] = grad.get(bias, 0.0) + g
     return loss

@@ -1,4 +1,4 @@
-"""Local browsing signals -> examples, for "will this site be revisited within N days?".
+"""The ``revisit_7d`` objective: "will this site be visited again within N days?".
 
 Runs inside the worker: URLs and titles go in, only hashed indices and numbers come out, and
 those never leave the device except as the trained model's clipped update.
@@ -26,16 +26,19 @@ import bisect
 import hashlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from .models import Example
+from ..models.spec import Example
+from ..objective import Objective
+from ..signals import TRANSITIONS, Signals, VisitRecord
 
 __all__ = [
     "NUM_DENSE",
     "TRANSITIONS",
     "FeatureConfig",
+    "Revisit",
     "VisitRecord",
     "extract_examples",
     "host_bucket",
@@ -43,34 +46,11 @@ __all__ = [
     "num_features",
 ]
 
-TRANSITIONS = (
-    "link",
-    "typed",
-    "auto_bookmark",
-    "reload",
-    "form_submit",
-    "generated",
-    "auto_toplevel",
-    "keyword",
-    "other",
-)
 _TRANSITION_INDEX = {t: i for i, t in enumerate(TRANSITIONS)}
 NUM_DENSE = 11 + len(TRANSITIONS)
 _DAY = 86400.0
 _HOUR = 3600.0
 _TAU = 2 * math.pi
-
-
-@dataclass(frozen=True, slots=True)
-class VisitRecord:
-    """One visit, as ``chrome.history`` reports it (VisitItem + the page's URL and title)."""
-
-    url: str
-    title: str
-    visit_time: float  # seconds since the epoch, UTC
-    transition: str = "link"
-    tab_id: int | None = None
-    tz_offset_min: int = 0  # local time = UTC + this offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +127,11 @@ def _path_depth(url: str) -> int:
 
 
 def extract_examples(
-    visits: Sequence[VisitRecord], config: FeatureConfig, now: float
+    visits: Sequence[VisitRecord], config: FeatureConfig, now: float, *, all_visits: bool = False
 ) -> list[Example]:
     """One example per visit whose horizon has fully passed by ``now``; label 1 if the same host
-    was visited again within the horizon after it."""
+    was visited again within the horizon after it. With ``all_visits``, one per visit (to a
+    host) whatever its age, labels as far as known: what ``predict()`` scores."""
     horizon = config.horizon_days * _DAY
     ordered = sorted(visits, key=lambda v: v.visit_time)
     parsed = [_host_and_depth(v.url) for v in ordered]
@@ -167,7 +148,7 @@ def extract_examples(
         t = visit.visit_time
         prior = seen_count.get(host, 0)
         days = seen_days.setdefault(host, set())
-        if host and t <= now - horizon:
+        if host and (all_visits or t <= now - horizon):
             times = times_of[host]
             k = bisect.bisect_right(times, t)
             label = int(k < len(times) and times[k] <= t + horizon)
@@ -237,3 +218,49 @@ def _example(
     indices.append(NUM_DENSE + bucket)
     values.append(1.0)
     return Example(tuple(indices), tuple(values), label)
+
+
+class Revisit(Objective):
+    """``revisit_7d``: for each visit whose horizon has passed, was the same host visited again
+    within ``horizon_days``? A binary classification; labels need the horizon to pass, so a new
+    install contributes after ``horizon_days``. ``predict()`` scores the latest visit of each of
+    the 50 most recently visited hosts: the probability that it is visited again in time."""
+
+    signals = ("visits",)
+    default_model = "logreg"
+    defaults: ClassVar[Mapping[str, Any]] = {"num_buckets": 1024, "horizon_days": 7.0}
+
+    def configure(self, features: Any) -> dict[str, Any]:
+        out = super().configure(features)
+        FeatureConfig.from_dict(out)  # raises ValueError for out-of-range values
+        return out
+
+    def num_features(self, features: Any) -> int:
+        return num_features(FeatureConfig.from_dict(dict(features)))
+
+    def outputs(self, features: Any) -> list[str]:
+        return ["not_revisited", "revisited"]
+
+    def examples(self, signals: Signals, features: Any, now: float) -> list[Example]:
+        return extract_examples(signals.visits, FeatureConfig.from_dict(dict(features)), now)
+
+    def predict_inputs(
+        self, signals: Signals, features: Any, now: float
+    ) -> list[tuple[str, Example]]:
+        config = FeatureConfig.from_dict(dict(features))
+        visits = sorted(signals.visits, key=lambda v: v.visit_time)
+        hosts = [host_of(v.url) for v in visits]
+        examples = extract_examples(visits, config, now, all_visits=True)
+        latest: dict[str, Example] = {}
+        for host, ex in zip((h for h in hosts if h), examples, strict=True):
+            latest.pop(host, None)
+            latest[host] = ex  # insertion order: most recent last
+        return list(latest.items())[-50:][::-1]
+
+    def synthetic(
+        self, user_seed: int, features: Any, days: float, start: float, population: Any
+    ) -> Signals:
+        from ..synthetic import generate_history, synthetic_config
+
+        visits = generate_history(user_seed, days, synthetic_config(population), start)
+        return Signals(visits=tuple(visits))

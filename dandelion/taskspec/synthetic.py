@@ -19,11 +19,19 @@ import bisect
 import functools
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from .features import VisitRecord
+from .signals import VisitRecord
 
-__all__ = ["SyntheticConfig", "catalogue", "generate_history", "user_profile"]
+__all__ = [
+    "SyntheticConfig",
+    "catalogue",
+    "generate_history",
+    "synthetic_config",
+    "user_profile",
+]
 
 # Hour-of-day activity, local time: low at night, a lunchtime bump, an evening peak.
 _DIURNAL = [
@@ -48,6 +56,15 @@ class SyntheticConfig:
     visits_per_session: float = 6.0
     habits: tuple[int, int] = (2, 7)  # min, max habit domains per user
     habit_share: float = 0.45  # share of visits that go to habit domains
+
+
+def synthetic_config(population: Mapping[str, Any]) -> SyntheticConfig:
+    """The history generator's settings from a population's knobs (``heterogeneity``,
+    ``zipf_s``; the defaults for any that are absent)."""
+    return SyntheticConfig(
+        heterogeneity=float(population.get("heterogeneity", 0.5)),
+        zipf_s=float(population.get("zipf_s", 1.1)),
+    )
 
 
 @dataclass(frozen=True, slots=True)

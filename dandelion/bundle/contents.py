@@ -1,0 +1,86 @@
+"""What a worker bundle can run: the objectives and models its wheel holds.
+
+``bundle.json`` records them under ``"tasks"`` when the bundle is built: the names registered
+by the built-in objectives and models and by every ``--with`` package, and the modules of
+those packages (for tasks that name ``package.module:attribute``). ``dandelion serve`` reads
+it and refuses a task the served bundle cannot run (:func:`missing`), and puts the bundle's
+wheel on ``sys.path`` so the coordinator configures tasks with the same plugin code
+(:func:`use_bundle_plugins`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..plugins import PluginPackage
+from ..taskspec import registry
+
+__all__ = ["bundle_tasks", "missing", "read_bundle_tasks", "use_bundle_plugins"]
+
+
+def _modules(package: PluginPackage) -> list[str]:
+    if package.is_module:
+        return [package.name]
+    out = []
+    for name, _ in package.files():
+        if name.endswith(".py"):
+            parts = name[:-3].split("/")
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out.append(".".join(parts))
+    return sorted(out)
+
+
+def bundle_tasks(plugins: Sequence[PluginPackage]) -> dict[str, Any]:
+    """The ``"tasks"`` entry of bundle.json (the plugins are imported already)."""
+    registry.objective("revisit_7d")  # loads the built-in tables
+    return {
+        "objectives": sorted(n for n in registry.OBJECTIVES if registry.NAME.match(n)),
+        "models": sorted(n for n in registry.MODELS if registry.NAME.match(n)),
+        "packages": sorted(p.name for p in plugins),
+        "modules": sorted(m for p in plugins for m in _modules(p)),
+    }
+
+
+def read_bundle_tasks(bundle_dir: str | Path) -> dict[str, Any] | None:
+    """The bundle's ``"tasks"`` entry and its wheel path; None when no bundle is there."""
+    manifest_path = Path(bundle_dir) / "bundle.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return None
+    tasks = dict(manifest.get("tasks") or {})
+    tasks["wheel"] = str(Path(bundle_dir) / manifest["worker"]["wheel"])
+    return tasks
+
+
+def use_bundle_plugins(tasks: dict[str, Any]) -> None:
+    """Make the bundle's plugin packages importable here, from its own wheel (appended to
+    ``sys.path``: the installed Dandelion still wins for its own packages)."""
+    if tasks.get("packages") and tasks["wheel"] not in sys.path:
+        sys.path.append(tasks["wheel"])
+        registry.reset_plugins()
+        registry.load_plugins()
+
+
+def _has(tasks: dict[str, Any], names: str, ref: str) -> bool:
+    if ":" not in ref:
+        return ref in tasks.get(names, [])
+    module = ref.split(":")[0]
+    return module.startswith("dandelion.taskspec.") or module in tasks.get("modules", [])
+
+
+def missing(tasks: dict[str, Any], objective_ref: str, model_kind: str) -> str | None:
+    """What of a task the bundle lacks, in words; None when it has both."""
+    lacking = []
+    if not _has(tasks, "objectives", objective_ref):
+        lacking.append(f"objective {objective_ref!r}")
+    if not _has(tasks, "models", model_kind):
+        lacking.append(f"model {model_kind!r}")
+    if not lacking:
+        return None
+    return f"{' and '.join(lacking)} not in the served bundle"
