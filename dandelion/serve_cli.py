@@ -84,7 +84,7 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
     LeaseHeldError (another coordinator), ServingError (the port), StorageError.
     """
     from .app import make_app
-    from .bundle.contents import missing, read_bundle_tasks, use_bundle_plugins
+    from .bundle.contents import missing, read_bundle_tasks, unknown_here, use_bundle_plugins
     from .coordinator import TaskConfigError
     from .serving import ServingError, check_port, run_server
     from .storage import SQLiteStore
@@ -102,16 +102,14 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
     except (ServingError, TaskConfigError, ValueError) as exc:
         return fail("serve", exc, 2)
     db = Path(settings.db)
-    if bundle is not None:
-        for name, objective, kind in _task_needs(configs, db):
+    for name, objective, kind in _task_needs(configs, db):
+        if bundle is not None:
             lacking = missing(bundle, objective, kind)
-            if lacking is not None:
-                where = settings.bundle_dir
-                return fail(
-                    "serve",
-                    f"task {name}: {lacking} {where} (rebuild it: dandelion bundle --with PACKAGE)",
-                    2,
-                )
+            where = f"{settings.bundle_dir} (rebuild it: dandelion bundle --with PACKAGE)"
+        else:
+            lacking, where = unknown_here(objective, kind), "(dandelion bundle --with PACKAGE)"
+        if lacking is not None:
+            return fail("serve", f"task {name}: {lacking} {where}", 2)
     if not db.exists():
         if not db.parent.is_dir():
             return fail("serve", f"the folder {db.parent} of the state file {db} does not exist", 2)

@@ -7,9 +7,10 @@
 //               {type: "start", config, signals, storage}
 //               {type: "signals", signals} | {type: "stop"}
 //               {type: "opt_out", config?, storage?}   (config when no worker was started)
+//               {type: "predict", id, model, weights, signals?}  (signals: else the running worker's)
 // Messages out: {type: "booted", timings} | {type: "status", status} | {type: "kv", op, key, value}
 //               {type: "log", level, message} | {type: "error", message} | {type: "stopped"}
-//               {type: "opted_out", delivered}
+//               {type: "opted_out", delivered} | {type: "predicted", id, result | error}
 
 const base = new URL("./", import.meta.url);
 let booting = null;
@@ -131,6 +132,20 @@ async function handle(message) {
       } finally {
         kv.clear();
         post({ type: "opted_out", delivered });
+      }
+      break;
+    case "predict":
+      try {
+        await ensureBooted(true);
+        const signals = message.signals ? JSON.stringify(message.signals) : null;
+        const answer = entry.predict(
+          JSON.stringify(message.model),
+          new Uint8Array(message.weights),
+          signals,
+        );
+        post({ type: "predicted", id: message.id, result: JSON.parse(answer) });
+      } catch (error) {
+        post({ type: "predicted", id: message.id, error: String(error?.message ?? error) });
       }
       break;
     default:

@@ -8,6 +8,7 @@
 //     signals: { visits: [{ url, title, visitTime, transition }], tzOffsetMin },
 //   });
 //   events.addEventListener("status", (e) => console.log(e.detail.state, e.detail.detail));
+//   const { outputs, predictions } = await predict({ task: "revisit-7d" });
 //
 // The signals never leave the Web Worker: only the clipped model update does. State the
 // worker keeps (its pseudonymous id) goes through `storage` — localStorage by default, or any
@@ -185,6 +186,80 @@ export async function optOut({ coordinatorUrl, storage = localStorageAdapter(), 
 /** Replace the local history the next round trains on. */
 export function updateSignals(signals) {
   if (current) current.worker.postMessage({ type: "signals", signals });
+}
+
+/** The public model URL of `task` at the coordinator of `coordinatorUrl`: its WebSocket path
+ *  ".../ws" becomes ".../models/<task>", ws(s) becomes http(s). */
+export function modelUrlFor(coordinatorUrl, task) {
+  const url = new URL(coordinatorUrl);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  url.pathname = url.pathname.replace(/\/ws\/?$/, "") + `/models/${encodeURIComponent(task)}`;
+  url.search = "";
+  return url.href;
+}
+
+async function sha256Hex(buffer) {
+  const digest = await crypto.subtle.digest("SHA-256", buffer);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+let predictor = null; // a worker kept for predict() when none is training
+let requests = 0;
+
+function ask(worker, message, answerType, timeoutMs = 120000) {
+  const id = ++requests;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      worker.removeEventListener("message", listen);
+      reject(new Error(`${message.type}: no answer in ${timeoutMs / 1000} s`));
+    }, timeoutMs);
+    function listen(event) {
+      const answer = event.data;
+      if (answer?.id !== id || answer.type !== answerType) return;
+      clearTimeout(timer);
+      worker.removeEventListener("message", listen);
+      if (answer.error) reject(new Error(answer.error));
+      else resolve(answer.result);
+    }
+    worker.addEventListener("message", listen);
+    worker.postMessage({ ...message, id });
+  });
+}
+
+/** Score this browser's own signals with the task's latest released model, here: the model's
+ *  spec and weights are fetched from the coordinator's public endpoint (`GET /models/<task>`,
+ *  cacheable; the weights are checked against their sha256), the objective and model code are
+ *  the ones inside the worker bundle, and nothing about the signals leaves the browser.
+ *
+ *  `signals` defaults to the running worker's. Resolves to
+ *  {task, version, objective, outputs: [names], predictions: [{item, scores}]}. */
+export async function predict({
+  task,
+  coordinatorUrl = current?.config?.coordinatorUrl,
+  modelUrl,
+  signals,
+  workerUrl = new URL("./dandelion-worker.mjs", import.meta.url),
+} = {}) {
+  if (!task && !modelUrl) throw new Error("predict() needs a task (or a modelUrl).");
+  if (!modelUrl && !/^wss?:\/\//.test(coordinatorUrl ?? "")) {
+    throw new Error("predict() needs coordinatorUrl (ws:// or wss://) or modelUrl.");
+  }
+  const url = modelUrl ?? modelUrlFor(coordinatorUrl, task);
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`model of ${task ?? url}: HTTP ${response.status}`);
+  const model = await response.json();
+  const weightsResponse = await fetch(new URL(model.weights, url));
+  if (!weightsResponse.ok) throw new Error(`model weights: HTTP ${weightsResponse.status}`);
+  const weights = await weightsResponse.arrayBuffer();
+  if (model.sha256 && (await sha256Hex(weights)) !== model.sha256) {
+    throw new Error("model weights: sha256 mismatch");
+  }
+  let worker = current?.worker;
+  if (!worker) {
+    predictor ??= makeWorker(new URL(workerUrl, import.meta.url));
+    worker = predictor;
+  }
+  return ask(worker, { type: "predict", model, weights, signals }, "predicted");
 }
 
 /** The worker's latest status: {state, detail, rounds_joined, updates_accepted, last_update_at}. */

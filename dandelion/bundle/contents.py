@@ -19,7 +19,7 @@ from typing import Any
 from ..plugins import PluginPackage
 from ..taskspec import registry
 
-__all__ = ["bundle_tasks", "missing", "read_bundle_tasks", "use_bundle_plugins"]
+__all__ = ["bundle_tasks", "missing", "read_bundle_tasks", "unknown_here", "use_bundle_plugins"]
 
 
 def _modules(package: PluginPackage) -> list[str]:
@@ -84,3 +84,17 @@ def missing(tasks: dict[str, Any], objective_ref: str, model_kind: str) -> str |
     if not lacking:
         return None
     return f"{' and '.join(lacking)} not in the served bundle"
+
+
+def unknown_here(objective_ref: str, model_kind: str) -> str | None:
+    """With no bundle served: what of a task this process cannot resolve, in words."""
+    lacking = []
+    for what, find, ref in (
+        ("objective", registry.objective, objective_ref),
+        ("model", registry.model, model_kind),
+    ):
+        try:
+            find(ref)
+        except registry.UnknownPlugin:
+            lacking.append(f"{what} {ref!r}")
+    return f"{' and '.join(lacking)} not known here and no bundle is served" if lacking else None

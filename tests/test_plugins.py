@@ -1,0 +1,95 @@
+"""A task package of your own: `--with` puts it into the worker wheel (and so the bundle), the
+bundle says what it can run, `serve` refuses a task its bundle cannot run in one line, and
+`task check` / `task create` / `emulate` import the same package."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from dandelion.bundle import assemble_bundle
+from dandelion.bundle.wheel import build_wheel
+from dandelion.plugins import PluginError, find_package
+
+from .test_single_writer import Serve, dandelion, one_line
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "engagement"
+PACKAGE = EXAMPLE / "engagement"
+
+
+def test_with_puts_the_package_and_its_entry_point_into_the_wheel(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path, plugins=[find_package(str(PACKAGE))])
+    with zipfile.ZipFile(wheel.path) as archive:
+        names = set(archive.namelist())
+        info = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        entry_points = archive.read(info).decode()
+        top = archive.read(info.replace("entry_points.txt", "top_level.txt")).decode().split()
+    assert {"engagement/__init__.py", "engagement/model.py", "engagement/objective.py"} <= names
+    assert (
+        "dandelion/taskspec/registry.py" in names and "dandelion/coordinator/rounds.py" not in names
+    )
+    assert not any(n.endswith(".pyc") for n in names)
+    assert entry_points == "[dandelion.tasks]\nengagement = engagement\n"
+    assert top == ["browser_worker", "dandelion", "engagement"]
+
+
+def test_a_package_that_is_not_pure_python_is_refused(tmp_path: Path) -> None:
+    package = tmp_path / "fast"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "_speed.so").write_bytes(b"\x7fELF")
+    with pytest.raises(PluginError, match="a compiled module; the worker runs pure Python only"):
+        find_package(str(package)).files()
+    with pytest.raises(PluginError, match=r"needs an __init__\.py"):
+        find_package(str(tmp_path))
+    with pytest.raises(PluginError, match="no importable package"):
+        find_package("no_such_package_here")
+
+
+def test_task_check_imports_the_package_named_by_with() -> None:
+    task = str(EXAMPLE / "task.toml")
+    without = dandelion("task", "check", task)
+    assert without.returncode == 2
+    assert one_line(without).startswith(
+        "dandelion task check: objective: objective 'long_read' is not known here"
+    )
+    with_it = dandelion("task", "check", task, "--with", str(PACKAGE), "--json")
+    assert with_it.returncode == 0, with_it.stderr
+    assert json.loads(with_it.stdout)["param_count"] == 8 * 263 + 8 + 8 + 1
+
+
+async def test_serve_refuses_a_task_its_bundle_cannot_run(tmp_path: Path) -> None:
+    plain, full = tmp_path / "plain", tmp_path / "full"
+    assemble_bundle(plain)
+    assert dandelion("bundle", "--out", str(full), "--with", str(PACKAGE)).returncode == 0
+    tasks = json.loads((full / "bundle.json").read_text())["tasks"]
+    assert {"long_read", "revisit_7d"} <= set(tasks["objectives"])
+    assert "relu_net" in tasks["models"] and "engagement.objective" in tasks["modules"]
+    db = tmp_path / "state.db"
+    created = dandelion(
+        "task", "create", str(EXAMPLE / "task.toml"), "--with", str(PACKAGE), "--db", str(db)
+    )
+    assert created.returncode == 0, created.stderr
+
+    refused = dandelion("serve", "--db", str(db), "--port", "0", "--bundle-dir", str(plain))
+    assert refused.returncode == 2
+    assert one_line(refused) == (
+        f"dandelion serve: task long-read: objective 'long_read' and model 'relu_net' not in "
+        f"the served bundle {plain} (rebuild it: dandelion bundle --with PACKAGE)"
+    )
+    nothing = dandelion(
+        "serve", "--db", str(db), "--port", "0", "--bundle-dir", str(tmp_path / "none")
+    )
+    assert nothing.returncode == 2
+    assert "objective 'long_read' and model 'relu_net' not known here" in one_line(nothing)
+
+    # The bundle that holds the package: serve configures the task with the wheel's own code.
+    server = Serve(tmp_path, db, "--bundle-dir", str(full)).start()
+    try:
+        await server.ready()
+    finally:
+        server.close()
