@@ -230,6 +230,31 @@ def test_a_privacy_change_after_a_release_must_be_allowed_and_some_never_are() -
     assert edit_task(store, "dp", _edited(quieter, rounds={"goal": 12}), 5.0) == 4
 
 
+def test_a_dp_ftrl_task_keeps_its_tree_once_it_released_a_round() -> None:
+    store = MemoryStore()
+    privacy = {
+        "population": 1000,
+        "noise_multiplier": 3.0,
+        "epsilon": 10.0,
+        "mechanism": "dp_ftrl",
+        "min_separation": 4,
+    }
+    config = dp_config(privacy=privacy)
+    create_task(store, config, 1.0)
+    _released(store, "dp", 3.0)
+    for change, field in (
+        ({"privacy": {**privacy, "noise_multiplier": 4.0}}, "privacy.noise_multiplier"),
+        ({"privacy": {**privacy, "min_separation": 8}}, "privacy.min_separation"),
+        ({"hyper": {"clip_norm": 2.0}}, "hyper.clip_norm"),
+    ):
+        with pytest.raises(TaskChangeError) as refused:
+            edit_task(store, "dp", _edited(config, **change), 2.0, allow_privacy_change=True)
+        assert refused.value.field == field
+    # The budget is not the tree: allowed, explicitly.
+    bigger = _edited(config, privacy={**privacy, "epsilon": 20.0})
+    assert edit_task(store, "dp", bigger, 3.0, allow_privacy_change=True) == 2
+
+
 def test_privacy_cannot_be_added_to_a_task_that_released_models_without_it() -> None:
     from dandelion.storage import ModelVersion
 

@@ -52,11 +52,13 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("archive", "budget_exhausted"): "archived",
 }
 _AFTER = {"pause": "paused", "resume": "active", "archive": "archived"}
+_NEW_TASK = "create a new task"
+#: Why a status leaves no way out, for the refusal.
+_STUCK = {"archived": f"an archived task stays archived, there is no unarchive; {_NEW_TASK}"}
 #: What an edit never changes: the model and the meaning of its inputs and labels.
 _FIXED = ("name", "objective", "model", "features", "init_seed")
 #: What ties a DP-FTRL task's releases together: its tree noise is z x C on a tree of this size.
 _FTRL_FIXED = ("noise_multiplier", "min_separation")
-_NEW_TASK = "create a new task"
 
 
 class TaskChangeError(ValueError):
@@ -80,14 +82,11 @@ def change_status(store: StateStore, name: str, action: str, now: float, reason:
             return record.status
         after = TRANSITIONS.get((action, record.status))
         if after is None:
+            hint = _STUCK.get(record.status)
             raise TaskChangeError(
                 "status",
                 f"task {name!r} is {record.status}: it cannot {action}"
-                + (
-                    f" (an archived task stays archived; {_NEW_TASK})"
-                    if record.status == "archived"
-                    else ""
-                ),
+                + (f" ({hint})" if hint else ""),
             )
         store.set_task_status(name, after, reason, at=now)
     return after
