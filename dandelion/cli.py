@@ -1,4 +1,4 @@
-"""The ``dandelion`` command: serve, task, bundle, privacy, demo, emulate.
+"""The ``dandelion`` command: serve, task (``task_commands.py``), bundle, privacy, demo, emulate.
 
 Every setting of ``dandelion.settings.SETTINGS`` is a flag of ``serve`` (and of ``demo`` where it
 applies) and an environment variable; ``docs/cli.md`` lists the commands and a test keeps it in
@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .serve_cli import print_result as _print
 from .settings import SETTINGS, Settings, SettingsError, load_settings
+from .task_commands import add_task_parser, run_task
 
 __all__ = ["build_parser", "main"]
 
@@ -66,23 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings(serve)
 
-    task = sub.add_parser("task", help="Create, list and show tasks in the state file.")
-    task_sub = task.add_subparsers(dest="task_command", required=True, metavar="ACTION")
-    create = task_sub.add_parser("create", help="Create a task from a TOML file.")
-    create.add_argument("file", help="Task file (see docs/tasks.md).")
-    lst = task_sub.add_parser("list", help="List tasks with their status and progress.")
-    show = task_sub.add_parser("show", help="Show one task: config, rounds, model versions.")
-    show.add_argument("name")
-    check = task_sub.add_parser(
-        "check", help="Validate a task file without a state file; exit 2 on any error."
-    )
-    check.add_argument("file", help="Task file (see docs/tasks.md).")
-    check.add_argument("--json", action="store_true", help="Print JSON.")
-    for p in (create, lst, show):
-        p.add_argument("--json", action="store_true", help="Print JSON.")
-        _add_settings(p, only=["db"])
-    for p in (create, check):
-        _add_with(p)
+    add_task_parser(sub, _add_settings, _add_with)
 
     token = sub.add_parser(
         "token", help="Make, list and revoke the bearer tokens of the admin API and dashboard."
@@ -306,65 +292,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _task(args: argparse.Namespace) -> int:
-    from .coordinator import TaskConfigError
-    from .serve_cli import load_task, migrating
-    from .tasks_cli import create_task_in, describe_task, list_tasks_in
-
-    if args.task_command == "check":
-        try:
-            config = load_task(args.file)
-        except TaskConfigError as exc:
-            print(f"dandelion task check: {exc}", file=sys.stderr)
-            return 2
-        info = {
-            "ok": True,
-            "name": config.name,
-            "objective": config.objective,
-            "param_count": config.model.param_count,
-            "mechanism": config.privacy.mechanism if config.privacy is not None else None,
-        }
-        _print(info, args.json, f"ok: task {config.name} ({config.model.param_count} parameters)")
-        return 0
-    settings = _settings(args)
-    if args.task_command == "create":
-        try:
-            config = load_task(args.file)
-            with migrating("task create", settings.db):
-                info = create_task_in(settings.db, config)
-        except (TaskConfigError, ValueError) as exc:
-            print(f"dandelion task create: {exc}", file=sys.stderr)
-            return 2
-        _print(info, args.json, f"created task {config.name} ({info['param_count']} parameters)")
-        return 0
-    if args.task_command == "list":
-        with migrating("task list", settings.db):
-            rows = list_tasks_in(settings.db)
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            for row in rows or [{"name": "(no tasks)", "status": "", "model_version": ""}]:
-                print(f"{row['name']:<24} {row['status']:<8} version {row['model_version']}")
-        return 0
-    with migrating("task show", settings.db):
-        shown = describe_task(settings.db, args.name)
-    if shown is None:
-        print(f"dandelion task show: no task {args.name!r}", file=sys.stderr)
-        return 1
-    if not args.json and shown["privacy"] is not None:
-        # ε never alone: its δ, mechanism, unit and assumption, in words, first.
-        print(f"guarantee: {shown['privacy']['guarantee']['statement']}")
-    _print(shown, args.json, None)
-    return 0
-
-
-def _print(info: dict[str, Any], as_json: bool, line: str | None) -> None:
-    if as_json:
-        print(json.dumps(info, indent=2))
-    elif line is not None:
-        print(line)
-    else:
-        for key, value in info.items():
-            print(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+    return run_task(args, lambda: _settings(args))
 
 
 def _backup(args: argparse.Namespace) -> int:

@@ -20,24 +20,36 @@ schema migrations must hold the lease while it does.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .settings import Settings
 
 if TYPE_CHECKING:
     from .coordinator import TaskConfig
 
-__all__ = ["fail", "load_task", "migrating", "serve"]
+__all__ = ["fail", "load_task", "migrating", "print_result", "serve"]
 
 
 def fail(command: str, message: object, status: int) -> int:
     """Print ``dandelion COMMAND: message`` on standard error; return ``status``."""
     print(f"dandelion {command}: {message}", file=sys.stderr)
     return status
+
+
+def print_result(info: dict[str, Any], as_json: bool, line: str | None) -> None:
+    """A command's result: ``info`` as JSON (``--json``), else ``line``, else key: value."""
+    if as_json:
+        print(json.dumps(info, indent=2))
+    elif line is not None:
+        print(line)
+    else:
+        for key, value in info.items():
+            print(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
 
 
 def load_task(path: str) -> TaskConfig:

@@ -1,5 +1,8 @@
 """Task commands run straight against the SQLite state file (the server may be running:
-WAL lets both use it; the server picks new tasks and status changes up within seconds).
+WAL lets both use it; the server picks new tasks, status changes and config versions up within
+seconds). A command that checks and then writes (an edit, a status change) takes SQLite's write
+lock first (``BEGIN IMMEDIATE``), so that what it checked is what the coordinator's writer
+finds: the two never interleave.
 
 What these functions return is printed as JSON (``dandelion task show|list --json``) and served
 by the admin API, so it is made strictly JSON-safe here: every non-finite float (an average
@@ -14,19 +17,25 @@ neighbouring relation, assumption (:func:`dandelion.privacy.guarantee.guarantee`
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from .api.strict_json import finite
-from .coordinator import TaskConfig, create_task
+from .coordinator import TaskConfig, change_status, create_task, edit_task
 from .privacy.config import privacy_config
 from .privacy.guarantee import guarantee
 from .storage import SQLiteStore, StateStore
 
 __all__ = [
+    "change_status_in",
     "create_task_in",
     "describe",
     "describe_task",
+    "edit_task_in",
+    "history",
+    "history_in",
     "list_tasks_in",
     "privacy_summary",
     "task_rows",
@@ -45,10 +54,105 @@ def create_task_in(db: str, config: TaskConfig) -> dict[str, Any]:
     return {"name": config.name, "param_count": config.model.param_count, "status": "active"}
 
 
-def task_rows(store: StateStore) -> list[dict[str, Any]]:
-    """Every task in a line: what the admin API lists (`task list` shows a subset)."""
+@contextlib.contextmanager
+def _writing(db: str) -> Iterator[SQLiteStore]:
+    """A store on ``db`` inside one ``BEGIN IMMEDIATE`` transaction (committed at the end)."""
+    store = SQLiteStore(db)
+    try:
+        store.conn.execute("BEGIN IMMEDIATE")  # the write lock, before anything is read
+        try:
+            yield store
+        except BaseException:
+            store.conn.execute("ROLLBACK")
+            raise
+        store.conn.execute("COMMIT")
+    finally:
+        store.close()
+
+
+def edit_task_in(
+    db: str, name: str, config: TaskConfig, *, reason: str, allow_privacy_change: bool
+) -> dict[str, Any]:
+    """``dandelion task edit``: the task's next config version. Raises KeyError,
+    TaskChangeError."""
+    with _writing(db) as store:
+        before = store.get_task(name)
+        version = edit_task(
+            store,
+            name,
+            config,
+            time.time(),
+            reason=reason,
+            allow_privacy_change=allow_privacy_change,
+        )
+    changed = before is not None and version != before.config_version
+    return {"name": name, "config_version": version, "changed": changed}
+
+
+def change_status_in(db: str, name: str, action: str, *, reason: str) -> dict[str, Any]:
+    """``dandelion task pause|resume|archive``. Raises KeyError, TaskChangeError."""
+    with _writing(db) as store:
+        status = change_status(store, name, action, time.time(), reason)
+    return {"name": name, "status": status}
+
+
+def history_in(db: str, name: str) -> dict[str, Any] | None:
+    store = SQLiteStore(db)
+    try:
+        return history(store, name)
+    finally:
+        store.close()
+
+
+def history(store: StateStore, name: str) -> dict[str, Any] | None:
+    """A task's life (None if there is none): its log, oldest first — creation, each status
+    change, each new config version — and every config version it has had, with the first and
+    last round that opened with it (None for none)."""
+    record = store.get_task(name)
+    if record is None:
+        return None
+    last = store.last_round_number(name)
+    rounds: dict[int, list[int]] = {}
+    for r in store.list_rounds(name, last):
+        rounds.setdefault(r.config_version, []).append(r.round)
+    ran = {version: (min(numbers), max(numbers)) for version, numbers in rounds.items()}
+    info = {
+        "name": name,
+        "status": record.status,
+        "config_version": record.config_version,
+        "changes": [
+            {
+                "at": c.at,
+                "change": c.change,
+                "status": c.status,
+                "config_version": c.config_version,
+                "reason": c.reason,
+            }
+            for c in store.task_log(name)
+        ],
+        "configs": [
+            {
+                "version": c.version,
+                "created_at": c.created_at,
+                "reason": c.reason,
+                "first_round": ran.get(c.version, (None, None))[0],
+                "last_round": ran.get(c.version, (None, None))[1],
+                "config": c.config,
+            }
+            for c in store.list_task_configs(name)
+        ],
+    }
+    made: dict[str, Any] = finite(info)
+    return made
+
+
+def task_rows(store: StateStore, *, archived: bool = True) -> list[dict[str, Any]]:
+    """Every task in a line (without the archived ones unless ``archived``): what the admin
+    API lists (`task list` shows a subset)."""
     rows = []
     for record in store.list_tasks():
+        if record.status == "archived" and not archived:
+            continue
         latest = store.latest_model_version(record.name)
         privacy = privacy_summary(store, record.name, record.config, recent=0)
         rows.append(
@@ -56,6 +160,7 @@ def task_rows(store: StateStore) -> list[dict[str, Any]]:
                 "name": record.name,
                 "status": record.status,
                 "status_reason": record.reason,
+                "config_version": record.config_version,
                 "objective": record.config.get("objective"),
                 "model_version": latest.version if latest else None,
                 "rounds_opened": store.last_round_number(record.name),
@@ -67,20 +172,21 @@ def task_rows(store: StateStore) -> list[dict[str, Any]]:
     return made
 
 
-def list_tasks_in(db: str) -> list[dict[str, Any]]:
+def list_tasks_in(db: str, *, archived: bool = False) -> list[dict[str, Any]]:
     store = SQLiteStore(db)
     try:
         return [
             {
                 "name": row["name"],
                 "status": row["status"],
+                "config_version": row["config_version"],
                 "objective": row["objective"],
                 "model_version": row["model_version"],
                 "rounds": row["rounds_opened"],
                 "epsilon_spent": row["epsilon_spent"],
                 "guarantee": row["guarantee"],
             }
-            for row in task_rows(store)
+            for row in task_rows(store, archived=archived)
         ]
     finally:
         store.close()
@@ -107,6 +213,7 @@ def describe(store: StateStore, name: str, rounds_shown: int = 10) -> dict[str, 
         "status_reason": record.reason,
         "privacy": privacy_summary(store, name, record.config),
         "created_at": record.created_at,
+        "config_version": record.config_version,
         "config": record.config,
         "model_version": latest.version if latest else None,
         "model_metrics": latest.metrics if latest else {},
@@ -121,6 +228,7 @@ def describe(store: StateStore, name: str, rounds_shown: int = 10) -> dict[str, 
                 "rejected": r.rejected,
                 "dropped": r.dropped,
                 "metrics": r.metrics,
+                "config_version": r.config_version,
             }
             for r in rounds
         ],

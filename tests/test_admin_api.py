@@ -133,7 +133,7 @@ async def test_errors_share_one_shape(live: LiveFactory) -> None:
                 assert error["message"], path
 
 
-async def test_tasks_are_created_paused_resumed_stopped_and_models_downloaded(
+async def test_tasks_are_created_paused_resumed_archived_and_models_downloaded(
     live: LiveFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -161,8 +161,8 @@ async def test_tasks_are_created_paused_resumed_stopped_and_models_downloaded(
         assert server.coordinator.tasks["from-toml"].status == "paused"
         async with http.post(f"{base}/tasks/from-toml/resume") as r:
             assert (await r.json())["status"] == "active"
-        async with http.post(f"{base}/tasks/from-toml/stop") as r:
-            assert (await r.json())["status"] == "stopped"
+        async with http.post(f"{base}/tasks/from-toml/archive") as r:
+            assert (await r.json())["status"] == "archived"
         async with http.post(f"{base}/tasks/from-toml/resume") as r:
             assert r.status == 409
 

@@ -23,8 +23,8 @@ def _task(store: StateStore, name: str = "t1") -> None:
     store.save_model_version(ModelVersion(name, 0, 0, b"\0" * 8, b"", 1.0, {}))
 
 
-def _round(n: int, status: str = "open", task: str = "t1") -> RoundRecord:
-    return RoundRecord(task, n, 0, status, 10.0 + n, None, 5)
+def _round(n: int, status: str = "open", task: str = "t1", config: int = 1) -> RoundRecord:
+    return RoundRecord(task, n, 0, status, 10.0 + n, None, 5, config_version=config)
 
 
 def _close(store: StateStore, n: int, status: str = "completed", **extra: object) -> None:
@@ -55,7 +55,62 @@ def test_tasks(store: StateStore) -> None:
     assert store.get_task("a").status == "paused"  # type: ignore[union-attr]
     with pytest.raises(ValueError):
         store.set_task_status("a", "sleeping")
+    with pytest.raises(KeyError):
+        store.set_task_status("zzz", "paused")
     assert store.get_task("zzz") is None
+
+
+def test_a_task_keeps_every_config_version_and_logs_each_change(store: StateStore) -> None:
+    _task(store)
+    record = store.get_task("t1")
+    assert record is not None and record.config_version == 1
+    assert [(c.version, c.config) for c in store.list_task_configs("t1")] == [
+        (1, {"objective": "x", "n": [1, 2]})
+    ]
+    assert store.set_task_config("t1", {"objective": "x", "n": [3]}, at=5.0, reason="r") == 2
+    store.set_task_status("t1", "paused", "held", at=6.0)
+    store.set_task_status("t1", "archived", "done", at=7.0)
+    record = store.get_task("t1")
+    assert record is not None
+    assert (record.config, record.config_version, record.status) == (
+        {"objective": "x", "n": [3]},
+        2,
+        "archived",
+    )
+    first, second = store.list_task_configs("t1")
+    assert (first.version, first.config, first.created_at) == (
+        1,
+        {"objective": "x", "n": [1, 2]},
+        1.0,
+    )
+    assert (second.version, second.config, second.reason) == (2, {"objective": "x", "n": [3]}, "r")
+    assert store.get_task_config("t1", 1) == first
+    assert store.get_task_config("t1", 3) is None
+    assert [
+        (c.at, c.change, c.status, c.config_version, c.reason) for c in store.task_log("t1")
+    ] == [
+        (1.0, "created", "active", 1, ""),
+        (5.0, "config", "active", 2, "r"),
+        (6.0, "status", "paused", 2, "held"),
+        (7.0, "status", "archived", 2, "done"),
+    ]
+    with pytest.raises(KeyError):
+        store.set_task_config("nope", {}, at=1.0)
+    assert store.list_task_configs("nope") == [] and store.task_log("nope") == []
+
+
+def test_a_failed_edit_leaves_nothing_behind(store: StateStore) -> None:
+    _task(store)
+
+    def fails() -> None:
+        with store.transaction():
+            store.set_task_config("t1", {"objective": "y"}, at=2.0)
+            raise RuntimeError("the caller's transaction fails")
+
+    with pytest.raises(RuntimeError):
+        fails()
+    assert store.get_task("t1").config_version == 1  # type: ignore[union-attr]
+    assert len(store.list_task_configs("t1")) == 1 and len(store.task_log("t1")) == 1
 
 
 def test_model_versions(store: StateStore) -> None:
@@ -81,15 +136,17 @@ def test_rounds_open_close_and_numbering(store: StateStore) -> None:
     _task(store)
     assert store.last_round_number("t1") == 0
     store.open_round(_round(1))
-    store.open_round(_round(2))
+    store.open_round(_round(2, config=2))
     _close(store, 1, model_version=ModelVersion("t1", 1, 1, b"", b"", 21.0, {}))
     r1 = store.get_round("t1", 1)
     assert r1 is not None
     assert (r1.status, r1.reported, r1.dropped, r1.metrics) == ("completed", 4, 1, {"loss": 0.5})
+    assert (r1.config_version, store.get_round("t1", 2).config_version) == (1, 2)  # type: ignore[union-attr]
     assert store.last_round_number("t1") == 2
     assert [r.round for r in store.list_rounds("t1", 10)] == [2, 1]
     assert store.mark_open_rounds_interrupted(99.0) == 1
-    assert store.get_round("t1", 2).status == "interrupted"  # type: ignore[union-attr]
+    r2 = store.get_round("t1", 2)
+    assert r2 is not None and (r2.status, r2.config_version) == ("interrupted", 2)
     assert store.mark_open_rounds_interrupted(99.0) == 0
     with pytest.raises(KeyError):
         _close(store, 7)
@@ -174,8 +231,40 @@ def test_sqlite_migrations_are_idempotent_and_state_survives_reopen(tmp_path: Pa
         "m003_admin_tokens",
         "m004_durable_rounds",
         "m005_task_secrets",
+        "m006_task_lifecycle",
     ]
     assert again.latest_model_version("t1").params == b"\7" * 4  # type: ignore[union-attr]
     mode = again.conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
     again.close()
+
+
+def test_m006_gives_older_tasks_a_first_config_version_and_a_log(tmp_path: Path) -> None:
+    """A state file written before task lifecycles: its tasks get config version 1 and a log
+    that starts at their creation; "stopped" becomes "archived"."""
+    import sqlite3
+
+    from sqlite_utils import Database
+
+    from dandelion.storage.migrations import MIGRATIONS
+
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path)
+    db = Database(conn)
+    MIGRATIONS.apply(db, stop_before="m006_task_lifecycle")  # a file as an older version left it
+    conn.execute(
+        "INSERT INTO tasks (name, config, status, created_at, reason) VALUES "
+        "('a', '{\"k\": 1}', 'active', 1.0, ''), ('b', '{}', 'stopped', 2.0, 'by ops')"
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    a, b = store.list_tasks()
+    assert (a.config_version, a.status, b.status) == (1, "active", "archived")
+    assert [(c.version, c.config) for c in store.list_task_configs("a")] == [(1, {"k": 1})]
+    assert [(c.change, c.status) for c in store.task_log("a")] == [("created", "active")]
+    assert [(c.change, c.status) for c in store.task_log("b")] == [
+        ("created", "active"),
+        ("status", "archived"),
+    ]
+    store.close()

@@ -1,10 +1,13 @@
 """The admin API, under ``/api/v1/`` (every route needs a bearer token; see ``auth.py``).
 
-    GET  /api/v1/tasks                          tasks, a line each
+    GET  /api/v1/tasks?all=true                 tasks, a line each (archived ones with all=true)
     POST /api/v1/tasks                          create one (a task file's content: JSON, or TOML
                                                 with Content-Type application/toml)
     GET  /api/v1/tasks/{name}                   configuration, status, privacy, recent rounds
-    POST /api/v1/tasks/{name}/pause|resume|stop change its status
+    PUT  /api/v1/tasks/{name}                   edit it: the task file's new content, as for
+                                                POST; the next round opens with it
+    POST /api/v1/tasks/{name}/pause|resume|archive  change its status
+    GET  /api/v1/tasks/{name}/history           its log and every config version
     GET  /api/v1/tasks/{name}/rounds?limit=N    rounds, newest first
     GET  /api/v1/tasks/{name}/models            model versions
     GET  /api/v1/tasks/{name}/models/{version}  one version's parameters (float32 LE), or `latest`
@@ -20,6 +23,10 @@ version it made), and every time is rounded down to ``monitor_bucket_s``. Every 
 JSON (``strict_json``: non-finite figures are ``null``). docs/openapi.json describes every
 route; errors have the one shape of ``errors.py``.
 
+Edits and status changes go through the coordinator (``Coordinator.edit_task``,
+``change_status``; the rules are ``coordinator/taskchanges.py``'s), so they apply to the live
+coordinator at once; a refused one answers 409 naming the field.
+
 ε is never shown alone: a DP task's ``privacy`` (task detail, privacy ledger) and each row of
 the task list carry ``guarantee`` — ε with its δ, mechanism, unit of privacy, neighbouring
 relation and assumption (``dandelion.privacy.guarantee``, via ``tasks_cli``). They are outputs of
@@ -34,10 +41,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..coordinator import Coordinator, TaskConfig, TaskConfigError
+from ..coordinator import ACTIONS, Coordinator, TaskChangeError, TaskConfig, TaskConfigError
 from ..settings import Settings
 from ..storage import AsyncStore, ConflictError, StateStore
-from ..tasks_cli import describe, task_rows
+from ..tasks_cli import describe, history, task_rows
 from .auth import ADMIN
 from .errors import ApiError
 from .stats import SnapshotCache, bucket, model_figures, model_metrics, round_figures
@@ -47,7 +54,6 @@ __all__ = ["AdminContext", "add_admin_routes"]
 
 API = "/api/v1"
 _MAX_TASK_BYTES = 256 * 1024
-_TRANSITIONS = {"pause": "paused", "resume": "active", "stop": "stopped"}
 _RECENT_ROUNDS = 10
 _MAX_VERSION = 2**53 - 1  # as the wire contract's model_version (schemas/README.md)
 
@@ -122,16 +128,33 @@ async def _task_or_404(ctx: AdminContext, name: str) -> dict[str, Any]:
     return info
 
 
+def _flag(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false")
+    if raw not in ("true", "false"):
+        raise ApiError(400, f"{name} must be true or false, not {raw!r}")
+    return raw == "true"
+
+
+def _reason(request: web.Request, what: str) -> str:
+    """Who changed the task and why: ``what`` by the token's name, and the ``reason`` given."""
+    said = request.query.get("reason", "")
+    if len(said) > 500:
+        raise ApiError(400, "reason is at most 500 characters")
+    by = f"{what} through the admin API by {request[ADMIN]}"
+    return f"{by}: {said}" if said else by
+
+
 async def list_tasks(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    rows = await ctx.store.read(task_rows)
+    archived = _flag(request, "all")
+    rows = await ctx.store.read(lambda s: task_rows(s, archived=archived))
     for row in rows:
         row["waiting"] = _waiting(ctx, row["name"])
     return _json({"tasks": rows})
 
 
-async def create_task(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+async def _task_config(request: web.Request) -> TaskConfig:
+    """The task file in the request's body. Raises ApiError 400, 413, 415, 422."""
     if request.content_length is not None and request.content_length > _MAX_TASK_BYTES:
         raise ApiError(413, f"a task file is at most {_MAX_TASK_BYTES} bytes")
     body = await request.read()
@@ -150,9 +173,14 @@ async def create_task(request: web.Request) -> web.Response:
     if not isinstance(raw, dict):
         raise ApiError(400, "a task is an object")
     try:
-        config = TaskConfig.from_dict(raw)
+        return TaskConfig.from_dict(raw)
     except (TaskConfigError, ValueError, KeyError, TypeError) as exc:
         raise ApiError(422, f"invalid task: {exc}") from None
+
+
+async def create_task(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    config = await _task_config(request)
     if config.name in ctx.coordinator.tasks:
         raise ApiError(409, f"a task named {config.name!r} exists already")
     try:
@@ -167,21 +195,49 @@ async def show_task(request: web.Request) -> web.Response:
     return _json(await _task_or_404(_ctx(request), request.match_info["name"]))
 
 
+async def edit_task(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    name = request.match_info["name"]
+    allow = _flag(request, "allow_privacy_change")
+    reason = _reason(request, "edit")
+    await _task_or_404(ctx, name)
+    config = await _task_config(request)
+    try:
+        await ctx.coordinator.edit_task(name, config, reason=reason, allow_privacy_change=allow)
+    except TaskChangeError as exc:
+        raise ApiError(409, str(exc)) from None
+    except KeyError:
+        raise ApiError(404, f"no task named {name!r}") from None
+    return _json(await _task_or_404(ctx, name))
+
+
 async def change_status(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     name, action = request.match_info["name"], request.match_info["action"]
-    if action not in _TRANSITIONS:
-        raise ApiError(404, f"no action {action!r}: pause, resume or stop")
-    info = await _task_or_404(ctx, name)
-    current, wanted = info["status"], _TRANSITIONS[action]
-    if current == "stopped" and wanted != "stopped":
-        raise ApiError(409, "a stopped task stays stopped; create a new one")
-    if current == "budget_exhausted" and wanted == "active":
-        raise ApiError(409, f"the task spent its privacy budget: {info['status_reason']}")
-    reason = f"{action} through the admin API by {request[ADMIN]}"
-    await ctx.store.write(lambda s: s.set_task_status(name, wanted, reason))
-    await ctx.coordinator.refresh_tasks()
+    if action not in ACTIONS:
+        raise ApiError(404, f"no action {action!r}: {', '.join(ACTIONS)}")
+    reason = _reason(request, action)
+    await _task_or_404(ctx, name)
+    try:
+        await ctx.coordinator.change_status(name, action, reason=reason)
+    except TaskChangeError as exc:
+        raise ApiError(409, str(exc)) from None
+    except KeyError:
+        raise ApiError(404, f"no task named {name!r}") from None
     return _json(await _task_or_404(ctx, name))
+
+
+async def task_history(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    name, width = request.match_info["name"], ctx.settings.monitor_bucket_s
+    info = await ctx.store.read(lambda s: history(s, name))
+    if info is None:
+        raise ApiError(404, f"no task named {name!r}")
+    for entry in info["changes"]:
+        entry["at"] = bucket(entry["at"], width)
+    for entry in info["configs"]:
+        entry["created_at"] = bucket(entry["created_at"], width)
+    return _json(info)
 
 
 def _limit(request: web.Request, default: int, most: int) -> int:
@@ -290,6 +346,8 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_get(f"{API}/tasks", list_tasks)
     r.add_post(f"{API}/tasks", create_task)
     r.add_get(f"{API}/tasks/{{name}}", show_task)
+    r.add_put(f"{API}/tasks/{{name}}", edit_task)
+    r.add_get(f"{API}/tasks/{{name}}/history", task_history)
     r.add_post(f"{API}/tasks/{{name}}/{{action}}", change_status)
     r.add_get(f"{API}/tasks/{{name}}/rounds", list_rounds)
     r.add_get(f"{API}/tasks/{{name}}/models", list_models)

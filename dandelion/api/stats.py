@@ -98,6 +98,7 @@ def round_figures(r: RoundRecord, k: int, bucket_s: float) -> dict[str, Any]:
         "dropped": suppress(r.dropped, k),
         "metrics": finite(dict(r.metrics)) if enough else {},
         "withheld_below": k,
+        "config_version": r.config_version,  # which of the task's configs it ran under
     }
 
 

@@ -9,9 +9,11 @@ from .registry import TaskRegistry, create_task
 from .replies import CLOSE_TRY_LATER, Reply
 from .rounds import RoundState
 from .runtime import RoundOutcome, TaskRuntime
+from .taskchanges import ACTIONS, TaskChangeError, change_status, edit_task
 from .taskconfig import RoundPlan, ServerConfig, TaskConfig, TaskConfigError, load_task_file
 
 __all__ = [
+    "ACTIONS",
     "CLOSE_TRY_LATER",
     "Coordinator",
     "PaceSteering",
@@ -23,10 +25,13 @@ __all__ = [
     "RoundPlan",
     "RoundState",
     "ServerConfig",
+    "TaskChangeError",
     "TaskConfig",
     "TaskConfigError",
     "TaskRegistry",
     "TaskRuntime",
+    "change_status",
     "create_task",
+    "edit_task",
     "load_task_file",
 ]

@@ -3,9 +3,11 @@
 Rules of this file: it is the face that the conversation driver talks to — one handler per
 worker message, each returning one :class:`~dandelion.coordinator.replies.Reply` — and it
 delegates what it decides to three parts: the task registry (``registry.py``: one creation
-path, resumption from storage), selection (``selection.py``: who gets which assignment) and the
-round lifecycle (``lifecycle.py``: open, checkpoint, close, commit, resume). It knows messages,
-not sockets. Clocks and the random source are injected so tests can drive time.
+path, resumption from storage, new config versions taken up between rounds), selection
+(``selection.py``: who gets which assignment) and the round lifecycle (``lifecycle.py``: open,
+checkpoint, close, commit, resume); what an edit or a status change may do is
+``taskchanges.py``'s. It knows messages, not sockets. Clocks and the random source are
+injected so tests can drive time.
 
 Every decision is recorded in storage before it is answered. An ``ack`` means the update is in
 its round's stored aggregate and survives a crash; a round ends only by its own rule, never by a
@@ -44,6 +46,7 @@ from .registry import TaskRegistry, create_task
 from .replies import Reply
 from .runtime import TaskRuntime
 from .selection import select
+from .taskchanges import change_status, edit_task
 from .taskconfig import TaskConfig
 
 __all__ = ["Coordinator", "RoundListener", "create_task"]
@@ -95,6 +98,35 @@ class Coordinator:
         for runtime in await self.registry.refresh():
             await self.lifecycle.resume(runtime)
         self._last_refresh = self.clock()
+        await self._take_up_edits()
+
+    async def _take_up_edits(self) -> None:
+        """Tasks with a newer config version take it up once their open round has ended."""
+        for runtime in list(self.tasks.values()):
+            if runtime.reload and runtime.idle:
+                await self.registry.reload(runtime)
+
+    async def edit_task(
+        self, name: str, config: TaskConfig, *, reason: str = "", allow_privacy_change: bool = False
+    ) -> int:
+        """Store ``config`` as the task's next config version (``taskchanges.edit_task``); the
+        next round opens with it. Returns the version. Raises KeyError, TaskChangeError."""
+        now = self.clock()
+        version: int = await self.store.write(
+            lambda s: edit_task(
+                s, name, config, now, reason=reason, allow_privacy_change=allow_privacy_change
+            )
+        )
+        await self.refresh_tasks()
+        return version
+
+    async def change_status(self, name: str, action: str, *, reason: str = "") -> str:
+        """Pause, resume or archive a task (``taskchanges.change_status``); return its status.
+        An open round ends by its own rule. Raises KeyError, TaskChangeError."""
+        now = self.clock()
+        status: str = await self.store.write(lambda s: change_status(s, name, action, now, reason))
+        await self.refresh_tasks()
+        return status
 
     async def add_task(self, config: TaskConfig) -> TaskRuntime:
         """Create a task with its initial model (version 0) and start running it."""
@@ -236,6 +268,8 @@ class Coordinator:
         now = self.clock()
         if now - self._last_refresh >= _REFRESH_S:
             await self.refresh_tasks()
+        else:
+            await self._take_up_edits()  # a round that just ended: the next opens with the edit
         lapsed: list[ParticipationEvent] = []
         for runtime in list(self.tasks.values()):
             rnd = runtime.round

@@ -33,6 +33,7 @@ from ..storage import (
     ParticipationEvent,
     RoundCheckpoint,
     RoundRecord,
+    StateStore,
     StorageError,
 )
 from .pace import PaceSteering
@@ -97,6 +98,7 @@ class RoundLifecycle:
             opened_at=now,
             closed_at=None,
             goal=runtime.config.rounds.goal,
+            config_version=runtime.config_version,
         )
         checkpoint = RoundCheckpoint(runtime.name, rnd.number, secret, None, 0, now)
         await self.store.write(
@@ -167,8 +169,18 @@ class RoundLifecycle:
 
     async def _exhaust(self, runtime: TaskRuntime, reason: str) -> None:
         """Stop a task whose next round would pass its privacy budget, and say why."""
-        name = runtime.name
-        await self.store.write(lambda s: s.set_task_status(name, "budget_exhausted", reason))
+        name, now = runtime.name, self.clock()
+
+        def exhaust(s: StateStore) -> bool:
+            # Only over "active": a pause or an archive written meanwhile (by the CLI) stands.
+            record = s.get_task(name)
+            if record is None or record.status != "active":
+                return False
+            s.set_task_status(name, "budget_exhausted", reason, at=now)
+            return True
+
+        if not await self.store.write(exhaust):
+            return  # the registry's next look brings the status that stands
         runtime.status, runtime.reason = "budget_exhausted", reason
         log.warning("task %s: round %d not started: %s", name, runtime.last_round + 1, reason)
 

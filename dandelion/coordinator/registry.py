@@ -3,7 +3,9 @@
 Rules of this file: it reads and writes tasks and model versions; it never decides about
 rounds. :func:`create_task` is the one way a task comes to exist (the coordinator, the admin API
 and the CLI all call it); :meth:`TaskRegistry.load` rebuilds a runtime from its last committed
-model version, privacy ledger and optimizer state.
+model version, privacy ledger and optimizer state, under the config its open round opened with
+(the task's current one when no round is open). A new config version (``taskchanges.py``) is
+taken up by :meth:`TaskRegistry.reload` — the same rebuild — once the open round has ended.
 """
 
 from __future__ import annotations
@@ -12,13 +14,22 @@ import functools
 import logging
 import random
 import secrets
+from typing import Any
 
 import numpy as np
 
 from ..aggregation.optimizers import decode_state
 from ..privacy import PrivacyLedger
 from ..privacy.ftrl import TreeNoise
-from ..storage import AsyncStore, LedgerEntry, ModelVersion, StateStore, TaskRecord
+from ..storage import (
+    AsyncStore,
+    LedgerEntry,
+    ModelVersion,
+    RoundRecord,
+    StateStore,
+    TaskConfigVersion,
+    TaskRecord,
+)
 from ..taskspec.models import init_params
 from .runtime import TaskRuntime
 from .taskconfig import TaskConfig
@@ -52,20 +63,41 @@ class TaskRegistry:
             if runtime is None:
                 runtime = self.tasks[record.name] = await self.load(record)
                 new.append(runtime)
-            elif runtime.status != record.status:
-                runtime.status = record.status
-                runtime.reason = record.reason
+            else:
+                if runtime.status != record.status:
+                    runtime.status = record.status
+                    runtime.reason = record.reason
+                if runtime.config_version != record.config_version:
+                    runtime.reload = True  # taken up once its open round has ended
         return new
+
+    async def reload(self, runtime: TaskRuntime) -> TaskRuntime:
+        """Build an idle task's runtime again from storage, under its current config version
+        (as a restart would); return the new runtime, now the registry's."""
+        assert runtime.idle, "a task's config changes only between rounds"
+        name = runtime.name
+        runtime.opening = True  # no round opens under the old config meanwhile
+        try:
+            record: TaskRecord | None = await self.store.read(lambda s: s.get_task(name))
+            if record is None:
+                return runtime
+            fresh = await self.load(record)
+        finally:
+            runtime.opening = False
+        self.tasks[name] = fresh
+        log.info("task %s takes up config version %d", name, fresh.config_version)
+        return fresh
 
     async def load(self, record: TaskRecord) -> TaskRuntime:
         """A task's runtime at its last committed model version. Raises RuntimeError for a
         task without one."""
-        config = TaskConfig.from_dict(record.config)
         name = record.name
         latest: ModelVersion | None = await self.store.read(lambda s: s.latest_model_version(name))
         if latest is None:
             raise RuntimeError(f"task {name!r} has no model version")
         last_round: int = await self.store.read(lambda s: s.last_round_number(name))
+        version, raw = await self._config_in_force(record, last_round)
+        config = TaskConfig.from_dict(raw)
         completed = await self.store.read(lambda s: len(s.list_model_versions(name)) - 1)
         params = np.frombuffer(latest.params, dtype="<f4").astype(np.float32)
         state = decode_state(latest.optimizer_state) if latest.optimizer_state else None
@@ -89,9 +121,32 @@ class TaskRegistry:
             ledger=ledger,
             clip_norm=clip_norm,
             reason=record.reason,
+            config_version=version,
         )
+        runtime.reload = version != record.config_version
         await self._attach_ftrl(runtime)
         return runtime
+
+    async def _config_in_force(
+        self, record: TaskRecord, last_round: int
+    ) -> tuple[int, dict[str, Any]]:
+        """The config version (and config) the task runs under: that of its open round, which
+        finishes under the config it opened with, or else the task's current one."""
+        name = record.name
+        if last_round:
+            rnd: RoundRecord | None = await self.store.read(lambda s: s.get_round(name, last_round))
+            if (
+                rnd is not None
+                and rnd.status == "open"
+                and rnd.config_version != record.config_version
+            ):
+                number = rnd.config_version
+                kept: TaskConfigVersion | None = await self.store.read(
+                    lambda s: s.get_task_config(name, number)
+                )
+                if kept is not None:
+                    return kept.version, kept.config
+        return record.config_version, record.config
 
     async def _attach_ftrl(self, runtime: TaskRuntime) -> None:
         """DP-FTRL: the task's tree noise from its stored key (made once), and who took part in

@@ -43,6 +43,10 @@ class TaskRuntime:
     With a privacy config, ``ledger`` holds what the task released and ``clip_norm`` the bound
     of its next round (it moves with adaptive clipping); both are rebuilt from storage on
     restart.
+
+    ``config`` is version ``config_version`` of the task's configuration: the one its open round
+    runs under. ``reload`` says that storage holds a newer one, which the registry takes up
+    (by building the runtime again, as a restart would) once the open round has ended.
     """
 
     def __init__(
@@ -58,8 +62,11 @@ class TaskRuntime:
         ledger: PrivacyLedger | None = None,
         clip_norm: float | None = None,
         reason: str = "",
+        config_version: int = 1,
     ) -> None:
         self.config = config
+        self.config_version = config_version
+        self.reload = False
         self.status = status
         self.reason = reason
         if ledger is None and config.privacy is not None:
@@ -121,14 +128,13 @@ class TaskRuntime:
         return plan.max_rounds > 0 and self.completed_rounds >= plan.max_rounds
 
     @property
+    def idle(self) -> bool:
+        """No round is open, closing or being opened."""
+        return self.round is None and not self.closing and not self.opening
+
+    @property
     def wants_round(self) -> bool:
-        return (
-            self.status == "active"
-            and self.round is None
-            and not self.closing
-            and not self.opening
-            and not self.finished
-        )
+        return self.status == "active" and self.idle and not self.reload and not self.finished
 
     def model_frame(self, number: int) -> bytes:
         """The current model as the tensor frame every worker of round ``number`` receives."""

@@ -10,6 +10,7 @@ from .records import (
     CONSENT_STATES,
     EVENTS,
     ROUND_STATUSES,
+    TASK_CHANGES,
     TASK_STATUSES,
     LedgerEntry,
     ModelVersion,
@@ -17,6 +18,8 @@ from .records import (
     ParticipationEvent,
     RoundCheckpoint,
     RoundRecord,
+    TaskChange,
+    TaskConfigVersion,
     TaskRecord,
 )
 from .sqlite import SQLiteStore
@@ -26,6 +29,7 @@ __all__ = [
     "CONSENT_STATES",
     "EVENTS",
     "ROUND_STATUSES",
+    "TASK_CHANGES",
     "TASK_STATUSES",
     "AsyncStore",
     "ConflictError",
@@ -39,5 +43,7 @@ __all__ = [
     "SQLiteStore",
     "StateStore",
     "StorageError",
+    "TaskChange",
+    "TaskConfigVersion",
     "TaskRecord",
 ]

@@ -21,6 +21,8 @@ from .records import (
     ParticipationEvent,
     RoundCheckpoint,
     RoundRecord,
+    TaskChange,
+    TaskConfigVersion,
     TaskRecord,
 )
 
@@ -37,7 +39,9 @@ class StateStore(abc.ABC):
     # -- tasks -----------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def create_task(self, record: TaskRecord) -> None: ...
+    def create_task(self, record: TaskRecord) -> None:
+        """Store a new task: its config as version ``record.config_version`` of its history and
+        a "created" entry in its log (at ``created_at``). Raises ConflictError, ValueError."""
 
     @abc.abstractmethod
     def get_task(self, name: str) -> TaskRecord | None: ...
@@ -46,8 +50,30 @@ class StateStore(abc.ABC):
     def list_tasks(self) -> list[TaskRecord]: ...
 
     @abc.abstractmethod
-    def set_task_status(self, name: str, status: str, reason: str = "") -> None:
-        """Set the status and its ``reason`` ('' clears it). Raises KeyError, ValueError."""
+    def set_task_status(
+        self, name: str, status: str, reason: str = "", *, at: float | None = None
+    ) -> None:
+        """Set the status and its ``reason`` ('' clears it), and log the change at ``at`` (now
+        when None). Raises KeyError, ValueError."""
+
+    @abc.abstractmethod
+    def set_task_config(
+        self, name: str, config: dict[str, Any], *, at: float, reason: str = ""
+    ) -> int:
+        """Make ``config`` the task's next config version (the current one stays in its
+        history), log it, and return its version. What may change is the caller's rule.
+        Raises KeyError."""
+
+    @abc.abstractmethod
+    def list_task_configs(self, name: str) -> list[TaskConfigVersion]:
+        """Every config version of the task, oldest first ([] for no such task)."""
+
+    @abc.abstractmethod
+    def get_task_config(self, name: str, version: int) -> TaskConfigVersion | None: ...
+
+    @abc.abstractmethod
+    def task_log(self, name: str) -> list[TaskChange]:
+        """The task's log, oldest first: its creation, each status change, each new config."""
 
     # -- model versions --------------------------------------------------------------------------
 

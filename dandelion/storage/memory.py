@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -24,6 +26,8 @@ from .records import (
     ParticipationEvent,
     RoundCheckpoint,
     RoundRecord,
+    TaskChange,
+    TaskConfigVersion,
     TaskRecord,
 )
 
@@ -42,6 +46,8 @@ class MemoryStore(StateStore):
         self._ledger: dict[tuple[str, int], LedgerEntry] = {}
         self._checkpoints: dict[tuple[str, int], RoundCheckpoint] = {}
         self._secrets: dict[tuple[str, str], str] = {}
+        self._configs: dict[tuple[str, int], TaskConfigVersion] = {}
+        self._log: list[TaskChange] = []
 
     _STATE: tuple[str, ...] = (
         "_tasks",
@@ -53,6 +59,8 @@ class MemoryStore(StateStore):
         "_tokens",
         "_checkpoints",
         "_secrets",
+        "_configs",
+        "_log",
     )
 
     @contextlib.contextmanager
@@ -69,10 +77,17 @@ class MemoryStore(StateStore):
     def create_task(self, record: TaskRecord) -> None:
         if record.status not in TASK_STATUSES:
             raise ValueError(f"task status {record.status!r}")
+        r = copy.deepcopy(record)
         with self._lock:
-            if record.name in self._tasks:
-                raise ConflictError(f"a task named {record.name!r} exists already")
-            self._tasks[record.name] = copy.deepcopy(record)
+            if r.name in self._tasks:
+                raise ConflictError(f"a task named {r.name!r} exists already")
+            self._tasks[r.name] = r
+            self._configs[r.name, r.config_version] = TaskConfigVersion(
+                r.name, r.config_version, copy.deepcopy(r.config), r.created_at
+            )
+            self._log.append(
+                TaskChange(r.name, r.created_at, "created", r.status, r.config_version, r.reason)
+            )
 
     def get_task(self, name: str) -> TaskRecord | None:
         return self._tasks.get(name)
@@ -81,12 +96,43 @@ class MemoryStore(StateStore):
         with self._lock:
             return [self._tasks[k] for k in sorted(self._tasks)]
 
-    def set_task_status(self, name: str, status: str, reason: str = "") -> None:
+    def set_task_status(
+        self, name: str, status: str, reason: str = "", *, at: float | None = None
+    ) -> None:
         if status not in TASK_STATUSES:
             raise ValueError(f"task status {status!r}")
+        when = time.time() if at is None else at
         with self._lock:
             old = self._tasks[name]
-            self._tasks[name] = TaskRecord(old.name, old.config, status, old.created_at, reason)
+            self._tasks[name] = dataclasses.replace(old, status=status, reason=reason)
+            self._log.append(TaskChange(name, when, "status", status, old.config_version, reason))
+
+    def set_task_config(
+        self, name: str, config: dict[str, Any], *, at: float, reason: str = ""
+    ) -> int:
+        with self._lock:
+            old = self._tasks[name]
+            version = old.config_version + 1
+            kept = copy.deepcopy(config)
+            self._configs[name, version] = TaskConfigVersion(name, version, kept, at, reason)
+            self._tasks[name] = dataclasses.replace(
+                old, config=copy.deepcopy(config), config_version=version
+            )
+            self._log.append(TaskChange(name, at, "config", old.status, version, reason))
+        return version
+
+    def list_task_configs(self, name: str) -> list[TaskConfigVersion]:
+        with self._lock:
+            return sorted(
+                (c for (t, _), c in self._configs.items() if t == name), key=lambda c: c.version
+            )
+
+    def get_task_config(self, name: str, version: int) -> TaskConfigVersion | None:
+        return self._configs.get((name, version))
+
+    def task_log(self, name: str) -> list[TaskChange]:
+        with self._lock:
+            return [c for c in self._log if c.task == name]
 
     def save_model_version(self, version: ModelVersion) -> None:
         key = (version.task, version.version)
@@ -145,19 +191,15 @@ class MemoryStore(StateStore):
             old = self._rounds.get((task, round))
             if old is None:
                 raise KeyError(f"no round {round} of task {task!r}")
-            self._rounds[(task, round)] = RoundRecord(
-                task,
-                round,
-                old.model_version,
-                status,
-                old.opened_at,
-                closed_at,
-                old.goal,
-                assigned,
-                reported,
-                rejected,
-                dropped,
-                dict(metrics),
+            self._rounds[(task, round)] = dataclasses.replace(
+                old,
+                status=status,
+                closed_at=closed_at,
+                assigned=assigned,
+                reported=reported,
+                rejected=rejected,
+                dropped=dropped,
+                metrics=dict(metrics),
             )
             self._checkpoints.pop((task, round), None)
 
@@ -205,20 +247,8 @@ class MemoryStore(StateStore):
         with self._lock:
             open_ = [k for k, r in self._rounds.items() if r.status == "open"]
             for key in open_:
-                r = self._rounds[key]
-                self._rounds[key] = RoundRecord(
-                    r.task,
-                    r.round,
-                    r.model_version,
-                    "interrupted",
-                    r.opened_at,
-                    closed_at,
-                    r.goal,
-                    r.assigned,
-                    r.reported,
-                    r.rejected,
-                    r.dropped,
-                    r.metrics,
+                self._rounds[key] = dataclasses.replace(
+                    self._rounds[key], status="interrupted", closed_at=closed_at
                 )
             return len(open_)
 

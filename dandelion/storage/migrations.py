@@ -6,6 +6,8 @@ per database, inside a transaction, and is recorded in ``_sqlite_migrations``.
 
 from __future__ import annotations
 
+import time
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -125,4 +127,53 @@ def m005_task_secrets(db: Database) -> None:
         {"task": str, "name": str, "secret": str},
         pk=("task", "name"),
         foreign_keys=[("task", "tasks", "name")],
+    )
+
+
+@MIGRATIONS()
+def m006_task_lifecycle(db: Database) -> None:
+    # A task's configuration has versions: every one is kept in ``task_configs`` (version 1 is
+    # the file it was created from); ``tasks.config`` is the current one, the one the next
+    # round opens with, and each round records the version it opened with. ``task_log`` holds
+    # one row per change of a task's life: created, a new status, a new config version.
+    db["tasks"].add_column("config_version", int, not_null_default=1)  # type: ignore[union-attr]
+    db["rounds"].add_column("config_version", int, not_null_default=1)  # type: ignore[union-attr]
+    db["task_configs"].create(  # type: ignore[union-attr]
+        {"task": str, "version": int, "config": str, "created_at": float, "reason": str},
+        pk=("task", "version"),
+        foreign_keys=[("task", "tasks", "name")],
+    )
+    db["task_log"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "task": str,
+            "at": float,
+            "change": str,
+            "status": str,
+            "config_version": int,
+            "reason": str,
+        },
+        pk="id",
+        foreign_keys=[("task", "tasks", "name")],
+    )
+    db["task_log"].create_index(["task", "id"])  # type: ignore[union-attr]
+    # Tasks made before: their config is their version 1 (there was no way to edit one), and
+    # their log starts with their creation. A status they reached since is logged at the time
+    # of this migration, saying so: when it changed was not recorded. "stopped" (stop for good)
+    # is called "archived" now.
+    now = time.time()
+    db.execute("UPDATE tasks SET status = 'archived' WHERE status = 'stopped'")
+    db.execute(
+        "INSERT INTO task_configs (task, version, config, created_at, reason) "
+        "SELECT name, 1, config, created_at, '' FROM tasks"
+    )
+    db.execute(
+        "INSERT INTO task_log (task, at, change, status, config_version, reason) "
+        "SELECT name, created_at, 'created', 'active', 1, '' FROM tasks"
+    )
+    db.execute(
+        "INSERT INTO task_log (task, at, change, status, config_version, reason) "
+        "SELECT name, ?, 'status', status, 1, 'status before the task log was kept (m006)' "
+        "FROM tasks WHERE status != 'active'",
+        [now],
     )

@@ -13,6 +13,7 @@ __all__ = [
     "CONSENT_STATES",
     "EVENTS",
     "ROUND_STATUSES",
+    "TASK_CHANGES",
     "TASK_STATUSES",
     "LedgerEntry",
     "ModelVersion",
@@ -20,12 +21,17 @@ __all__ = [
     "ParticipationEvent",
     "RoundCheckpoint",
     "RoundRecord",
+    "TaskChange",
+    "TaskConfigVersion",
     "TaskRecord",
 ]
 
 #: ``budget_exhausted``: the coordinator refused the next round (privacy budget); the task's
-#: ``reason`` says why.
-TASK_STATUSES = frozenset({"active", "paused", "stopped", "budget_exhausted"})
+#: ``reason`` says why. ``archived``: stopped for good (it opens no round again). Which status
+#: may follow which is ``dandelion.coordinator.taskchanges``' table, not storage's business.
+TASK_STATUSES = frozenset({"active", "paused", "budget_exhausted", "archived"})
+#: What an entry of a task's log records: its creation, a change of status, a new config version.
+TASK_CHANGES = ("created", "status", "config")
 ROUND_STATUSES = frozenset({"open", "completed", "abandoned", "interrupted"})
 CONSENT_STATES = frozenset({"opted_in", "opted_out"})
 #: Participation events, in the order a worker meets them. ``released``: an assignment whose
@@ -51,6 +57,32 @@ class TaskRecord:
     status: str
     created_at: float
     reason: str = ""  # why the task has its status, when the coordinator set it
+    config_version: int = 1  # the version of ``config`` (1 at creation, +1 per edit)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfigVersion:
+    """One version of a task's configuration, kept for good: version 1 is the task file it was
+    created from, each edit adds the next."""
+
+    task: str
+    version: int
+    config: dict[str, Any]
+    created_at: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChange:
+    """One entry of a task's log: ``change`` is one of :data:`TASK_CHANGES`; ``status`` and
+    ``config_version`` are the task's right after it."""
+
+    task: str
+    at: float
+    change: str
+    status: str
+    config_version: int
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +124,7 @@ class RoundRecord:
     rejected: int = 0
     dropped: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
+    config_version: int = 1  # the task's config version the round opened with (and ran under)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -31,6 +32,8 @@ from .records import (
     ParticipationEvent,
     RoundCheckpoint,
     RoundRecord,
+    TaskChange,
+    TaskConfigVersion,
     TaskRecord,
 )
 
@@ -84,22 +87,31 @@ class SQLiteStore(StateStore):
     def create_task(self, record: TaskRecord) -> None:
         if record.status not in TASK_STATUSES:
             raise ValueError(f"task status {record.status!r}")
+        r = record
         try:
-            self._exec(
-                "INSERT INTO tasks (name, config, status, created_at, reason) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    record.name,
-                    json.dumps(record.config),
-                    record.status,
-                    record.created_at,
-                    record.reason,
-                ),
-            )
+            with self.transaction():
+                self._exec(
+                    "INSERT INTO tasks (name, config, status, created_at, reason, config_version) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        r.name,
+                        json.dumps(r.config),
+                        r.status,
+                        r.created_at,
+                        r.reason,
+                        r.config_version,
+                    ),
+                )
+                self._exec(
+                    "INSERT INTO task_configs (task, version, config, created_at, reason) "
+                    "VALUES (?, ?, ?, ?, '')",
+                    (r.name, r.config_version, json.dumps(r.config), r.created_at),
+                )
+                self._log(r.name, r.created_at, "created", r.status, r.config_version, r.reason)
         except ConflictError:
             raise ConflictError(f"a task named {record.name!r} exists already") from None
 
-    _T = "name, config, status, created_at, reason"
+    _T = "name, config, status, created_at, reason, config_version"
 
     def get_task(self, name: str) -> TaskRecord | None:
         row = self._exec(f"SELECT {self._T} FROM tasks WHERE name = ?", (name,)).fetchone()
@@ -109,14 +121,76 @@ class SQLiteStore(StateStore):
         rows = self._exec(f"SELECT {self._T} FROM tasks ORDER BY name")
         return [_task(r) for r in rows.fetchall()]
 
-    def set_task_status(self, name: str, status: str, reason: str = "") -> None:
+    def set_task_status(
+        self, name: str, status: str, reason: str = "", *, at: float | None = None
+    ) -> None:
         if status not in TASK_STATUSES:
             raise ValueError(f"task status {status!r}")
-        cur = self._exec(
-            "UPDATE tasks SET status = ?, reason = ? WHERE name = ?", (status, reason, name)
+        when = time.time() if at is None else at
+        with self.transaction():
+            cur = self._exec(
+                "UPDATE tasks SET status = ?, reason = ? WHERE name = ?", (status, reason, name)
+            )
+            if cur.rowcount != 1:
+                raise KeyError(name)
+            version = self._exec(
+                "SELECT config_version FROM tasks WHERE name = ?", (name,)
+            ).fetchone()[0]
+            self._log(name, when, "status", status, int(version), reason)
+
+    def set_task_config(
+        self, name: str, config: dict[str, Any], *, at: float, reason: str = ""
+    ) -> int:
+        with self.transaction():
+            row = self._exec(
+                "SELECT config_version, status FROM tasks WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(name)
+            version, status = int(row[0]) + 1, str(row[1])
+            text = json.dumps(config)
+            self._exec(
+                "INSERT INTO task_configs (task, version, config, created_at, reason) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, version, text, at, reason),
+            )
+            self._exec(
+                "UPDATE tasks SET config = ?, config_version = ? WHERE name = ?",
+                (text, version, name),
+            )
+            self._log(name, at, "config", status, version, reason)
+        return version
+
+    _C = "task, version, config, created_at, reason"
+
+    def list_task_configs(self, name: str) -> list[TaskConfigVersion]:
+        rows = self._exec(
+            f"SELECT {self._C} FROM task_configs WHERE task = ? ORDER BY version", (name,)
+        ).fetchall()
+        return [_config(r) for r in rows]
+
+    def get_task_config(self, name: str, version: int) -> TaskConfigVersion | None:
+        row = self._exec(
+            f"SELECT {self._C} FROM task_configs WHERE task = ? AND version = ?", (name, version)
+        ).fetchone()
+        return _config(row) if row else None
+
+    def task_log(self, name: str) -> list[TaskChange]:
+        rows = self._exec(
+            "SELECT task, at, change, status, config_version, reason FROM task_log "
+            "WHERE task = ? ORDER BY id",
+            (name,),
+        ).fetchall()
+        return [TaskChange(r[0], r[1], r[2], r[3], int(r[4]), r[5] or "") for r in rows]
+
+    def _log(
+        self, name: str, at: float, change: str, status: str, version: int, reason: str
+    ) -> None:
+        self._exec(
+            "INSERT INTO task_log (task, at, change, status, config_version, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (name, at, change, status, version, reason),
         )
-        if cur.rowcount != 1:
-            raise KeyError(name)
 
     # -- model versions --------------------------------------------------------------------------
 
@@ -168,14 +242,14 @@ class SQLiteStore(StateStore):
 
     _R = (
         "task, round, model_version, status, opened_at, closed_at, goal, assigned, reported, "
-        "rejected, dropped, metrics"
+        "rejected, dropped, metrics, config_version"
     )
 
     def open_round(self, record: RoundRecord) -> None:
         if record.status not in ROUND_STATUSES:
             raise ValueError(f"round status {record.status!r}")
         self._exec(
-            f"INSERT INTO rounds ({self._R}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO rounds ({self._R}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.task,
                 record.round,
@@ -189,6 +263,7 @@ class SQLiteStore(StateStore):
                 record.rejected,
                 record.dropped,
                 json.dumps(record.metrics),
+                record.config_version,
             ),
         )
 
@@ -430,7 +505,11 @@ def _event_filter(
 
 
 def _task(row: Sequence[Any]) -> TaskRecord:
-    return TaskRecord(row[0], json.loads(row[1]), row[2], row[3], row[4] or "")
+    return TaskRecord(row[0], json.loads(row[1]), row[2], row[3], row[4] or "", int(row[5]))
+
+
+def _config(row: Sequence[Any]) -> TaskConfigVersion:
+    return TaskConfigVersion(row[0], int(row[1]), json.loads(row[2]), row[3], row[4] or "")
 
 
 def _version(row: Sequence[Any]) -> ModelVersion:
@@ -456,4 +535,5 @@ def _round(row: Sequence[Any]) -> RoundRecord:
         rejected,
         dropped,
         json.loads(row[11] or "{}"),
+        int(row[12]),
     )
