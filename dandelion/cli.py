@@ -1,4 +1,5 @@
-"""The ``dandelion`` command: serve, task (``task_commands.py``), bundle, privacy, demo, emulate.
+"""The ``dandelion`` command: serve, task (``task_commands.py``), model, bundle, privacy, demo,
+emulate.
 
 Every setting of ``dandelion.settings.SETTINGS`` is a flag of ``serve`` (and of ``demo`` where it
 applies) and an environment variable; ``docs/cli.md`` lists the commands and a test keeps it in
@@ -165,7 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", default=None, help="Keep the demo's SQLite state here [a temporary file]."
     )
     _add_emulate(sub)
+    _add_model(sub)
     return parser
+
+
+def _add_model(sub: Any) -> None:
+    model = sub.add_parser("model", help="Export a task's model versions as files.")
+    model_sub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    export = model_sub.add_parser(
+        "export", help="Write one model version as an ONNX or a safetensors file."
+    )
+    export.add_argument("task", metavar="TASK", help="The task's name.")
+    export.add_argument(
+        "--version", type=int, default=None, metavar="N", help="[the latest committed version]"
+    )
+    export.add_argument("--format", choices=["onnx", "safetensors"], required=True)
+    export.add_argument("--out", required=True, metavar="FILE", help="The file to write.")
+    export.add_argument("--json", action="store_true", help="Print JSON.")
+    _add_settings(export, only=["db"])
+    _add_with(export)
 
 
 def _add_emulate(sub: Any) -> None:
@@ -246,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _privacy(args)
         if args.command == "emulate":
             return _emulate(args)
+        if args.command == "model":
+            return _model(args)
     except SettingsError as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
@@ -276,7 +297,11 @@ def _operator_error(exc: Exception) -> int | None:
 
 
 def _command(args: argparse.Namespace) -> str:
-    sub = getattr(args, "task_command", None) or getattr(args, "token_command", None)
+    sub = (
+        getattr(args, "task_command", None)
+        or getattr(args, "token_command", None)
+        or getattr(args, "model_command", None)
+    )
     return f"{args.command} {sub}" if sub else str(args.command)
 
 
@@ -521,6 +546,23 @@ def _emulate(args: argparse.Namespace) -> int:
             f"{summary['peak_rss_mb']:.0f} MB"
         )
     return 0 if summary["rounds"] >= config.rounds else 1
+
+
+def _model(args: argparse.Namespace) -> int:
+    from .export import ExportError
+    from .model_cli import export_model
+
+    try:
+        info = export_model(_settings(args).db, args.task, args.version, args.format, args.out)
+    except ExportError as exc:
+        print(f"dandelion model export: {exc}", file=sys.stderr)
+        return 2
+    line = (
+        f"exported task {info['task']} version {info['version']} to {info['path']} "
+        f"({info['format']}, {info['param_count']} parameters, {info['bytes']} bytes)"
+    )
+    _print(info, args.json, line)
+    return 0
 
 
 def _nest(changes: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,9 @@ def test_every_cli_command_is_documented() -> None:
     commands = _subparsers(build_parser())
     for name, sub in commands.items():
         assert f"dandelion {name}" in page, name
-        for child in _subparsers(sub).keys() if name in ("task", "privacy", "token") else []:
+        for child in (
+            _subparsers(sub).keys() if name in ("task", "privacy", "token", "model") else []
+        ):
             assert f"dandelion {name} {child}" in page, child
 
 

@@ -17,7 +17,7 @@ from .conftest import LiveFactory, small_task
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def test_openapi_lists_exactly_the_admin_routes(live: LiveFactory) -> None:
+async def test_openapi_lists_exactly_the_admin_and_public_model_routes(live: LiveFactory) -> None:
     server = await live()
     spec = json.loads((ROOT / "docs" / "openapi.json").read_text())
     documented = {
@@ -30,7 +30,7 @@ async def test_openapi_lists_exactly_the_admin_routes(live: LiveFactory) -> None
     for route in server.app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter", "")
-        if path.startswith(("/api/", "/metrics")) and route.method != "HEAD":
+        if path.startswith(("/api/", "/metrics", "/models/")) and route.method != "HEAD":
             served.add((path, route.method))
     assert documented == served
     assert spec["security"] == [{"bearer": []}]

@@ -1,4 +1,5 @@
-"""One JSON shape for every error of the admin API and ``/metrics``::
+"""One JSON shape for every error of the admin API, ``/metrics`` and the public model
+endpoints (``/models/``)::
 
     {"error": {"status": 401, "code": "unauthorized", "message": "..."}}
 
@@ -22,7 +23,7 @@ __all__ = ["API_PREFIXES", "ApiError", "json_error", "json_errors"]
 log = logging.getLogger("dandelion.api")
 
 #: Paths whose errors are JSON (the dashboard page and the bundle answer in their own way).
-API_PREFIXES = ("/api/", "/metrics")
+API_PREFIXES = ("/api/", "/metrics", "/models/")
 _CODES = {
     400: "bad_request",
     401: "unauthorized",

@@ -1,5 +1,6 @@
 """Wires the operators' side into the application: admin API, dashboard, ``/metrics``, and the
-token check and error shape in front of them.
+token check and error shape in front of them; and beside them the public model endpoints
+(``/models/``), which need no token.
 
 :func:`install` runs while the application is built; :meth:`Operator.start` runs once the
 store, coordinator and endpoint exist (in the app's lifecycle), so the routes find them.
@@ -20,6 +21,7 @@ from .auth import TokenChecker, bearer_auth
 from .dashboard import add_dashboard_routes
 from .errors import json_errors
 from .metrics import METRICS, Metrics, add_metrics_route
+from .public import add_public_routes, public_headers
 from .stats import SnapshotCache
 
 __all__ = ["Operator", "install"]
@@ -64,9 +66,11 @@ def install(app: web.Application, settings: Settings) -> Operator:
     app[CONTEXT] = AdminContext(
         settings, lambda: operator.store, lambda: operator.coordinator, lambda: operator.snapshots
     )
+    app.middlewares.append(public_headers)  # outermost: its headers go on the errors too
     app.middlewares.append(json_errors)
     app.middlewares.append(bearer_auth(operator.checker))
     add_admin_routes(app)
+    add_public_routes(app)
     add_dashboard_routes(app, lambda: operator.snapshots)
     add_metrics_route(app, lambda: operator.snapshots)
     return operator

@@ -87,6 +87,8 @@ class TaskConfig:
     update_dtype: str = "float32"
     init_seed: int = 0
     privacy: PrivacyConfig | None = None  # DP-FedAvg when set (the [privacy] table)
+    #: Whether ``GET /models/{name}`` publishes the released model (docs/models.md).
+    public_model: bool = True
 
     @property
     def clip_norm(self) -> float:
@@ -115,6 +117,7 @@ class TaskConfig:
             "rounds": asdict(self.rounds),
             "eligibility": dict(self.eligibility),
             **({"privacy": self.privacy.to_dict()} if self.privacy is not None else {}),
+            "public_model": self.public_model,
         }
 
     @classmethod
@@ -144,6 +147,7 @@ _TOP = (
     "rounds",
     "eligibility",
     "privacy",
+    "public_model",
 )
 _HYPER = ("learning_rate", "epochs", "batch_size", "clip_norm", "l2")
 _ROUNDS = (
@@ -207,6 +211,9 @@ def _parse(raw: dict[str, Any]) -> TaskConfig:
     seed = raw.get("init_seed", 0)
     if type(seed) is not int:
         raise TaskConfigError("init_seed: an integer")
+    public_model = raw.get("public_model", True)
+    if not isinstance(public_model, bool):
+        raise TaskConfigError("public_model: true or false")
     privacy = None
     if "privacy" in raw:
         privacy = _privacy(_table(raw, "privacy"), rounds)
@@ -220,7 +227,18 @@ def _parse(raw: dict[str, Any]) -> TaskConfig:
             server.optimizer, server.optimizer_params, "uniform", 0, server.clip_norm
         )
     return TaskConfig(
-        name, objective, model, hyper, rounds, server, features, eligibility, dtype, seed, privacy
+        name,
+        objective,
+        model,
+        hyper,
+        rounds,
+        server,
+        features,
+        eligibility,
+        dtype,
+        seed,
+        privacy,
+        public_model,
     )
 
 

@@ -1,4 +1,10 @@
-"""The built-in models: logistic, softmax and linear regression, and a one-hidden-layer MLP."""
+"""The built-in models: logistic, softmax and linear regression, and a one-hidden-layer MLP.
+
+Each has a numpy path (``predict_many``) and an ONNX form (``onnx_nodes``, for ``dandelion
+model export``); both import numpy inside the method, so that this module stays standard
+library only for Pyodide. The ONNX forms are ``Gemm`` nodes with ``transB = 1``, which take the
+weights in the row-major [outputs, inputs] layout of :mod:`.spec` as they are.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +33,35 @@ def _no_hidden(spec: ModelSpec) -> None:
         raise ValueError(f"hidden is for mlp only ({spec.kind} has no hidden layer)")
 
 
+def _dense_layer(
+    onnx: Any, name: str, inp: str, out: str, w: Any, b: Any, rows: int, cols: int
+) -> tuple[Any, list[Any]]:
+    """``out = inp @ W.T + b`` for the row-major ``w`` ([rows, cols]) and ``b`` ([rows]): one
+    Gemm node and its two initializers."""
+    import numpy as np
+
+    weights = np.asarray(w, dtype=np.float32).reshape(rows, cols)
+    bias = np.asarray(b, dtype=np.float32).reshape(rows)
+    inits = [
+        onnx.numpy_helper.from_array(weights.copy(), f"{name}_W"),
+        onnx.numpy_helper.from_array(bias.copy(), f"{name}_B"),
+    ]
+    node = onnx.helper.make_node("Gemm", [inp, f"{name}_W", f"{name}_B"], [out], transB=1)
+    return node, inits
+
+
+def _two_classes(onnx: Any, p: str) -> tuple[list[Any], list[Any]]:
+    """``scores = [1 - p, p]`` from the [N, 1] probability ``p``."""
+    import numpy as np
+
+    one = onnx.numpy_helper.from_array(np.ones((1, 1), dtype=np.float32), "one")
+    nodes = [
+        onnx.helper.make_node("Sub", ["one", p], ["q"]),
+        onnx.helper.make_node("Concat", ["q", p], ["scores"], axis=1),
+    ]
+    return nodes, [one]
+
+
 class LogReg(Model):
     """Binary logistic regression: w[0:F], bias."""
 
@@ -52,6 +87,12 @@ class LogReg(Model):
         w = np.asarray(params, dtype=np.float64)
         p = 1.0 / (1.0 + np.exp(-(dense @ w[:-1] + w[-1])))
         return np.stack([1.0 - p, p], axis=1)
+
+    def onnx_nodes(self, spec: ModelSpec, params: Sequence[float], onnx: Any) -> Any:
+        f = spec.num_features
+        gemm, inits = _dense_layer(onnx, "out", "x", "z", params[:f], params[f:], 1, f)
+        tail, more = _two_classes(onnx, "p")
+        return [gemm, onnx.helper.make_node("Sigmoid", ["z"], ["p"]), *tail], inits + more
 
 
 class Softmax(Model):
@@ -81,6 +122,11 @@ class Softmax(Model):
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)
+
+    def onnx_nodes(self, spec: ModelSpec, params: Sequence[float], onnx: Any) -> Any:
+        f, c = spec.num_features, spec.num_classes
+        gemm, inits = _dense_layer(onnx, "out", "x", "z", params[: c * f], params[c * f :], c, f)
+        return [gemm, onnx.helper.make_node("Softmax", ["z"], ["scores"], axis=1)], inits
 
 
 class Mlp(Model):
@@ -125,6 +171,20 @@ class Mlp(Model):
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)
 
+    def onnx_nodes(self, spec: ModelSpec, params: Sequence[float], onnx: Any) -> Any:
+        f, h, c = spec.num_features, spec.hidden, spec.num_classes
+        b1, w2 = h * f, h * f + h
+        b2 = w2 + c * h
+        hidden, inits = _dense_layer(onnx, "hidden", "x", "z1", params[:b1], params[b1:w2], h, f)
+        out, more = _dense_layer(onnx, "out", "a1", "z2", params[w2:b2], params[b2:], c, h)
+        nodes = [
+            hidden,
+            onnx.helper.make_node("Tanh", ["z1"], ["a1"]),
+            out,
+            onnx.helper.make_node("Softmax", ["z2"], ["scores"], axis=1),
+        ]
+        return nodes, inits + more
+
 
 class LinReg(Model):
     """Linear regression (half squared error): w[0:F], bias; one output."""
@@ -151,6 +211,11 @@ class LinReg(Model):
 
         w = np.asarray(params, dtype=np.float64)
         return (dense @ w[:-1] + w[-1])[:, None]
+
+    def onnx_nodes(self, spec: ModelSpec, params: Sequence[float], onnx: Any) -> Any:
+        f = spec.num_features
+        gemm, inits = _dense_layer(onnx, "out", "x", "scores", params[:f], params[f:], 1, f)
+        return [gemm], inits
 
 
 BUILTIN_MODELS: dict[str, Model] = {
