@@ -188,7 +188,7 @@ def test_signal_types_parse_and_malformed_items_are_skipped() -> None:
     assert signals.page_times[0].seconds == 12.5 and len(signals.page_times) == 1
     assert signals.bookmarks[0].added == 1e9
     assert len(signals) == 4
-    with pytest.raises(ValueError, match="signals.tabs must be a list"):
+    with pytest.raises(ValueError, match=r"signals\.tabs must be a list"):
         parse_signals({"tabs": {}})
 
 
