@@ -6,10 +6,10 @@ front that long, or the browser was left). The target is known as soon as the us
 again, so a new install contributes on its first day. A regression: the model's one output,
 ``log_seconds_to_switch``, is in log1p-seconds; ``math.expm1(score)`` turns it into seconds.
 
-The URL of an activated tab is the latest a ``created``/``updated`` tab event or a visit with
-that ``tabId`` gave it; when it has none yet (a new tab gets its URL just after it is
-activated), the first it gets in the ``SETTLE_S`` seconds after. Its transition is that of the
-latest visit in the tab (by ``tabId``, else by URL).
+The URL of an activated tab is the latest a tab event or a visit with that ``tabId`` gave it,
+and its transition that of the latest visit in the tab (by ``tabId``, else by URL). A tab with
+no URL yet (a new tab gets its URL just after it is activated) takes the first URL, and the
+first visit's transition, that it gets in the ``SETTLE_S`` seconds after its activation.
 
 Feature layout (``num_features = 11 + len(TRANSITIONS) + num_buckets``, 20 + ``num_buckets``),
 L = log1p(``cap_s``):
@@ -23,7 +23,7 @@ L = log1p(``cap_s``):
 7      log1p(tabs closed in the 10 minutes before) / 3, at most 1
 8      log1p(activations in the 10 minutes before) / 4, at most 1
 9      1 if the tab was created in the ``SETTLE_S`` seconds before, else 0
-10     1 if the tab's URL is known, else 0
+10     1 if the tab's host is known, else 0
 11-19  transition of the tab's latest visit, one-hot in ``TRANSITIONS`` order (none if unknown)
 20-    hashed host bucket of the tab's URL, one-hot (none if unknown or ``num_buckets`` = 0)
 =====  =============================================================================
@@ -69,15 +69,34 @@ def _timeline(signals: Signals, now: float) -> list[tuple[float, int, Any]]:
     return rows
 
 
-def _urls_given(rows: Sequence[tuple[float, int, Any]]) -> dict[int, list[tuple[float, str]]]:
-    # Each tab's URLs with their times, oldest first: to look a few seconds past an activation.
-    out: dict[int, list[tuple[float, str]]] = {}
-    for t, _, item in rows:
+def _pages_given(rows: Sequence[tuple[float, int, Any]]) -> dict[int, list[tuple[float, int]]]:
+    # Each tab's URLs as they came (time, position in ``rows``), oldest first: to look a few
+    # seconds past the activation of a tab that has none yet.
+    out: dict[int, list[tuple[float, int]]] = {}
+    for n, (t, _, item) in enumerate(rows):
         if isinstance(item, TabEvent) and item.kind == "closed":
             continue
         if item.tab_id is not None and item.url:
-            out.setdefault(item.tab_id, []).append((t, item.url))
+            out.setdefault(item.tab_id, []).append((t, n))
     return out
+
+
+def _settled(
+    rows: Sequence[tuple[float, int, Any]], given: Sequence[tuple[float, int]], t: float
+) -> tuple[str, str | None]:
+    # The first URL a tab gets in the SETTLE_S seconds from ``t``, and the transition of the
+    # first visit in it then (None if none).
+    k = bisect.bisect_left(given, (t, -1))
+    url, transition = "", None
+    for when, n in given[k:]:
+        if when > t + SETTLE_S:
+            break
+        item = rows[n][2]
+        url = url or item.url
+        if isinstance(item, VisitRecord):
+            transition = item.transition
+            break
+    return url, transition
 
 
 def tab_switch_examples(
@@ -87,7 +106,7 @@ def tab_switch_examples(
     known (a later activation happened): the target is then log1p(seconds to it, at most
     ``cap_s``), else 0."""
     rows = _timeline(signals, now)
-    ahead = _urls_given(rows)
+    ahead = _pages_given(rows)
     scale = math.log1p(cap_s)
     tz = signals.tz_offset_min
     url_of: dict[int, str] = {}
@@ -98,6 +117,8 @@ def tab_switch_examples(
     closed: deque[float] = deque()
     activations: deque[float] = deque()
     rhythm: deque[float] = deque()
+    hosts: dict[str, str] = {}
+    buckets: dict[str, int] = {}
     starts: list[float] = []
     pending: list[tuple[list[int], list[float]]] = []
     for t, _, item in rows:
@@ -126,12 +147,9 @@ def tab_switch_examples(
             if len(rhythm) > RHYTHM:
                 rhythm.popleft()
         url = url_of.get(tab, "")
-        if not url:
-            given = ahead.get(tab, [])
-            k = bisect.bisect_left(given, (t, ""))
-            if k < len(given) and given[k][0] <= t + SETTLE_S:
-                url = given[k][1]
         transition = transition_by_tab.get(tab) or transition_by_url.get(url)
+        if not url:
+            url, transition = _settled(rows, ahead.get(tab, ()), t)
         indices = [0, 1, 2, 3, 4, 5]
         values = [
             *time_cycles(t, tz),
@@ -146,7 +164,9 @@ def tab_switch_examples(
         if t - created_at.get(tab, -math.inf) <= SETTLE_S:
             indices.append(9)
             values.append(1.0)
-        host = host_of(url) if url else ""
+        host = hosts.get(url)
+        if host is None:
+            host = hosts[url] = host_of(url) if url else ""
         if host:
             indices.append(10)
             values.append(1.0)
@@ -154,7 +174,10 @@ def tab_switch_examples(
             indices.append(NUM_DENSE + _TRANSITION_INDEX.get(transition, len(TRANSITIONS) - 1))
             values.append(1.0)
         if host and num_buckets:
-            indices.append(NUM_DENSE + len(TRANSITIONS) + host_bucket(host, num_buckets))
+            bucket = buckets.get(host)
+            if bucket is None:
+                bucket = buckets[host] = host_bucket(host, num_buckets)
+            indices.append(NUM_DENSE + len(TRANSITIONS) + bucket)
             values.append(1.0)
         activations.append(t)
         starts.append(t)
