@@ -3,8 +3,10 @@
 The update a worker sends is ``delta = trained - received``, scaled down to L2 norm
 ``clip_norm`` when it is longer (the coordinator clips again, whatever the worker says). Loss
 and accuracy are measured on the local data with the *received* model, before training: that is
-how the global model's quality is reported without a separate evaluation pass.
-Deterministic for a given ``rng``; standard library only.
+how the global model's quality is reported without a separate evaluation pass. For a regression
+model the loss is the mean half squared error and the accuracy 0.0: there is none, and the
+update message's metrics are the same for every task. Deterministic for a given ``rng``;
+standard library only.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ class LocalResult:
     delta: Sequence[float]
     clipped_delta: Sequence[float]
     num_examples: int
-    loss: float  # on local data, received model
-    accuracy: float  # on local data, received model
+    loss: float  # on local data, received model: log-loss, or half squared error
+    accuracy: float  # on local data, received model; 0.0 for a regression model
     norm: float  # of delta, before clipping
     unclipped: bool  # norm <= clip_norm: the bit adaptive clipping needs
 
@@ -69,9 +71,16 @@ class LocalResult:
 def evaluate(
     spec: ModelSpec, params: Sequence[float], examples: Sequence[Example]
 ) -> tuple[float, float]:
-    """Mean log-loss and accuracy of ``params`` on ``examples`` ((0.0, 0.0) when empty)."""
+    """Mean log-loss and accuracy of ``params`` on ``examples``; for a regression model, the mean
+    half squared error to ``Example.target`` and 0.0. (0.0, 0.0) when ``examples`` is empty."""
     if not examples:
         return 0.0, 0.0
+    if spec.model.task == "regression":
+        squared = 0.0
+        for ex in examples:
+            error = predict_proba(spec, params, ex)[0] - ex.target
+            squared += error * error
+        return 0.5 * squared / len(examples), 0.0
     loss, right = 0.0, 0
     for ex in examples:
         probs = predict_proba(spec, params, ex)

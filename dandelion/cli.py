@@ -539,10 +539,13 @@ def _emulate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
+        quality = f"final accuracy {summary['final_accuracy']}"
+        if summary["final_accuracy"] is None and summary["final_loss"] is not None:
+            quality = f"final loss {summary['final_loss']}"  # a regression task
         print(
             f"{summary['rounds']} rounds, {summary['reports']} updates from {config.size} "
             f"emulated workers in {summary['wall_s']:.1f} s ({summary['clients_per_s']:.0f} "
-            f"clients/s); final accuracy {summary['final_accuracy']}; peak memory "
+            f"clients/s); {quality}; peak memory "
             f"{summary['peak_rss_mb']:.0f} MB"
         )
     return 0 if summary["rounds"] >= config.rounds else 1

@@ -29,7 +29,9 @@ def test_worker_imports_nothing_forbidden() -> None:
         "import browser_worker, browser_worker.worker, browser_worker.host, "
         "browser_worker.training, browser_worker.predict, browser_worker.reference, "
         "browser_worker.host.memory, dandelion.taskspec, dandelion.taskspec.objectives, "
-        "dandelion.taskspec.models.builtin, dandelion.taskspec.synthetic"
+        "dandelion.taskspec.models.builtin, dandelion.taskspec.synthetic, "
+        "dandelion.taskspec.synthetic_tabs, dandelion.taskspec.objectives.next_site, "
+        "dandelion.taskspec.objectives.tab_switch"
     )
     assert _loaded_after(statement) == []
 

@@ -200,15 +200,18 @@ class TableSource(DataSource):
     def local(self, device: int) -> LocalData:
         t = self.table
         a, b = int(t["ptr"][device]), int(t["ptr"][device + 1])
-        return LocalData(t["indices"][a:b], t["values"][a:b], t["labels"][a:b])
+        targets = t["targets"][a:b] if "targets" in t else None
+        return LocalData(t["indices"][a:b], t["values"][a:b], t["labels"][a:b], targets)
 
     def test_set(self) -> LocalData:
         t = self.table
-        return LocalData(t["test_indices"], t["test_values"], t["test_labels"])
+        targets = t.get("test_targets")
+        return LocalData(t["test_indices"], t["test_values"], t["test_labels"], targets)
 
 
 def save_table(path: str | Path, users: Sequence[LocalData], test: LocalData, nf: int) -> None:
-    """Write devices' data (one LocalData per device, equal row width) and a test set."""
+    """Write devices' data (one LocalData per device, any row widths) and a test set, with a
+    regression objective's targets if they have any."""
     k = max([u.indices.shape[1] for u in users] + [test.indices.shape[1]])
 
     def widen(a: np.ndarray, fill: float) -> np.ndarray:
@@ -218,19 +221,26 @@ def save_table(path: str | Path, users: Sequence[LocalData], test: LocalData, nf
         out[:, : a.shape[1]] = a
         return out
 
+    def targets(u: LocalData) -> np.ndarray:
+        return u.targets if u.targets is not None else np.zeros(len(u), dtype=np.float64)
+
     ptr = np.zeros(len(users) + 1, dtype=np.int64)
     ptr[1:] = np.cumsum([len(u) for u in users])
-    np.savez(
-        path,
-        num_features=np.int64(nf),
-        ptr=ptr,
-        indices=np.concatenate([widen(u.indices, -1) for u in users]),
-        values=np.concatenate([widen(u.values, 0.0) for u in users]),
-        labels=np.concatenate([u.labels for u in users]),
-        test_indices=widen(test.indices, -1),
-        test_values=widen(test.values, 0.0),
-        test_labels=test.labels,
-    )
+    arrays: dict[str, Any] = {
+        "num_features": np.int64(nf),
+        "ptr": ptr,
+        "indices": np.concatenate([widen(u.indices, -1) for u in users]),
+        "values": np.concatenate([widen(u.values, 0.0) for u in users]),
+        "labels": np.concatenate([u.labels for u in users]),
+        "test_indices": widen(test.indices, -1),
+        "test_values": widen(test.values, 0.0),
+        "test_labels": test.labels,
+    }
+    # A regression objective's targets, when there are any (a classifier's table has none).
+    if any(u.targets is not None for u in [*users, test]):
+        arrays["targets"] = np.concatenate([targets(u) for u in users])
+        arrays["test_targets"] = targets(test)
+    np.savez(path, **arrays)
 
 
 def load_table(path: str | Path) -> dict[str, np.ndarray]:

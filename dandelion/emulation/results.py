@@ -34,8 +34,8 @@ class RoundRecord:
     assigned: int
     reported: int
     dropped: int
-    accuracy: float | None  # the model after the round, on held-out users
-    loss: float | None  # held-out log-loss of that model
+    accuracy: float | None  # the model after the round, on held-out users (None: regression)
+    loss: float | None  # held-out log-loss of that model (mean half squared error: regression)
     train_loss: float | None  # workers' reported loss of the model they received
     virtual_s: float  # virtual time at the close, since the start
     wall_s: float  # wall time at the close, since the start
@@ -188,11 +188,14 @@ class Progress:
             return
         self._last = now
         wall = now - self.started
-        acc = f"{record.accuracy:.3f}" if record.accuracy is not None else "-"
+        if record.accuracy is None and record.loss is not None:
+            quality = f"loss {record.loss:.4f}"  # a regression task has no accuracy
+        else:
+            quality = f"accuracy {record.accuracy:.3f}" if record.accuracy is not None else "-"
         eta = wall / max(done, 1) * max(self.total - done, 0)
         line = (
             f"round {done}/{self.total} {record.status}: {record.reported}/"
-            f"{record.assigned} reported, accuracy {acc}, virtual {record.virtual_s / 60:.1f} min, "
+            f"{record.assigned} reported, {quality}, virtual {record.virtual_s / 60:.1f} min, "
             f"wall {wall:.0f} s, eta {eta:.0f} s{extra}"
         )
         if self._tty:

@@ -9,6 +9,11 @@
   peak in the local evening, with a smaller lunchtime bump.
 - Transitions are drawn as a browser would record them: habits are often typed or bookmarked,
   other visits mostly links, with reloads and form submissions.
+- Optionally (both off by default, and then not a single draw differs), sessions have an order:
+  a session opens on a habit domain with probability ``open_with_habit``, and a visit stays on
+  the previous visit's domain (a link or a reload within the site) with probability
+  ``stay_share``. ``next_site`` uses them: without them, which site comes next is independent
+  of the site before.
 
 Standard library only and deterministic per seed: the same history in CPython and Pyodide.
 """
@@ -56,6 +61,8 @@ class SyntheticConfig:
     visits_per_session: float = 6.0
     habits: tuple[int, int] = (2, 7)  # min, max habit domains per user
     habit_share: float = 0.45  # share of visits that go to habit domains
+    open_with_habit: float = 0.0  # chance that a session's first visit is to a habit domain
+    stay_share: float = 0.0  # chance that a visit stays on the previous visit's domain
 
 
 def synthetic_config(population: Mapping[str, Any]) -> SyntheticConfig:
@@ -157,11 +164,21 @@ def generate_history(
         for _ in range(_poisson(rng, config.sessions_per_day * profile.activity)):
             hour = _draw(rng, hours)
             t = midnight_local + hour * 3600.0 + rng.random() * 3600.0
+            previous: VisitRecord | None = None
             for _ in range(1 + _poisson(rng, config.visits_per_session - 1)):
                 t += rng.expovariate(1 / 90.0)
                 if t >= start + days * 86400.0:
                     break
-                visits.append(_visit(rng, profile, names, zipf, cats, habit_cdf, t, config))
+                # Each knob draws only when it is on: with both off, histories stay as they were.
+                if previous is not None and config.stay_share and rng.random() < config.stay_share:
+                    visit = _stay(rng, previous, t)
+                else:
+                    share = config.habit_share
+                    if previous is None and config.open_with_habit:
+                        share = 1.0 if rng.random() < config.open_with_habit else share
+                    visit = _visit(rng, profile, names, zipf, cats, habit_cdf, t, share)
+                visits.append(visit)
+                previous = visit
     visits.sort(key=lambda v: v.visit_time)
     return visits
 
@@ -174,16 +191,25 @@ def _visit(
     cats: list[float],
     habit_cdf: list[float],
     t: float,
-    config: SyntheticConfig,
+    habit_share: float,
 ) -> VisitRecord:
-    if profile.habits and rng.random() < config.habit_share:
+    if profile.habits and rng.random() < habit_share:
         cat, rank, _ = profile.habits[_draw(rng, habit_cdf)]
         transition = rng.choices(_HABIT_TRANSITIONS, cum_weights=_HABIT_CUM)[0]
     else:
         cat, rank = _draw(rng, cats), _draw(rng, zipf)
         transition = rng.choices(_OTHER_TRANSITIONS, cum_weights=_OTHER_CUM)[0]
-    domain = names[cat][rank]
+    return _page(rng, names[cat][rank], t, transition, profile.tz_offset_min)
+
+
+def _page(rng: random.Random, domain: str, t: float, transition: str, tz: int) -> VisitRecord:
     depth = rng.choice((0, 1, 1, 2, 2, 3))
     path = "".join(f"/p{rng.randrange(1000)}" for _ in range(depth))
     title = f"{domain} page {rng.randrange(10_000)}"
-    return VisitRecord(f"https://{domain}{path}", title, t, transition, None, profile.tz_offset_min)
+    return VisitRecord(f"https://{domain}{path}", title, t, transition, None, tz)
+
+
+def _stay(rng: random.Random, previous: VisitRecord, t: float) -> VisitRecord:
+    domain = previous.url.split("/", 3)[2]
+    transition = "reload" if rng.random() < 0.15 else "link"
+    return _page(rng, domain, t, transition, previous.tz_offset_min)
