@@ -119,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bundle.add_argument(
         "--coordinator-url",
-        default="ws://127.0.0.1:8750/ws",
-        help="With --extension: the coordinator its worker reports to [ws://127.0.0.1:8750/ws].",
+        default=None,
+        help="With --extension: the coordinator its worker reports to until the user sets "
+        "another on the options page [none: the options page asks for one].",
     )
     bundle.add_argument("--json", action="store_true", help="Print JSON.")
     _add_with(bundle, into_wheel=True)

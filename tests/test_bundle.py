@@ -130,6 +130,23 @@ def test_extension_is_self_contained(tmp_path: Path) -> None:
         assert not re.search(r"https?://", path.read_text()), path
     with pytest.raises(BundleError, match="ws://"):
         assemble_extension(tmp_path / "bad", "http://example.org")
+    for bad in ("wss://", "wss://user:secret@fl.example.org/ws", "wss://fl.example.org/ws#x"):
+        with pytest.raises(BundleError, match="must name a host"):
+            assemble_extension(tmp_path / "bad", bad)
+
+
+def test_extension_built_without_a_coordinator_leaves_the_choice_to_the_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    info = assemble_extension(tmp_path / "ext")
+    assert json.loads((tmp_path / "ext" / "config.json").read_text()) == {"coordinatorUrl": None}
+    # The description covers the whole extension, not only the bundle inside it.
+    assert {"manifest.json", "icons/icon-128.png", "worker/bundle.json"} <= set(info.files)
+    assert info.total_bytes == sum(p.stat().st_size for p in info.path.rglob("*") if p.is_file())
+    # The CLI builds the same when no --coordinator-url is given.
+    assert main(["bundle", "--extension", "--out", str(tmp_path / "cli"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == len(info.files)
+    assert json.loads((tmp_path / "cli" / "config.json").read_text()) == {"coordinatorUrl": None}
 
 
 def test_cli_bundle_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

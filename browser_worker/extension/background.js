@@ -4,23 +4,19 @@
 // service worker cannot start Web Workers; this file relays between the two and keeps the
 // worker's state in chrome.storage.local:
 //
-//   consent       "opted_in" once the user opted in; absent otherwise (the default: off)
-//   kv            the worker's own key-value state (its pseudonymous id)
-//   status        the worker's latest status, for the options page
+//   consent         "opted_in" once the user opted in; absent otherwise (the default: off)
+//   coordinatorUrl  the coordinator the user chose on the options page; absent: the built-in one
+//   kv              the worker's own key-value state (its pseudonymous id)
+//   status          the worker's latest status, for the options page
 //
 // Opting out tells the coordinator, stops the worker, closes the offscreen document and
 // clears chrome.storage.local: nothing of Dandelion's is left in the browser.
+import { builtInCoordinator, checkCoordinatorUrl, coordinator } from "./settings.js";
 
 const OFFSCREEN = "offscreen.html";
 const HISTORY_DAYS = 90;
 const MAX_URLS = 2000; // distinct pages read from history, newest first
 const REFRESH_MINUTES = 30;
-let config = null;
-
-async function loadConfig() {
-  config ??= await (await fetch(chrome.runtime.getURL("config.json"))).json();
-  return config;
-}
 
 async function optedIn() {
   const { consent } = await chrome.storage.local.get("consent");
@@ -78,11 +74,33 @@ function toOffscreen(message) {
 }
 
 async function startWorker() {
-  if (!(await optedIn())) return;
+  const { url } = await coordinator();
+  if (!url || !(await optedIn())) return;
   if (await ensureOffscreen()) return; // a new document says "ready", which starts it
-  const { coordinatorUrl } = await loadConfig();
   const { kv = {} } = await chrome.storage.local.get("kv");
-  await toOffscreen({ type: "start", coordinatorUrl, signals: await readSignals(), storage: kv });
+  const signals = await readSignals();
+  await toOffscreen({ type: "start", coordinatorUrl: url, signals, storage: kv });
+}
+
+// A new address while taking part: the worker stops and starts again against it, with the same
+// pseudonymous id (a coordinator that moved knows this browser as before; to start afresh with
+// another one, the user stops taking part first, which deletes the id).
+async function setCoordinator(text) {
+  const builtIn = await builtInCoordinator();
+  const blank = !String(text ?? "").trim();
+  const checked = blank && builtIn ? { url: builtIn } : checkCoordinatorUrl(text);
+  if (checked.problem) return { ok: false, error: checked.problem };
+  const before = (await coordinator()).url;
+  if (blank) await chrome.storage.local.remove("coordinatorUrl"); // back to the built-in one
+  else await chrome.storage.local.set({ coordinatorUrl: checked.url });
+  const restarted = checked.url !== before && (await optedIn());
+  if (restarted) {
+    if (await hasOffscreen()) await toOffscreen({ type: "stop" });
+    const detail = "Switching to the new coordinator.";
+    await setStatus({ state: "loading", detail, rounds_joined: 0, updates_accepted: 0 });
+    await startWorker();
+  }
+  return { ok: true, url: checked.url, warning: checked.warning, restarted };
 }
 
 async function setStatus(status) {
@@ -99,6 +117,9 @@ async function editKv(op, key, value) {
 }
 
 async function optIn() {
+  if (!(await coordinator()).url) {
+    return { ok: false, error: "Set the coordinator's address first." };
+  }
   await chrome.storage.local.set({
     consent: "opted_in",
     optedInAt: Date.now(),
@@ -106,10 +127,11 @@ async function optIn() {
   });
   await chrome.alarms.create("refresh-signals", { periodInMinutes: REFRESH_MINUTES });
   await startWorker();
+  return { ok: true };
 }
 
 async function optOut() {
-  const { coordinatorUrl } = await loadConfig();
+  const { url: coordinatorUrl } = await coordinator();
   const { kv = {} } = await chrome.storage.local.get("kv");
   await chrome.storage.local.remove("consent"); // first: nothing restarts from here on
   await chrome.alarms.clear("refresh-signals");
@@ -128,12 +150,12 @@ async function optOut() {
 chrome.runtime.onMessage.addListener((message, sender, reply) => {
   if (sender.id !== chrome.runtime.id || message?.target !== "background") return false;
   const work = {
-    opt_in: () => optIn().then(() => ({ ok: true })),
+    opt_in: () => optIn(),
     opt_out: () => optOut(),
     offscreen_ready: () => startWorker().then(() => ({ ok: true })),
     status: () => setStatus(message.status).then(() => ({ ok: true })),
     kv: () => editKv(message.op, message.key, message.value).then(() => ({ ok: true })),
-    config: () => loadConfig(),
+    set_coordinator: () => setCoordinator(message.url),
   }[message.type];
   if (!work) return false;
   work().then(reply, (error) => reply({ ok: false, error: String(error?.message ?? error) }));

@@ -1,9 +1,11 @@
-// The options page: the user's choice (off by default) and, once they opted in, what the
-// worker is doing, in words. It reads only chrome.storage.local, which the service worker
-// keeps up to date; it never reads history itself.
+// The options page: the user's choice (off by default), the coordinator's address and, once
+// they opted in, what the worker is doing, in words. It reads only chrome.storage.local, which
+// the service worker keeps up to date; it never reads history itself.
+import { checkCoordinatorUrl, coordinator } from "./settings.js";
 
 const $ = (id) => document.getElementById(id);
-const send = (type) => chrome.runtime.sendMessage({ target: "background", type });
+const send = (type, fields = {}) =>
+  chrome.runtime.sendMessage({ target: "background", type, ...fields });
 
 const STATES = {
   idle: "Not started yet.",
@@ -31,14 +33,31 @@ function describe(status) {
 
 let notice = null; // what the last opt-out did, shown until the user opts in again
 
-function render({ consent, status, optedInAt }) {
+let editing = false; // the user is typing an address: refreshes leave the field alone
+
+function renderCoordinator({ url, builtIn, chosen }) {
+  $("coordinator").textContent = url ?? "None set.";
+  if (!editing) $("coordinator-url").value = url ?? "";
+  const back = builtIn ? ` Save an empty field to go back to the built-in one, ${builtIn}.` : "";
+  $("coordinator-source").textContent = chosen
+    ? `You set this address.${back}`
+    : builtIn
+      ? "This extension came with this address; you can change it."
+      : "This extension came without one: enter the address you were given.";
+}
+
+function render({ consent, status, optedInAt }, { url }) {
   const inNow = consent === "opted_in";
   $("opt-in").hidden = inNow;
+  $("opt-in").disabled = !url;
   $("opt-out").hidden = !inNow;
   $("worker").hidden = !inNow;
+  const idle = url
+    ? "You are not taking part. Nothing is read and nothing is sent."
+    : "You are not taking part. Before you can, enter the coordinator's address below.";
   $("consent-text").textContent = inNow
     ? `You are taking part${optedInAt ? ` since ${new Date(optedInAt).toLocaleString()}` : ""}.`
-    : (notice ?? "You are not taking part. Nothing is read and nothing is sent.");
+    : (notice ?? idle);
   if (inNow) notice = null;
   if (!inNow || !status) return;
   $("state").textContent = describe(status);
@@ -54,7 +73,44 @@ function render({ consent, status, optedInAt }) {
 }
 
 async function refresh() {
-  render(await chrome.storage.local.get(["consent", "status", "optedInAt"]));
+  const setting = await coordinator();
+  renderCoordinator(setting);
+  render(await chrome.storage.local.get(["consent", "status", "optedInAt"]), setting);
+}
+
+function say(text, problem = false) {
+  $("coordinator-message").textContent = text;
+  $("coordinator-message").classList.toggle("problem", problem);
+  $("coordinator-url").setAttribute("aria-invalid", String(problem));
+}
+
+async function saveCoordinator(event) {
+  event.preventDefault();
+  say(""); // a message is about this attempt only
+  const typed = $("coordinator-url").value;
+  const { builtIn } = await coordinator();
+  // Checked here for a quick answer, and again by the service worker, which decides.
+  const checked = !typed.trim() && builtIn ? {} : checkCoordinatorUrl(typed);
+  if (checked.problem) {
+    say(checked.problem, true);
+    $("coordinator-url").focus();
+    return;
+  }
+  $("coordinator-save").disabled = true;
+  let answer;
+  try {
+    const reply = await send("set_coordinator", { url: typed });
+    if (!reply?.ok) throw new Error(reply?.error ?? "no answer from the extension");
+    editing = false;
+    const done = reply.restarted ? "Saved: the worker is starting again with it." : "Saved.";
+    answer = [reply.warning ? `${done} ${reply.warning}` : done, false];
+  } catch (error) {
+    answer = [error.message, true];
+  } finally {
+    $("coordinator-save").disabled = false;
+    await refresh();
+  }
+  say(...answer); // last, once the page shows the address in use
 }
 
 async function act(button, type, after) {
@@ -64,7 +120,7 @@ async function act(button, type, after) {
     if (!reply?.ok) throw new Error(reply?.error ?? "no answer from the extension");
     if (after) after(reply);
   } catch (error) {
-    $("consent-text").textContent = `Something went wrong: ${error.message}`;
+    notice = `Something went wrong: ${error.message}`; // shown by the refresh below
   } finally {
     button.disabled = false;
     await refresh();
@@ -83,7 +139,8 @@ $("opt-out").addEventListener("click", () =>
 chrome.storage.onChanged.addListener((_changes, area) => {
   if (area === "local") refresh();
 });
-send("config").then((config) => { $("coordinator").textContent = config?.coordinatorUrl ?? "?"; });
+$("coordinator-form").addEventListener("submit", saveCoordinator);
+$("coordinator-url").addEventListener("input", () => { editing = true; });
 // "3 min ago" should age while the page is open.
 setInterval(refresh, 15000);
 refresh();

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..plugins import PluginPackage
 from .contents import bundle_tasks
@@ -118,6 +119,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _describe(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every file under ``folder``: its path (relative, ``/``-separated), bytes and sha256."""
+    return {
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
 def assemble_bundle(
     out: Path, pyodide_dir: str | Path | None = None, plugins: Sequence[PluginPackage] = ()
 ) -> BundleInfo:
@@ -137,11 +147,7 @@ def assemble_bundle(
     js = _source_root() / "browser_worker" / "js"
     for name in _JS_FILES:
         shutil.copyfile(js / name, out / name)
-    files: dict[str, dict[str, Any]] = {
-        p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-        for p in sorted(out.rglob("*"))
-        if p.is_file()
-    }
+    files = _describe(out)
     manifest = {
         "bundle": 1,
         "pyodide": {"version": version, "path": f"{folder}/"},
@@ -159,22 +165,38 @@ def assemble_bundle(
     return BundleInfo(out, version, wheel.path.name, total, files)
 
 
+def _check_coordinator_url(url: str) -> str:
+    """The rule the options page applies too (``extension/settings.js``)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise BundleError(f"the coordinator URL must be ws:// or wss://, not {url!r}")
+    if not parts.hostname or parts.username or parts.password or parts.fragment:
+        raise BundleError(
+            f"the coordinator URL {url!r} must name a host, with no user, password or #fragment"
+        )
+    return url
+
+
 def assemble_extension(
     out: Path,
-    coordinator_url: str,
+    coordinator_url: str | None = None,
     pyodide_dir: str | Path | None = None,
     plugins: Sequence[PluginPackage] = (),
 ) -> BundleInfo:
-    """The unpacked Manifest V3 extension in ``out``, with a bundle in ``out/worker/`` and the
-    coordinator it reports to in ``out/config.json``."""
+    """The unpacked Manifest V3 extension in ``out``, with a bundle in ``out/worker/`` and, in
+    ``out/config.json``, the coordinator it reports to until the user picks another on its
+    options page (``None``: none, and the options page asks for one before the user can take
+    part). Describes every file of the extension."""
     source = _source_root() / "browser_worker" / "extension"
     if not (source / "manifest.json").is_file():
         raise BundleError(f"no extension sources in {source}")
-    if not coordinator_url.startswith(("ws://", "wss://")):
-        raise BundleError(f"the coordinator URL must be ws:// or wss://, not {coordinator_url!r}")
+    if coordinator_url is not None:
+        _check_coordinator_url(coordinator_url)
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(source, out)
-    info = assemble_bundle(out / "worker", pyodide_dir, plugins)
+    bundle = assemble_bundle(out / "worker", pyodide_dir, plugins)
     (out / "config.json").write_text(json.dumps({"coordinatorUrl": coordinator_url}) + "\n")
-    return info
+    files = _describe(out)
+    total = sum(f["bytes"] for f in files.values())
+    return BundleInfo(out, bundle.pyodide_version, bundle.wheel, total, files)

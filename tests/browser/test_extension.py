@@ -7,6 +7,7 @@ Dandelion state in the browser."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from playwright.async_api import async_playwright
 
 from dandelion.bundle import assemble_extension
 
+from ..conftest import scaled
 from .harness import CHROMIUM_ARGS, PageServer, RequestLog, chromium_path, poll, task_toml
 
 # Visits older than the horizon become examples: 1e-5 days is under a second, so the pages
@@ -129,4 +131,114 @@ async def test_extension_opt_in_trains_and_opt_out_is_recorded(
             await context.close()
             await site.stop()
     assert any(u.startswith("chrome-extension://") for u in requests.urls)
+    assert requests.outside_loopback() == []
+
+
+async def _sql_poll(coord: Any, query: str, *params: Any, timeout: float) -> list[Any]:
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        rows = coord.sql(query, *params)
+        if rows:
+            return rows
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"nothing for {query} {params}: {coord.log()}")
+
+
+async def _save_address(page: Any, text: str) -> dict[str, Any]:
+    """Type ``text`` into the options page's address field and save; what the page then says."""
+    await page.fill("#coordinator-url", text)
+    await page.click("#coordinator-save")  # clears the last message before it answers
+    said = await poll(
+        page,
+        "({message: document.querySelector('#coordinator-message').textContent,"
+        " invalid: document.querySelector('#coordinator-url').getAttribute('aria-invalid'),"
+        " shown: document.querySelector('#coordinator').textContent})",
+        lambda said: said["message"] != "",
+        timeout=10,
+        what=f"the options page to answer {text!r}",
+    )
+    return dict(said)
+
+
+async def test_options_page_checks_and_changes_the_coordinator(
+    coordinator: Any, tmp_path: Path, requests: RequestLog, artifacts: Path
+) -> None:
+    """The address built in is the default; the options page refuses what is not ws:// or
+    wss://, and a new address while taking part moves the running worker there, under the
+    same pseudonymous id."""
+    task = task_toml(goal=1, min_reports=1, horizon_days=HORIZON_DAYS)
+    first, second = await coordinator(task), await coordinator(task)
+    extension = tmp_path / "extension"
+    assemble_extension(extension, first.ws)
+    site = PageServer("<!doctype html><title>home</title>", {})
+    await site.start()
+    async with async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=chromium_path(),
+            headless=False,
+            ignore_default_args=["--disable-extensions"],
+            args=[
+                *CHROMIUM_ARGS,
+                f"--disable-extensions-except={extension}",
+                f"--load-extension={extension}",
+            ],
+        )
+        try:
+            context.on("request", requests.record)
+            worker = context.service_workers or [await context.wait_for_event("serviceworker")]
+            extension_id = worker[0].url.split("/")[2]
+            browsing = await context.new_page()
+            for name in ["news", "mail", "news", "docs", "news"]:
+                await browsing.goto(f"{site.url}visit/{name}")
+            await asyncio.sleep(2 * HORIZON_DAYS * 86400 + 1.0)
+
+            options = await context.new_page()
+            await options.goto(f"chrome-extension://{extension_id}/options.html")
+            assert await options.input_value("#coordinator-url") == first.ws
+            assert "came with this address" in await _text(options, "#coordinator-source")
+            said = await _save_address(options, f"http://127.0.0.1:{first.port}/ws")
+            assert "must start with wss:// or ws://, not http://" in said["message"], said
+            assert said["invalid"] == "true"
+            said = await _save_address(options, "fl.example.org/ws")
+            assert "is not an address" in said["message"], said
+            assert await options.evaluate("chrome.storage.local.get('coordinatorUrl')") == {}
+
+            await options.click("#opt-in")
+            reported = await _sql_poll(
+                first, "select worker_id from events where event = 'reported'", timeout=120
+            )
+            worker_id = reported[0][0]
+
+            said = await _save_address(options, second.ws)
+            assert said["message"] == "Saved: the worker is starting again with it.", said
+            assert said["invalid"] == "false" and said["shown"] == second.ws, said
+            moved = await _sql_poll(
+                second,
+                "select at from events where event = 'reported' and worker_id = ?",
+                worker_id,
+                timeout=120,
+            )
+            assert "You set this address" in await _text(options, "#coordinator-source")
+            stored = await options.evaluate("chrome.storage.local.get('coordinatorUrl')")
+            assert stored == {"coordinatorUrl": second.ws}
+            await options.screenshot(
+                path=str(artifacts / "extension-options-coordinator.png"), full_page=True
+            )
+            # The first coordinator no longer hears from it (it may only free a slot).
+            arrived = second.sql(
+                "select min(at) from events where event = 'connected' and worker_id = ?",
+                worker_id,
+            )[0][0]
+            assert arrived <= moved[0][0]
+            await asyncio.sleep(3)  # longer than the coordinators' pace (come back in 0.5-2 s)
+            later = first.sql(
+                "select event from events where worker_id = ? and at > ? and event != 'released'",
+                worker_id,
+                arrived,
+            )
+            assert later == [], later
+        finally:
+            await context.close()
+            await site.stop()
     assert requests.outside_loopback() == []
