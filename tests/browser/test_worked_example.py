@@ -85,7 +85,10 @@ async def test_worked_example_trains_in_pyodide_and_cpython_predicts_and_exports
 ) -> None:
     workdir = tmp_path / "coordinator"
     workdir.mkdir()
-    coord = CoordinatorProcess(workdir, example_bundle, example_task(tmp_path))
+    # Rounds of 3 reports: the k threshold of the public model endpoint is set to 3.
+    coord = CoordinatorProcess(
+        workdir, example_bundle, example_task(tmp_path), extra_args=("--monitor-k", "3")
+    )
     await coord.start()
     page_signals = user_signals(seed=1)
     html = (Path(__file__).parent / "pages" / "predict.html").read_text()
