@@ -415,6 +415,9 @@ class RoundLifecycle:
         """Wait for checkpoints and commits under way; open rounds stay open (they resume)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+            # Awaiting futures that are all done already does not yield to the loop, so their
+            # done callbacks (which discard them) would never run: drop them here.
+            self._background.difference_update([t for t in self._background if t.done()])
 
 
 def _waiter(batch: Batch) -> asyncio.Future[None]:
