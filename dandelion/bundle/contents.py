@@ -76,25 +76,30 @@ def _has(tasks: dict[str, Any], names: str, ref: str) -> bool:
 
 def missing(tasks: dict[str, Any], objective_ref: str, model_kind: str) -> str | None:
     """What of a task the bundle lacks, in words; None when it has both."""
-    lacking = []
-    if not _has(tasks, "objectives", objective_ref):
-        lacking.append(f"objective {objective_ref!r}")
-    if not _has(tasks, "models", model_kind):
-        lacking.append(f"model {model_kind!r}")
-    if not lacking:
-        return None
-    return f"{' and '.join(lacking)} not in the served bundle"
+    lacking = _lacking(
+        ("objective", objective_ref, _has(tasks, "objectives", objective_ref)),
+        ("model", model_kind, _has(tasks, "models", model_kind)),
+    )
+    return f"{lacking} not in the served bundle" if lacking else None
+
+
+def _lacking(*checks: tuple[str, str, bool]) -> str:
+    """``"objective 'x' and model 'y'"`` for the checks that failed; "" when none did."""
+    return " and ".join(f"{what} {ref!r}" for what, ref, present in checks if not present)
+
+
+def _known_here(find: Any, ref: str) -> bool:
+    try:
+        find(ref)
+    except registry.UnknownPlugin:
+        return False
+    return True
 
 
 def unknown_here(objective_ref: str, model_kind: str) -> str | None:
     """With no bundle served: what of a task this process cannot resolve, in words."""
-    lacking = []
-    for what, find, ref in (
-        ("objective", registry.objective, objective_ref),
-        ("model", registry.model, model_kind),
-    ):
-        try:
-            find(ref)
-        except registry.UnknownPlugin:
-            lacking.append(f"{what} {ref!r}")
-    return f"{' and '.join(lacking)} not known here and no bundle is served" if lacking else None
+    lacking = _lacking(
+        ("objective", objective_ref, _known_here(registry.objective, objective_ref)),
+        ("model", model_kind, _known_here(registry.model, model_kind)),
+    )
+    return f"{lacking} not known here and no bundle is served" if lacking else None

@@ -15,10 +15,6 @@ __all__ = ["MODEL_KEYS", "resolve_task_model"]
 MODEL_KEYS = ("kind", "num_features", "num_classes", "hidden", "options", "param_count")
 
 
-class _Error(ValueError):
-    pass
-
-
 def resolve_task_model(
     objective_ref: str, features_raw: dict[str, Any], model_raw: dict[str, Any]
 ) -> tuple[dict[str, Any], ModelSpec]:
@@ -28,7 +24,7 @@ def resolve_task_model(
     try:
         task_objective = objective(objective_ref)
     except UnknownPlugin as exc:
-        raise _Error(f"objective: {exc}") from None
+        raise ValueError(f"objective: {exc}") from None
     if task_objective.width_from_model and "num_features" in model_raw:
         features_raw = {"num_features": model_raw["num_features"], **features_raw}
     try:
@@ -37,30 +33,32 @@ def resolve_task_model(
         table = "features"
         if task_objective.width_from_model and str(exc).startswith("num_features"):
             table = "model"
-        raise _Error(f"{table}.{exc}") from None
+        raise ValueError(f"{table}.{exc}") from None
     error = unknown_key("model.", model_raw, MODEL_KEYS)
     if error is not None:
-        raise _Error(error)
+        raise ValueError(error)
     kind = model_raw.get("kind", task_objective.default_model)
     if not isinstance(kind, str):
-        raise _Error("model.kind: a model name or package.module:attribute")
+        raise ValueError("model.kind: a model name or package.module:attribute")
     try:
         plugin = model(kind)
     except UnknownPlugin as exc:
-        raise _Error(f"model.kind: {exc}") from None
+        raise ValueError(f"model.kind: {exc}") from None
     if plugin.task != task_objective.task:
-        raise _Error(
+        raise ValueError(
             f"model.kind: {kind} is a {plugin.task} model; objective {objective_ref} is "
             f"{task_objective.task}"
         )
     made = task_objective.num_features(features)
     width = model_raw.get("num_features", made)
     if width != made:
-        raise _Error(f"model.num_features: objective {objective_ref} makes {made}, not {width!r}")
+        raise ValueError(
+            f"model.num_features: objective {objective_ref} makes {made}, not {width!r}"
+        )
     outputs = len(task_objective.outputs(features))
     classes = model_raw.get("num_classes", outputs if task_objective.task != "regression" else 1)
     if classes != outputs and task_objective.task == "classification":
-        raise _Error(
+        raise ValueError(
             f"model.num_classes: objective {objective_ref} has {outputs} classes, not {classes!r}"
         )
     spec_raw: dict[str, Any] = {
@@ -75,5 +73,5 @@ def resolve_task_model(
     try:
         spec = ModelSpec.from_dict(spec_raw)
     except (KeyError, TypeError, ValueError) as exc:
-        raise _Error(f"model: {exc}") from None
+        raise ValueError(f"model: {exc}") from None
     return features, spec

@@ -141,6 +141,11 @@ def _time(raw: Any) -> float | None:
     return float(raw) / 1000.0
 
 
+def _int(raw: Any) -> int | None:
+    """An integer (a JSON number without a fraction, not a boolean), else None."""
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) else None
+
+
 def _transition(raw: Any) -> str | None:
     name = str(raw or "link").lower()
     if name in _TRANSITION_ALIASES:
@@ -159,14 +164,14 @@ def _visit(item: dict[str, Any], tz: int) -> VisitRecord | None:
         title=title[:512] if isinstance(title, str) else "",
         visit_time=when,
         transition=transition,
-        tab_id=tab if isinstance(tab, int) and not isinstance(tab, bool) else None,
+        tab_id=_int(tab),
         tz_offset_min=tz,
     )
 
 
 def _tab(item: dict[str, Any], tz: int) -> TabEvent | None:
-    kind, tab, when = item.get("kind"), item.get("tabId"), _time(item.get("time"))
-    if kind not in TAB_EVENTS or not isinstance(tab, int) or isinstance(tab, bool):
+    kind, tab, when = item.get("kind"), _int(item.get("tabId")), _time(item.get("time"))
+    if kind not in TAB_EVENTS or tab is None:
         return None
     if when is None:
         return None
@@ -176,7 +181,7 @@ def _tab(item: dict[str, Any], tz: int) -> TabEvent | None:
         tab_id=tab,
         time=when,
         url=_web_url(item.get("url")) or "",
-        window_id=window if isinstance(window, int) and not isinstance(window, bool) else None,
+        window_id=_int(window),
     )
 
 
