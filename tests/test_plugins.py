@@ -93,3 +93,27 @@ async def test_serve_refuses_a_task_its_bundle_cannot_run(tmp_path: Path) -> Non
         await server.ready()
     finally:
         server.close()
+
+
+def test_the_bundle_lists_what_its_wheel_registers_not_what_this_process_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This process knows long_read (imported here), the plain wheel does not hold it.
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    from dandelion.taskspec import registry
+
+    __import__("engagement")
+    assert "long_read" in registry.OBJECTIVES
+    tasks = json.loads((assemble_bundle(tmp_path / "b").path / "bundle.json").read_text())["tasks"]
+    assert "long_read" not in tasks["objectives"] and "relu_net" not in tasks["models"]
+    assert {"next_site", "revisit_7d", "tab_switch"} <= set(tasks["objectives"])
+
+
+def test_a_package_that_needs_numpy_at_import_is_refused_by_bundle(tmp_path: Path) -> None:
+    package = tmp_path / "heavy"
+    package.mkdir()
+    (package / "__init__.py").write_text("import numpy\n")
+    done = dandelion("bundle", "--out", str(tmp_path / "b"), "--with", str(package))
+    assert done.returncode == 2, done.stderr
+    assert "heavy: ModuleNotFoundError: No module named 'numpy'" in one_line(done)
+    assert "standard library alone" in one_line(done)

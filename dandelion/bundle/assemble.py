@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..plugins import PluginPackage
-from .contents import bundle_tasks
+from .contents import BundleContentsError, bundle_tasks
 from .wheel import WORKER_DIST, _source_root, build_wheel
 
 __all__ = [
@@ -147,6 +147,10 @@ def assemble_bundle(
     js = _source_root() / "browser_worker" / "js"
     for name in _JS_FILES:
         shutil.copyfile(js / name, out / name)
+    try:
+        tasks = bundle_tasks(wheel.path, plugins)
+    except BundleContentsError as exc:
+        raise BundleError(str(exc)) from None
     files = _describe(out)
     manifest = {
         "bundle": 1,
@@ -157,7 +161,7 @@ def assemble_bundle(
             "wheel": f"{folder}/{wheel.path.name}",
             "module": "browser_worker.browser",
         },
-        "tasks": bundle_tasks(plugins),
+        "tasks": tasks,
         "files": files,
     }
     (out / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

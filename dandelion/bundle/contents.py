@@ -11,6 +11,7 @@ wheel on ``sys.path`` so the coordinator configures tasks with the same plugin c
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,14 @@ from typing import Any
 from ..plugins import PluginPackage
 from ..taskspec import registry
 
-__all__ = ["bundle_tasks", "missing", "read_bundle_tasks", "unknown_here", "use_bundle_plugins"]
+__all__ = [
+    "BundleContentsError",
+    "bundle_tasks",
+    "missing",
+    "read_bundle_tasks",
+    "unknown_here",
+    "use_bundle_plugins",
+]
 
 
 def _modules(package: PluginPackage) -> list[str]:
@@ -35,12 +43,51 @@ def _modules(package: PluginPackage) -> list[str]:
     return sorted(out)
 
 
-def bundle_tasks(plugins: Sequence[PluginPackage]) -> dict[str, Any]:
-    """The ``"tasks"`` entry of bundle.json (the plugins are imported already)."""
-    registry.objective("revisit_7d")  # loads the built-in tables
+#: Run with only the standard library and the wheel on the path: what the wheel itself registers.
+_LIST_NAMES = """
+import json, sys
+from importlib.metadata import entry_points
+sys.path.insert(0, sys.argv[1])
+from dandelion.taskspec import registry
+registry.objective("revisit_7d")
+failed = []
+for ep in entry_points(group=registry.ENTRY_POINTS):
+    try:
+        ep.load()
+    except Exception as exc:
+        failed.append(f"{ep.value}: {type(exc).__name__}: {exc}")
+named = lambda table: sorted(n for n in table if registry.NAME.match(n))
+print(json.dumps({"objectives": named(registry.OBJECTIVES), "models": named(registry.MODELS),
+                  "failed": failed}))
+"""
+
+
+class BundleContentsError(ValueError):
+    """A bundled plugin package does not import in the worker's environment."""
+
+
+def bundle_tasks(wheel: Path, plugins: Sequence[PluginPackage]) -> dict[str, Any]:
+    """The ``"tasks"`` entry of bundle.json: the names the wheel registers when it is imported
+    with the standard library alone, as in the worker (not what this process happens to have
+    registered). Raises BundleContentsError for a bundled package that fails to import."""
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _LIST_NAMES, str(wheel)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BundleContentsError(f"the worker wheel does not import: {last}")
+    names = json.loads(done.stdout)
+    if names["failed"]:
+        raise BundleContentsError(
+            "a bundled package fails to import with the standard library alone, as the worker "
+            f"runs it (import numpy and the like inside functions): {names['failed'][0]}"
+        )
     return {
-        "objectives": sorted(n for n in registry.OBJECTIVES if registry.NAME.match(n)),
-        "models": sorted(n for n in registry.MODELS if registry.NAME.match(n)),
+        "objectives": names["objectives"],
+        "models": names["models"],
         "packages": sorted(p.name for p in plugins),
         "modules": sorted(m for p in plugins for m in _modules(p)),
     }
