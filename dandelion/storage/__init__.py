@@ -9,8 +9,10 @@ from .memory import MemoryStore
 from .records import (
     CONSENT_STATES,
     EVENTS,
+    ROUND_KINDS,
     ROUND_STATUSES,
     TASK_STATUSES,
+    EvaluationRecord,
     LedgerEntry,
     ModelVersion,
     ModelVersionInfo,
@@ -25,10 +27,12 @@ from .writer import AsyncStore
 __all__ = [
     "CONSENT_STATES",
     "EVENTS",
+    "ROUND_KINDS",
     "ROUND_STATUSES",
     "TASK_STATUSES",
     "AsyncStore",
     "ConflictError",
+    "EvaluationRecord",
     "LedgerEntry",
     "MemoryStore",
     "ModelVersion",
