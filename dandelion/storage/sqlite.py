@@ -520,6 +520,20 @@ def _round(row: Sequence[Any]) -> RoundRecord:
 
 
 def _evaluation(row: Sequence[Any]) -> EvaluationRecord:
+    task, number, version, reports, withheld = row[:5]
+    count, loss_sum, correct, loss, accuracy, z, opened, closed = row[5:13]
     return EvaluationRecord(
-        row[0], int(row[1]), int(row[2]), int(row[3]), bool(row[4]), *row[5:11], row[11], row[12]
+        task,
+        int(number),
+        int(version),
+        int(reports),
+        bool(withheld),
+        count,
+        loss_sum,
+        correct,
+        loss,
+        accuracy,
+        z,
+        opened,
+        closed,
     )
