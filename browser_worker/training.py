@@ -3,7 +3,8 @@
 The update a worker sends is ``delta = trained - received``, scaled down to L2 norm
 ``clip_norm`` when it is longer (the coordinator clips again, whatever the worker says). Loss
 and accuracy are measured on the local data with the *received* model, before training: that is
-how the global model's quality is reported without a separate evaluation pass.
+how the global model's quality is reported without a separate evaluation pass. An evaluation
+round's pass is :func:`evaluate_sums`: the same scoring, as sums, on held-out examples.
 Deterministic for a given ``rng``; standard library only.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from .models import Example, ModelSpec, batch_loss_grad, predict_proba
 
-__all__ = ["Hyper", "LocalResult", "evaluate", "train_local"]
+__all__ = ["EvalSums", "Hyper", "LocalResult", "evaluate", "evaluate_sums", "train_local"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +67,45 @@ class LocalResult:
     unclipped: bool  # norm <= clip_norm: the bit adaptive clipping needs
 
 
+@dataclass(frozen=True, slots=True)
+class EvalSums:
+    """Sums over scored examples: how many, their summed log-loss, how many were right."""
+
+    count: int
+    loss_sum: float
+    correct: int
+
+
+def evaluate_sums(
+    spec: ModelSpec,
+    params: Sequence[float],
+    examples: Sequence[Example],
+    max_loss: float = math.inf,
+) -> EvalSums:
+    """The log-loss of ``params`` summed over ``examples`` (each clipped at ``max_loss``; a
+    loss that is not a number counts as ``max_loss``), and how many it classifies right (on a
+    tie the lower class wins)."""
+    clip = math.isfinite(max_loss)
+    loss, right = 0.0, 0
+    for ex in examples:
+        probs = predict_proba(spec, params, ex)
+        one = -math.log(max(probs[ex.label], 1e-300))
+        if clip and not one <= max_loss:  # NaN fails the test too
+            one = max_loss
+        loss += one
+        best = max(range(len(probs)), key=probs.__getitem__)
+        right += best == ex.label
+    return EvalSums(len(examples), loss, right)
+
+
 def evaluate(
     spec: ModelSpec, params: Sequence[float], examples: Sequence[Example]
 ) -> tuple[float, float]:
     """Mean log-loss and accuracy of ``params`` on ``examples`` ((0.0, 0.0) when empty)."""
     if not examples:
         return 0.0, 0.0
-    loss, right = 0.0, 0
-    for ex in examples:
-        probs = predict_proba(spec, params, ex)
-        loss -= math.log(max(probs[ex.label], 1e-300))
-        best = max(range(len(probs)), key=probs.__getitem__)
-        right += best == ex.label
-    return loss / len(examples), right / len(examples)
+    sums = evaluate_sums(spec, params, examples)
+    return sums.loss_sum / sums.count, sums.correct / sums.count
 
 
 def train_local(
