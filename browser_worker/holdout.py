@@ -2,7 +2,7 @@
 
 A task with ``[evaluation]`` tells its workers a ``holdout`` fraction. Each worker holds out, for
 that task and for good, the examples whose hash falls below the fraction: BLAKE2b-64 of
-``"{worker_id}:{task}:{key}"`` read little-endian, below ``holdout × 2^64``, where ``key`` is the
+``"{worker_id}:{task}:{key}"`` read little-endian, below ``holdout x 2^64``, where ``key`` is the
 example's content (its label, indices and values). So the choice is a stable function of the
 worker, the task and the example — the same at every round, after a restart, in Pyodide and in
 CPython — and no shift of the list (old history expiring, new visits arriving) moves an example

@@ -4,8 +4,8 @@ Rules of this file: maths and bytes only, like ``aggregate.py``. Each report is 
 one worker's held-out examples — ``count``, ``loss_sum``, ``correct`` — and is *bounded* before
 it is added, whatever the worker sent: ``count`` to ``max_examples`` (``loss_sum`` and
 ``correct`` scaled by the same factor, so the worker's means are kept), then ``loss_sum`` to
-``max_loss × count`` and ``correct`` to ``count``. One worker therefore moves the sums by at
-most ``max_examples``, ``max_loss × max_examples`` and ``max_examples``: the sensitivities the
+``max_loss x count`` and ``correct`` to ``count``. One worker therefore moves the sums by at
+most ``max_examples``, ``max_loss x max_examples`` and ``max_examples``: the sensitivities the
 private release (``dandelion.privacy.evaluation``) noises against. What is held is sums over
 reports, never one report.
 

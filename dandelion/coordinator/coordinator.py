@@ -198,7 +198,8 @@ class Coordinator:
         runtime, rnd, refusal = self._round_of(update, RoundState)
         if refusal is not None:
             return Reply(await self.lifecycle.refuse(worker_id, update, *refusal))
-        assert runtime is not None and isinstance(rnd, RoundState)
+        assert runtime is not None
+        assert isinstance(rnd, RoundState)
         answer = await self.lifecycle.report(runtime, rnd, worker_id, update, frame)
         return Reply(answer)
 
@@ -208,7 +209,8 @@ class Coordinator:
         runtime, rnd, refusal = self._round_of(report, EvalRound)
         if refusal is not None:
             return Reply(await self.lifecycle.refuse(worker_id, report, *refusal))
-        assert runtime is not None and isinstance(rnd, EvalRound)
+        assert runtime is not None
+        assert isinstance(rnd, EvalRound)
         return Reply(await self.lifecycle.evaluate(runtime, rnd, worker_id, report))
 
     def _round_of(

@@ -589,7 +589,8 @@ def _ledger_entry(runtime: TaskRuntime, rnd: RoundState, now: float) -> LedgerEn
 def _evaluation_event(runtime: TaskRuntime) -> RoundEvent:
     """What one released evaluation round of the task costs (a private task only)."""
     plan = runtime.config.evaluation
-    assert plan is not None and plan.noise_multiplier is not None
+    assert plan is not None
+    assert plan.noise_multiplier is not None
     return evaluation_event(plan.noise_multiplier)
 
 

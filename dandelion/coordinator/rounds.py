@@ -32,7 +32,7 @@ import hashlib
 import hmac
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
@@ -76,11 +76,8 @@ class Sums(Protocol):
     def to_bytes(self) -> bytes: ...
 
 
-A = TypeVar("A", bound=Sums)
-
-
 @dataclass(slots=True)
-class Batch(Generic[A]):
+class Batch[A: Sums]:
     """Reports added since the last checkpoint. ``waiter`` belongs to the lifecycle (the
     future its reports' acknowledgements wait on)."""
 
@@ -108,7 +105,7 @@ def participation_coin(secret: str, task: str, number: int, worker_id: str) -> f
     return int.from_bytes(mac[:8], "big") / 2**64
 
 
-class RoundBase(Generic[A]):
+class RoundBase[A: Sums]:
     """A round from opening to closing, whatever it sums.
 
     ``model_frame`` is the round's model, encoded once and sent as the same bytes to every worker

@@ -2,8 +2,8 @@
 
 An evaluation round's reports are summed after each is bounded
 (``dandelion.aggregation.evaluation``): adding or removing one worker moves the three sums by at
-most ``max_examples`` (count), ``max_loss × max_examples`` (loss_sum) and ``max_examples``
-(correct). Each released sum gets Gaussian noise of σ = z × its bound, from the round's own
+most ``max_examples`` (count), ``max_loss x max_examples`` (loss_sum) and ``max_examples``
+(correct). Each released sum gets Gaussian noise of sigma = z x its bound, from the round's own
 secure generator (``noise.secure_generator``). Scaled by its bound, the three sums are one
 vector query of L2 sensitivity √3 (a worker may move all three by their full bound at once)
 with noise z per coordinate: one Gaussian mechanism of noise multiplier z / √3. That is what
@@ -68,7 +68,7 @@ def release_sums(
     noise_multiplier: float | None,
     rng: np.random.Generator | None,
 ) -> EvalRelease:
-    """The round's release: the sums, plus N(0, (z × bound)²) each when ``noise_multiplier``
+    """The round's release: the sums, plus N(0, (z x bound)²) each when ``noise_multiplier``
     (z) is given — then ``rng`` must be the round's secure generator. Raises ValueError for a
     z that is not positive."""
     exact = (sums.examples, sums.loss_sum, sums.correct)

@@ -93,7 +93,7 @@ class PrivacyLedger:
     def check_next(self) -> BudgetCheck:
         """May one more round be released? Runs the accountant (about a second for PLD: call
         it off the event loop)."""
-        return self._check(self.events + [self.next_event()], self.evaluations, "round")
+        return self._check([*self.events, self.next_event()], self.evaluations, "round")
 
     def check_evaluation(self, event: RoundEvent) -> BudgetCheck:
         """May one more evaluation round, charged ``event``, be released? (As slow.)"""
