@@ -229,7 +229,10 @@ async def test_below_k_an_evaluation_is_withheld_and_shows_nothing(
     assert {(t["kind"], t["round"], t["model_version"]) for t in tasks} == {("evaluate", 2, 1)}
     assert tasks[0]["evaluation"] == {"holdout": 0.2, "max_examples": 100, "max_loss": 10.0}
     answers = await asyncio.gather(
-        *(_send_eval(c, t, count=20, loss_sum=9.0, correct=15) for c, t in zip(workers, tasks))
+        *(
+            _send_eval(c, t, count=20, loss_sum=9.0, correct=15)
+            for c, t in zip(workers, tasks, strict=True)
+        )
     )
     assert [a["type"] for a in answers] == ["ack"] * 3  # counted, not released
     await _until(lambda: any(o.kind == "evaluate" for o in server.outcomes))
@@ -361,7 +364,10 @@ async def test_under_privacy_the_sums_are_noised_and_the_ledger_charges_them(
     tasks = [await assigned(c) for c in workers]
     assert {t["kind"] for t in tasks} == {"evaluate"}
     answers = await asyncio.gather(
-        *(_send_eval(c, t, count=10, loss_sum=4.0, correct=8) for c, t in zip(workers, tasks))
+        *(
+            _send_eval(c, t, count=10, loss_sum=4.0, correct=8)
+            for c, t in zip(workers, tasks, strict=True)
+        )
     )
     assert [a["type"] for a in answers] == ["ack"] * 3
     await _until(lambda: any(o.kind == "evaluate" for o in server.outcomes))
@@ -371,11 +377,11 @@ async def test_under_privacy_the_sums_are_noised_and_the_ledger_charges_them(
 
     (record,), ledger, made = await server.store.read(read)
     assert record.noise_multiplier == 2.0 and not record.withheld
-    # σ = z x bound: 40 on count and correct (bound 20), 400 on loss_sum (bound 10 x 20).
+    # sigma = z x bound: 40 on count and correct (bound 20), 400 on loss_sum (bound 10 x 20).
     exact = (30.0, 12.0, 24.0)
     released = (record.count, record.loss_sum, record.correct)
     assert all(r != e for r, e in zip(released, exact, strict=True))  # P(no noise) = 0
-    assert all(abs(r - e) < 8 * s for r, e, s in zip(released, exact, (40, 400, 40)))  # type: ignore[operator]
+    assert all(abs(r - e) < 8 * s for r, e, s in zip(released, exact, (40, 400, 40), strict=True))  # type: ignore[operator]
     assert record.accuracy is None or 0.0 <= record.accuracy <= 1.0
     assert record.loss is None or 0.0 <= record.loss <= 10.0
     assert [(e.round, e.kind) for e in ledger] == [(1, "train"), (2, "evaluate")]
@@ -397,7 +403,9 @@ async def test_under_privacy_the_sums_are_noised_and_the_ledger_charges_them(
 def _dp(mechanism: str = "poisson") -> PrivacyConfig:
     extra = {"mechanism": "dp_ftrl", "min_separation": 4, "accountant": "rdp"}
     raw = {"population": 1000, "noise_multiplier": 1.5, "epsilon": 3.0}
-    return PrivacyConfig.from_dict(raw | (extra if mechanism == "dp_ftrl" else {}), expected_reports=100)
+    return PrivacyConfig.from_dict(
+        raw | (extra if mechanism == "dp_ftrl" else {}), expected_reports=100
+    )
 
 
 def test_the_ledger_composes_evaluations_with_either_mechanism() -> None:
@@ -434,7 +442,9 @@ def test_the_ledger_composes_evaluations_with_either_mechanism() -> None:
     )
     assert after == pytest.approx(acct.get_epsilon(ftrl.config.delta), rel=1e-12)
     # The budget holds for evaluations too, and says which release it refused.
-    tight = PrivacyLedger(PrivacyConfig.from_dict({**_dp().to_dict(), "epsilon": 0.5}, expected_reports=100))
+    tight = PrivacyLedger(
+        PrivacyConfig.from_dict({**_dp().to_dict(), "epsilon": 0.5}, expected_reports=100)
+    )
     refused = tight.check_evaluation(evaluation_event(0.5))
     assert not refused.allowed and "one more evaluation would make" in refused.reason
     # A restarted coordinator rebuilds both kinds from the stored rows.
