@@ -3,11 +3,12 @@
 A task with ``[evaluation]`` tells its workers a ``holdout`` fraction. Each worker holds out, for
 that task and for good, the examples whose hash falls below the fraction: BLAKE2b-64 of
 ``"{worker_id}:{task}:{key}"`` read little-endian, below ``holdout x 2^64``, where ``key`` is the
-example's content (its label, indices and values). So the choice is a stable function of the
-worker, the task and the example — the same at every round, after a restart, in Pyodide and in
-CPython — and no shift of the list (old history expiring, new visits arriving) moves an example
-from one side to the other. Training never sees a held-out example; an evaluation sees only
-them. Nothing of the choice leaves the device.
+example's content (its label, its regression target, indices and values; whatever objective
+made it, built-in or a plugin, an example is a ``dandelion.taskspec.Example``). So the choice
+is a stable function of the worker, the task and the example — the same at every round, after
+a restart, in Pyodide and in CPython — and no shift of the list (old history expiring, new
+visits arriving) moves an example from one side to the other. Training never sees a held-out
+example; an evaluation sees only them. Nothing of the choice leaves the device.
 
 Rules of this file: standard library only, pure functions.
 """
@@ -24,14 +25,15 @@ _SCALE = 2**64
 
 
 def _key(example: Any) -> str:
-    """An example's content as text: ``label|indices|values`` for an ``Example``, its repr
-    for anything else."""
+    """An example's content as text: ``label|target|indices|values`` for an ``Example``, its
+    repr for anything else."""
     label = getattr(example, "label", None)
     indices = getattr(example, "indices", None)
     values = getattr(example, "values", None)
-    if label is None or indices is None or values is None:
+    target = getattr(example, "target", None)
+    if label is None or indices is None or values is None or target is None:
         return repr(example)
-    return f"{label}|{tuple(indices)!r}|{tuple(values)!r}"
+    return f"{label}|{float(target)!r}|{tuple(indices)!r}|{tuple(values)!r}"
 
 
 def held_out(worker_id: str, task: str, example: Any, fraction: float) -> bool:

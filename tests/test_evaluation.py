@@ -26,6 +26,15 @@ from dandelion.privacy.accountant import epsilon as accountant_epsilon
 from dandelion.protocol import Checkin, EvalReport, Hello, Task
 from dandelion.settings import load_settings
 from dandelion.storage import AsyncStore, EvaluationRecord, SQLiteStore
+from dandelion.taskspec import (
+    Model,
+    Objective,
+    Signals,
+    VisitRecord,
+    objective,
+    register_model,
+    register_objective,
+)
 from dandelion.taskspec.models import Example, ModelSpec
 
 from .conftest import Live, LiveFactory, RawClient, scaled
@@ -343,6 +352,138 @@ async def test_a_malformed_or_misdirected_eval_report_is_refused_and_all_carry_o
     assert (nxt.get("kind", "train"), nxt["round"]) == ("train", 3)
 
 
+# -- every objective and model: regression, plugins ------------------------------------------
+
+
+@register_objective("eval_test_visit_gap")
+class VisitGap(Objective):
+    """A plugin regression objective: each visit's example is its hour of day and title length,
+    its target the fraction of the week it happened at (deterministic in the visits)."""
+
+    task = "regression"
+    default_model = "linreg"
+
+    def num_features(self, features: Any) -> int:
+        return 2
+
+    def outputs(self, features: Any) -> list[str]:
+        return ["week_fraction"]
+
+    def examples(self, signals: Signals, features: Any, now: float) -> list[Example]:
+        return [
+            Example(
+                (0, 1),
+                ((v.visit_time % 86_400) / 86_400, len(v.title) / 10),
+                target=(v.visit_time % 604_800) / 604_800,
+            )
+            for v in signals.visits
+        ]
+
+
+@register_model("eval_test_quarter_loss")
+class QuarterLoss(Model):
+    """A plugin classifier whose loss is a flat 0.25 per example, whatever it predicts: what an
+    evaluation must report is the model's own loss, not a log-loss of its scores."""
+
+    def param_count(self, spec: ModelSpec) -> int:
+        return 1
+
+    def loss_grad(self, spec: ModelSpec, params: Any, batch: Any, grad: dict[int, float]) -> float:
+        return 0.25 * len(batch)
+
+    def predict(self, spec: ModelSpec, params: Any, ex: Example) -> list[float]:
+        return [0.3, 0.7]  # class 1, always
+
+
+def test_scoring_uses_the_models_own_loss_and_a_regression_has_no_accuracy() -> None:
+    linreg = ModelSpec("linreg", 2, num_classes=1)
+    examples = [Example((0, 1), (1.0, 0.5), target=t) for t in (0.0, 1.0, 4.0)]
+    params = [1.0, 0.0, 0.0]  # predicts 1.0 for every example
+    sums = evaluate_sums(linreg, params, examples)
+    assert (sums.count, sums.correct) == (3, 0)
+    assert sums.loss_sum == pytest.approx(0.5 * (1.0 + 0.0 + 9.0))  # half squared errors
+    clipped = evaluate_sums(linreg, params, examples, max_loss=2.0)
+    assert clipped.loss_sum == pytest.approx(0.5 + 0.0 + 2.0)
+    plugin = ModelSpec("eval_test_quarter_loss", 3)
+    labelled = [Example((0,), (1.0,), label=y) for y in (0, 1, 1, 0, 1)]
+    sums = evaluate_sums(plugin, [0.0], labelled)
+    assert (sums.count, sums.loss_sum, sums.correct) == (5, 1.25, 3)
+
+
+def test_the_holdout_tells_examples_apart_by_their_regression_target() -> None:
+    same_features = [Example((0, 1), (0.5, 0.5), target=t / 10) for t in range(200)]
+    held = split("worker-a", "t1", same_features, 0.5)[1]
+    assert 0 < len(held) < len(same_features)
+
+
+def _visits(seed: int, n: int = 40) -> Signals:
+    rng = random.Random(seed)
+    start = 1_700_000_000.0
+    return Signals(
+        visits=tuple(
+            VisitRecord(f"https://example.org/{i}", "x" * rng.randrange(1, 10), start + i * 3_917)
+            for i in range(n)
+        )
+    )
+
+
+async def test_a_plugin_regression_objective_is_evaluated_on_its_own_examples(
+    live: LiveFactory,
+) -> None:
+    """Workers whose examples come from a plugin objective through the task-spec registry (as
+    the browser's do), a regression on linreg: held-out losses are released, no accuracy."""
+    from browser_worker.host.cpython import CPythonHost
+    from browser_worker.worker import Worker, WorkerConfig
+
+    server: Live = await live(monitor_k=3)
+    raw = {
+        **eval_task(rounds={"max_rounds": 1}, evaluation={"holdout": 0.3}).to_dict(),
+        "objective": "eval_test_visit_gap",
+        "features": {},
+        "model": {"kind": "linreg"},
+    }
+    config = TaskConfig.from_dict(raw)
+    assert (config.model.kind, config.model.num_features) == ("linreg", 2)
+    await server.coordinator.add_task(config)
+    ids = [f"worker-{i:04d}" for i in range(3)]
+    signals = {w: _visits(i) for i, w in enumerate(ids)}
+
+    def provider(worker: str) -> Any:
+        def data(name: str, features: dict[str, Any], now: float) -> list[Example]:
+            plugin = objective(name)  # what the browser's provider does
+            return list(plugin.examples(signals[worker], plugin.configure(features), now))
+
+        return data
+
+    workers = [
+        Worker(CPythonHost(), WorkerConfig(server.url, worker_id=w), provider(w)) for w in ids
+    ]
+    runs = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        await _until(lambda: any(o.kind == "evaluate" for o in server.outcomes), 30)
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.wait(runs, timeout=scaled(10))
+    (record,) = await server.store.read(lambda s: s.list_evaluations("t1"))
+    assert (record.reports, record.withheld, record.model_version) == (3, False, 1)
+    assert record.correct is None and record.accuracy is None
+    params = await server.store.read(lambda s: _params(s, 1))
+    spec = ModelSpec("linreg", 2, num_classes=1)
+    plugin = objective("eval_test_visit_gap")
+    expected = 0.0
+    count = 0
+    for w in ids:
+        held = split(w, "t1", plugin.examples(signals[w], {}, 0.0), 0.3)[1]
+        sums = evaluate_sums(spec, params, held[:100], 10.0)
+        expected += sums.loss_sum
+        count += sums.count
+    assert record.count == count
+    assert record.loss_sum == pytest.approx(expected, rel=1e-12)
+    evaluate_round = next(o for o in server.outcomes if o.kind == "evaluate")
+    assert set(evaluate_round.metrics) == {"loss"}
+
+
 # -- privacy: noised sums, charged to the ledger ---------------------------------------------
 
 
@@ -567,3 +708,42 @@ def re_escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+def test_an_edit_may_not_add_evaluation_or_raise_the_holdout_once_the_task_trained() -> None:
+    from dandelion.coordinator import TaskChangeError, create_task, edit_task
+    from dandelion.storage import MemoryStore, ModelVersion
+
+    def edited(config: TaskConfig, evaluation: dict[str, Any] | None) -> TaskConfig:
+        raw = config.to_dict()
+        raw["model"].pop("param_count")
+        raw.pop("evaluation", None)
+        if evaluation is not None:
+            raw["evaluation"] = evaluation
+        return TaskConfig.from_dict(raw)
+
+    store = MemoryStore()
+    config = eval_task(evaluation={"holdout": 0.3})
+    plain = edited(config, None)
+    create_task(store, plain, 1.0)
+    # Before any training round everything goes: nothing was trained on yet.
+    assert edit_task(store, "t1", config, 2.0) == 2
+    store.save_model_version(ModelVersion("t1", 1, 1, b"\0" * 44, b"", 3.0, {}))
+    for change, field in (
+        ({"every": 1, "holdout": 0.4}, "evaluation.holdout"),
+        (None, None),  # removing the table is allowed
+        ({"every": 1, "holdout": 0.3}, "evaluation"),  # adding it back is not
+    ):
+        new = edited(config, change)
+        if field is None:
+            assert edit_task(store, "t1", new, 4.0) == 3
+            continue
+        with pytest.raises(TaskChangeError) as refused:
+            edit_task(store, "t1", new, 4.0)
+        assert refused.value.field == field
+        assert "create a new task" in str(refused.value)
+    store2 = MemoryStore()
+    create_task(store2, config, 1.0)
+    store2.save_model_version(ModelVersion("t1", 1, 1, b"\0" * 44, b"", 3.0, {}))
+    lower = edited(config, {"every": 2, "holdout": 0.1, "goal": 5, "min_reports": 1})
+    assert edit_task(store2, "t1", lower, 4.0) == 2  # what stays held out was never trained on

@@ -313,3 +313,48 @@ def test_m006_gives_older_tasks_a_first_config_version_and_a_log(tmp_path: Path)
         ("status", "archived"),
     ]
     store.close()
+
+
+def test_m007_marks_every_earlier_round_as_training(tmp_path: Path) -> None:
+    """A state file as the task-lifecycle release left it (migrations up to m006): after the
+    evaluation migration its rounds are of kind "train", the evaluations table is empty, and
+    the rest (config versions) is as it was."""
+    import sqlite3
+
+    from sqlite_utils import Database
+
+    from dandelion.storage.migrations import MIGRATIONS
+
+    path = str(tmp_path / "m006.db")
+    conn = sqlite3.connect(path)
+    db = Database(conn)
+    MIGRATIONS.apply(db, stop_before="m007_evaluation")
+    conn.execute(
+        "INSERT INTO tasks (name, config, status, created_at, reason, config_version) VALUES "
+        "('a', '{}', 'active', 1.0, '', 2)"
+    )
+    conn.execute(
+        "INSERT INTO rounds (task, round, model_version, status, opened_at, goal, assigned, "
+        "reported, rejected, dropped, metrics, config_version) VALUES "
+        "('a', 1, 0, 'completed', 2.0, 3, 3, 3, 0, 0, '{}', 2)"
+    )
+    conn.commit()
+    assert "kind" not in {c.name for c in db["rounds"].columns}  # type: ignore[union-attr]
+    conn.close()
+    store = SQLiteStore(path)
+    (r,) = store.list_rounds("a")
+    assert (r.kind, r.config_version, r.status) == ("train", 2, "completed")
+    assert store.list_evaluations("a") == []
+    assert store.get_task("a").config_version == 2  # type: ignore[union-attr]
+    store.close()
+
+
+def test_migrations_apply_in_order_on_a_fresh_file(tmp_path: Path) -> None:
+    from dandelion.storage.migrations import MIGRATIONS
+
+    store = SQLiteStore(str(tmp_path / "fresh.db"))
+    applied = [m["name"] for m in store.db["_sqlite_migrations"].rows]  # type: ignore[union-attr]
+    assert applied == sorted(applied) == [m.name for m in MIGRATIONS._migrations]
+    columns = {c.name for c in store.db["rounds"].columns}  # type: ignore[union-attr]
+    assert {"config_version", "kind"} <= columns
+    store.close()

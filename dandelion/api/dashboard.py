@@ -86,13 +86,16 @@ def charts_for(snapshot: dict[str, Any]) -> dict[str, Any]:
         }
         evaluations = task.get("evaluations") or []
         if evaluations:
+            series = {"loss": [e["loss"] for e in evaluations]}
+            accuracy = [e["accuracy"] for e in evaluations]
+            if any(a is not None for a in accuracy):  # a regression has none
+                series["accuracy"] = accuracy
             charts["evaluation"] = line_chart(
-                "Held-out loss and accuracy (evaluation rounds, by model version)",
+                "Held-out "
+                + ("loss and accuracy" if "accuracy" in series else "loss")
+                + " (evaluation rounds, by model version)",
                 [float(e["model_version"]) for e in evaluations],
-                {
-                    "loss": [e["loss"] for e in evaluations],
-                    "accuracy": [e["accuracy"] for e in evaluations],
-                },
+                series,
                 note=f"gaps: withheld (fewer than {k})",
             )
         if task["epsilon_budget"] is not None:

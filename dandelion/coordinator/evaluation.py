@@ -14,6 +14,11 @@ monitoring threshold): with fewer it is recorded as *withheld*, and nothing comp
 reports is kept. Below its minimum it is abandoned, like a training round, but not retried:
 training goes on, and the next evaluation comes ``every`` training rounds later. The model
 does not change, and the round does not count towards ``max_rounds``.
+
+A regression model (``Model.task``, from the task-spec layer) has no right or wrong: its
+workers send ``correct`` 0, the round counts none whatever a report says, and its result has no
+``correct`` and no accuracy (the loss is the model's own, half the squared error for the
+built-in ``linreg``).
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class EvalRound(RoundBase[EvalSums]):
         )
         self.evaluation: EvaluationPlan = plan
         self.bounds = EvalBounds(plan.max_examples, plan.max_loss)
+        #: Whether the model classifies (else a regression: no accuracy).
+        self.classifies = config.model.model.task != "regression"
         self.release: EvalRelease | None = None
 
     def _empty(self) -> EvalSums:
@@ -75,7 +82,8 @@ class EvalRound(RoundBase[EvalSums]):
         UpdateRejected before anything changes."""
         m = report.metrics
         try:
-            self.batch.aggregate.add(m["count"], m["loss_sum"], m["correct"], self.bounds)
+            correct = m["correct"] if self.classifies else 0
+            self.batch.aggregate.add(m["count"], m["loss_sum"], correct, self.bounds)
         except (KeyError, TypeError, ValueError) as exc:
             # The wire contract refuses such sums before they get here; kept as a floor.
             raise UpdateRejected("non_finite", f"eval_report sums out of bounds: {exc}") from None
@@ -95,6 +103,7 @@ class EvalRound(RoundBase[EvalSums]):
         if not withheld:
             self.release = release_sums(final, self.bounds, z, rng)
         r = self.release
+        scored = r if self.classifies else None  # a regression has no right or wrong
         return EvaluationRecord(
             task=self.config.name,
             round=self.number,
@@ -103,9 +112,9 @@ class EvalRound(RoundBase[EvalSums]):
             withheld=withheld,
             count=r.count if r is not None else None,
             loss_sum=r.loss_sum if r is not None else None,
-            correct=r.correct if r is not None else None,
+            correct=scored.correct if scored is not None else None,
             loss=r.loss if r is not None else None,
-            accuracy=r.accuracy if r is not None else None,
+            accuracy=scored.accuracy if scored is not None else None,
             noise_multiplier=z,
             opened_at=self.opened_at,
             closed_at=closed_at,
@@ -121,7 +130,8 @@ class EvalRound(RoundBase[EvalSums]):
         r = self.release
         if r is None:
             return {}
-        out = {k: v for k, v in (("loss", r.loss), ("accuracy", r.accuracy)) if v is not None}
+        accuracy = r.accuracy if self.classifies else None
+        out = {k: v for k, v in (("loss", r.loss), ("accuracy", accuracy)) if v is not None}
         if self.epsilon_after is not None:
             out["epsilon"] = self.epsilon_after
         return out
