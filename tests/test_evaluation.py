@@ -747,3 +747,14 @@ def test_an_edit_may_not_add_evaluation_or_raise_the_holdout_once_the_task_train
     store2.save_model_version(ModelVersion("t1", 1, 1, b"\0" * 44, b"", 3.0, {}))
     lower = edited(config, {"every": 2, "holdout": 0.1, "goal": 5, "min_reports": 1})
     assert edit_task(store2, "t1", lower, 4.0) == 2  # what stays held out was never trained on
+
+
+def test_the_emulator_leaves_evaluation_out() -> None:
+    from dandelion.emulation import PopulationConfig
+    from dandelion.emulation.plan import make_plan
+    from dandelion.emulation.population import default_task
+
+    config = PopulationConfig(size=20, seed=3, rounds=1, history_days=2.0, test_users=2)
+    raw = {**default_task(2, 1), "evaluation": {"every": 1}}
+    assert TaskConfig.from_dict(raw).evaluation is not None
+    assert make_plan(config, task=raw).task.evaluation is None
