@@ -5,8 +5,9 @@ The update a worker sends is ``delta = trained - received``, scaled down to L2 n
 and accuracy are measured on the local data with the *received* model, before training: that is
 how the global model's quality is reported without a separate evaluation pass. For a regression
 model the loss is the mean half squared error and the accuracy 0.0: there is none, and the
-update message's metrics are the same for every task. Deterministic for a given ``rng``;
-standard library only.
+update message's metrics are the same for every task. An evaluation round's pass is
+:func:`evaluate_sums`: the model's own loss and its predictions, as sums, on held-out examples.
+Deterministic for a given ``rng``; standard library only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from dandelion.taskspec.models import Example, ModelSpec, batch_loss_grad, predict_proba
 
-__all__ = ["Hyper", "LocalResult", "evaluate", "train_local"]
+__all__ = ["EvalSums", "Hyper", "LocalResult", "evaluate", "evaluate_sums", "train_local"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,45 @@ class LocalResult:
     accuracy: float  # on local data, received model; 0.0 for a regression model
     norm: float  # of delta, before clipping
     unclipped: bool  # norm <= clip_norm: the bit adaptive clipping needs
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSums:
+    """Sums over scored examples: how many, their summed loss, how many were right (always 0
+    for a regression model)."""
+
+    count: int
+    loss_sum: float
+    correct: int
+
+
+def evaluate_sums(
+    spec: ModelSpec,
+    params: Sequence[float],
+    examples: Sequence[Example],
+    max_loss: float = math.inf,
+) -> EvalSums:
+    """The loss of ``params`` summed over ``examples`` and how many of them it gets right.
+
+    Each example's loss is the model's own (``Model.loss_grad`` of that one example: the
+    log-loss of a classifier, half the squared error of a regression, whatever a model of your
+    own defines), clipped at ``max_loss``; a loss that is not a number counts as ``max_loss``.
+    Right: the class of the highest score (``Model.predict``; on a tie the lower class wins) is
+    the label; a regression model has no right or wrong, so ``correct`` is 0."""
+    model = spec.model
+    classifier = model.task != "regression"
+    clip = math.isfinite(max_loss)
+    loss, right = 0.0, 0
+    for ex in examples:
+        one = float(model.loss_grad(spec, params, [ex], {}))
+        if clip and not one <= max_loss:  # NaN fails the test too
+            one = max_loss
+        loss += one
+        if classifier:
+            scores = predict_proba(spec, params, ex)
+            best = max(range(len(scores)), key=scores.__getitem__)
+            right += best == ex.label
+    return EvalSums(len(examples), loss, right)
 
 
 def evaluate(

@@ -12,6 +12,7 @@ Reconnects after a failure back off exponentially with full jitter (a random wai
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +30,7 @@ from dandelion.protocol import (
     Rejected,
     RemoteProtocolError,
     RetryWindow,
+    Task,
     TensorFrame,
     Welcomed,
     WorkerSession,
@@ -36,8 +38,9 @@ from dandelion.protocol import (
 )
 from dandelion.taskspec.models import ModelSpec
 
+from .holdout import split
 from .host import ConnectFailed, Connection, ConnectionClosed, Host
-from .training import Hyper, LocalResult, train_local
+from .training import Hyper, LocalResult, evaluate_sums, train_local
 
 __all__ = [
     "DataProvider",
@@ -305,13 +308,15 @@ class Worker:
         self, conn: Connection, session: WorkerSession, event: Assigned
     ) -> RetryWindow | None:
         task = event.task
+        if task.kind == "evaluate":
+            return await self._evaluate_and_report(conn, session, event)
         self._set(
             state="training",
             detail=f"Training round {task.round} of {task.task}.",
             rounds_joined=self.status.rounds_joined + 1,
         )
         spec = ModelSpec.from_dict(task.model)
-        examples = self.data(task.objective, dict(task.features or {}), self.host.now())
+        examples = self._local_examples(task)[0]
         if not examples:
             # Nothing to learn from yet: let the assignment lapse rather than report nothing.
             self._set(state="waiting", detail="Not enough local browsing data yet.")
@@ -337,6 +342,48 @@ class Worker:
             return reply.ack.retry_window
         if isinstance(reply, Rejected):
             self._set(state="connected", detail=f"Update not used: {reply.reject.reason}.")
+            return reply.reject.retry_window
+        if isinstance(reply, ErrorReceived):
+            self._set(last_error=reply.error.detail)
+        return None
+
+    def _local_examples(self, task: Task) -> tuple[Sequence[Any], list[Any]]:
+        """The task's local examples: ``(to train on, held out for evaluation)``. Without
+        ``evaluation`` in the task nothing is held out (the examples come as the data provider
+        gave them)."""
+        examples = self.data(task.objective, dict(task.features or {}), self.host.now())
+        holdout = (task.evaluation or {}).get("holdout")
+        return split(self.worker_id, task.task, examples, holdout)
+
+    async def _evaluate_and_report(
+        self, conn: Connection, session: WorkerSession, event: Assigned
+    ) -> RetryWindow | None:
+        """A task of kind ``evaluate``: score the received model on the held-out examples (at
+        most ``max_examples`` of them, each loss clipped at ``max_loss``) and send the sums."""
+        task = event.task
+        self._set(state="training", detail=f"Evaluating round {task.round} of {task.task}.")
+        held = self._local_examples(task)[1]
+        if not held:
+            # Nothing held out yet: let the assignment lapse, as training does without data.
+            self._set(state="waiting", detail="No held-out browsing data to evaluate on yet.")
+            raise NoLocalData
+        bounds = task.evaluation or {}
+        most = int(bounds.get("max_examples", len(held)))
+        spec = ModelSpec.from_dict(task.model)
+        params = floats_from_payload(event.frame.payload, event.frame.header.dtype)
+        sums = evaluate_sums(spec, params, held[:most], float(bounds.get("max_loss", math.inf)))
+        session.send_eval_report(count=sums.count, loss_sum=sums.loss_sum, correct=sums.correct)
+        reply = await self._exchange(conn, session)
+        if isinstance(reply, Acked):
+            done = int(self.status.extra.get("evaluations_accepted", 0)) + 1
+            self._set(
+                state="connected",
+                detail=f"Evaluation of round {task.round} accepted.",
+                extra={**self.status.extra, "evaluations_accepted": done},
+            )
+            return reply.ack.retry_window
+        if isinstance(reply, Rejected):
+            self._set(state="connected", detail=f"Evaluation not used: {reply.reject.reason}.")
             return reply.reject.retry_window
         if isinstance(reply, ErrorReceived):
             self._set(last_error=reply.error.detail)

@@ -146,8 +146,29 @@ def _show(args: argparse.Namespace, db: str) -> int:
     if not args.json and shown["privacy"] is not None:
         # ε never alone: its δ, mechanism, unit and assumption, in words, first.
         print(f"guarantee: {shown['privacy']['guarantee']['statement']}")
+    if not args.json:
+        for line in _evaluation_lines(shown["evaluations"]):
+            print(line)
     _print(shown, args.json, None)
     return 0
+
+
+def _evaluation_lines(evaluations: list[dict[str, Any]]) -> list[str]:
+    """One line per evaluation round, newest first: the held-out loss and accuracy of the
+    model version it scored (noised under [privacy]), or that it was withheld."""
+    lines = []
+    for e in evaluations:
+        head = f"evaluation: round {e['round']}, model version {e['model_version']}"
+        if e["withheld"]:
+            lines.append(f"{head}: withheld ({e['reports']} report(s), below k)")
+            continue
+        loss = "-" if e["loss"] is None else f"{e['loss']:.4g}"
+        accuracy = "-" if e["accuracy"] is None else f"{e['accuracy']:.4g}"
+        noise = "" if e["noise_multiplier"] is None else f", noised (z = {e['noise_multiplier']:g})"
+        lines.append(
+            f"{head}: held-out loss {loss}, accuracy {accuracy} from {e['reports']} reports{noise}"
+        )
+    return lines
 
 
 def _edit(args: argparse.Namespace, db: str) -> int:

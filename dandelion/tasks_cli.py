@@ -200,8 +200,11 @@ def describe_task(db: str, name: str) -> dict[str, Any] | None:
         store.close()
 
 
-def describe(store: StateStore, name: str, rounds_shown: int = 10) -> dict[str, Any] | None:
-    """A task as `dandelion task show` and the admin API give it (None if there is none)."""
+def describe(
+    store: StateStore, name: str, rounds_shown: int = 10, evaluations_shown: int = 10
+) -> dict[str, Any] | None:
+    """A task as `dandelion task show` and the admin API give it (None if there is none):
+    with its last ``rounds_shown`` rounds and ``evaluations_shown`` evaluation results."""
     record = store.get_task(name)
     if record is None:
         return None
@@ -221,6 +224,7 @@ def describe(store: StateStore, name: str, rounds_shown: int = 10) -> dict[str, 
         "recent_rounds": [
             {
                 "round": r.round,
+                "kind": r.kind,
                 "status": r.status,
                 "goal": r.goal,
                 "assigned": r.assigned,
@@ -231,6 +235,21 @@ def describe(store: StateStore, name: str, rounds_shown: int = 10) -> dict[str, 
                 "config_version": r.config_version,
             }
             for r in rounds
+        ],
+        "evaluations": [
+            {
+                "round": e.round,
+                "model_version": e.model_version,
+                "reports": e.reports,
+                "withheld": e.withheld,
+                "loss": e.loss,
+                "accuracy": e.accuracy,
+                "count": e.count,
+                "loss_sum": e.loss_sum,
+                "correct": e.correct,
+                "noise_multiplier": e.noise_multiplier,
+            }
+            for e in (store.list_evaluations(name, evaluations_shown) if evaluations_shown else [])
         ],
     }
     made: dict[str, Any] = finite(info)
@@ -248,6 +267,7 @@ def privacy_summary(
         return None
     privacy = config["privacy"]
     entries = store.list_ledger(name)
+    trained = [e for e in entries if e.kind == "train"]
     last = entries[-1] if entries else None
     initial_clip = config["server"].get("clip_norm") or config["hyper"]["clip_norm"]
     goal = config["rounds"]["goal"]
@@ -258,12 +278,13 @@ def privacy_summary(
         "epsilon_budget": privacy["epsilon"],
         "delta": privacy["delta"],
         "accountant": privacy["accountant"],
-        "rounds_released": len(entries),
+        "rounds_released": len(trained),
+        "evaluations_released": len(entries) - len(trained),
         "noise_multiplier": privacy["noise_multiplier"],
         "sampling_rate": goal / privacy["population"],
         "population": privacy["population"],
         "clipping": privacy["clipping"],
-        "clip_norm": last.next_clip_norm if last else initial_clip,
+        "clip_norm": trained[-1].next_clip_norm if trained else initial_clip,
         "ledger": [
             {
                 "round": e.round,
@@ -271,6 +292,7 @@ def privacy_summary(
                 "noise_multiplier": e.noise_multiplier,
                 "sampling_rate": e.sampling_rate,
                 "clip_norm": e.clip_norm,
+                "kind": e.kind,
             }
             for e in entries[-recent:]
         ]

@@ -33,6 +33,14 @@ BASE: dict[str, dict[str, Any]] = {
         "metrics": {"loss": 0.5},
         "unclipped": True,
     },
+    "eval_report": {
+        "type": "eval_report",
+        "v": 1,
+        "task": "t1",
+        "round": 1,
+        "nonce": "AAAAAAAAAAAAAAAAAAAA",
+        "metrics": {"count": 10, "loss_sum": 4.5, "correct": 7},
+    },
     "opt_out": {"type": "opt_out", "v": 1, "reason": "fuzz"},
 }
 EVIL_VALUES: list[Any] = [
@@ -207,7 +215,7 @@ def expand(recipe: Recipe) -> list[str | bytes]:
         elif d == "frame_unasked":
             out.append(_frame(_frame_header(rng), b"\0" * 44))
         elif d == "wrong_order":
-            kind = rng.choice(["update", "checkin", "hello", "opt_out"])
+            kind = rng.choice(["update", "eval_report", "checkin", "hello", "opt_out"])
             out.append(
                 _dumps(
                     BASE[kind] | {"worker_id": f"fuzz-{rng.randrange(10**6):06d}x"}

@@ -18,6 +18,7 @@ from dandelion.protocol import (
     CoordinatorState,
     Error,
     ErrorReceived,
+    EvalReportReceived,
     FrameError,
     FrameHeader,
     Hello,
@@ -74,7 +75,7 @@ class Pair:
         (welcomed,) = self.to_worker()
         assert isinstance(welcomed, Welcomed)
 
-    def assign(self, round_: int = 1) -> Assigned:
+    def assign(self, round_: int = 1, kind: str = "train") -> Assigned:
         self.worker.send_checkin()
         (event,) = self.to_coordinator()
         assert isinstance(event, CheckinReceived)
@@ -87,6 +88,8 @@ class Pair:
             objective="revisit_7d",
             hyper={"learning_rate": 0.1, "epochs": 1, "batch_size": 4, "clip_norm": 1.0},
             deadline_s=30.0,
+            kind=kind,
+            evaluation={"holdout": 0.2, "max_examples": 100, "max_loss": 10.0},
         )
         header = FrameHeader("model", "t", round_, "m0r1", "float32", (4,))
         self.coord.send(task, encode_frame(header, payload_from_floats([0.0, 1.0, 2.0, 3.0])))
@@ -367,3 +370,101 @@ def test_the_worker_sends_the_version_the_welcome_chose() -> None:
     pair.worker.send_opt_out()
     sent = [json.loads(m) for m in pair.worker.data_to_send() if isinstance(m, str)]
     assert [(m["type"], m["v"]) for m in sent] == [("checkin", 2), ("opt_out", 2)]
+
+
+# -- evaluation rounds: a task of kind "evaluate" is answered with eval_report ------------------
+
+
+def test_an_evaluation_task_is_answered_with_sums_and_an_ack() -> None:
+    pair = Pair()
+    pair.handshake()
+    assigned = pair.assign(kind="evaluate")
+    assert assigned.task.kind == "evaluate"
+    assert assigned.task.evaluation == {"holdout": 0.2, "max_examples": 100, "max_loss": 10.0}
+    pair.worker.send_eval_report(count=12, loss_sum=4.5, correct=9)
+    (only,) = pair.worker.data_to_send()  # one text message: no frame follows
+    assert isinstance(only, str)
+    event = pair.coord.receive_text(only)
+    assert isinstance(event, EvalReportReceived)
+    report = event.report
+    assert (report.task, report.round, report.nonce) == ("t", 1, assigned.task.nonce)
+    assert report.metrics == {"count": 12, "loss_sum": 4.5, "correct": 9}
+    assert pair.coord.state is CoordinatorState.READY
+    assert pair.worker.state is WorkerState.AWAIT_ACK
+    pair.coord.send(Ack("t", 1, report.nonce))
+    (acked,) = pair.to_worker()
+    assert isinstance(acked, Acked)
+    assert pair.worker.state is WorkerState.READY
+
+
+def test_a_task_without_kind_trains_and_says_so_on_the_wire_as_before() -> None:
+    pair = Pair()
+    pair.handshake()
+    assigned = pair.assign()
+    assert assigned.task.kind == "train"
+    assert "kind" not in assigned.task.to_dict()  # old workers read it as they always did
+
+
+def test_each_kind_of_task_takes_only_its_own_answer() -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.assign(kind="evaluate")
+    with pytest.raises(LocalProtocolError, match="eval_report"):
+        pair.worker.send_update([0.0] * 4, num_examples=1, unclipped=True)
+    with pytest.raises(LocalProtocolError, match="count"):  # the contract, checked before sending
+        pair.worker.send_eval_report(count=0, loss_sum=0.0, correct=0)
+    with pytest.raises(LocalProtocolError, match="loss_sum"):
+        pair.worker.send_eval_report(count=1, loss_sum=float("nan"), correct=0)
+    assert pair.worker.data_to_send() == []
+    other = Pair()
+    other.handshake()
+    other.assign()
+    with pytest.raises(LocalProtocolError, match="update"):
+        other.worker.send_eval_report(count=3, loss_sum=1.0, correct=2)
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        {"count": 0, "loss_sum": 1.0, "correct": 0},
+        {"count": 3, "loss_sum": -1.0, "correct": 1},
+        {"count": 3, "loss_sum": 1.0, "correct": 1.5},
+        {"count": 3, "loss_sum": 1.0},
+        {"count": "3", "loss_sum": 1.0, "correct": 1},
+        {"loss": 0.4, "accuracy": 0.8},
+    ],
+)
+def test_a_malformed_eval_report_is_an_error_and_the_conversation_goes_on(
+    metrics: dict[str, object],
+) -> None:
+    pair = Pair()
+    pair.handshake()
+    message = {"type": "eval_report", "v": 1, "task": "t", "round": 1, "nonce": "n" * 16}
+    event = _violation(pair.coord, json.dumps({**message, "metrics": metrics}))
+    assert not event.fatal
+    error = _sent_error(pair.coord)
+    assert (error["code"], error["ref_type"]) == ("malformed", "eval_report")
+    assert "metrics" in str(error["detail"])
+    assert pair.coord.state is CoordinatorState.READY
+    good = {**message, "metrics": {"count": 3, "loss_sum": 1.0, "correct": 2}}
+    assert isinstance(pair.coord.receive_text(json.dumps(good)), EvalReportReceived)
+
+
+def test_an_eval_report_between_an_update_and_its_frame_is_out_of_turn() -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.assign()
+    pair.worker.send_update([0.0] * 4, num_examples=1, unclipped=True)
+    text, _frame = pair.worker.data_to_send()
+    pair.coord.receive_text(text)
+    report = {
+        "type": "eval_report",
+        "v": 1,
+        "task": "t",
+        "round": 1,
+        "nonce": "n" * 16,
+        "metrics": {"count": 3, "loss_sum": 1.0, "correct": 2},
+    }
+    event = _violation(pair.coord, json.dumps(report))
+    assert event.error.code == "unexpected_message"
+    assert pair.coord.state is CoordinatorState.READY

@@ -8,6 +8,8 @@ import pytest
 
 from dandelion.storage import (
     ConflictError,
+    EvaluationRecord,
+    LedgerEntry,
     ModelVersion,
     ParticipationEvent,
     RoundCheckpoint,
@@ -196,6 +198,48 @@ def test_round_result_is_all_or_nothing(store: StateStore) -> None:
     assert len(store.list_model_versions("t1")) == 1
 
 
+def _evaluation(n: int, withheld: bool = False) -> EvaluationRecord:
+    sums = (None,) * 5 if withheld else (120.0, 48.0, 90.0, 0.4, 0.75)
+    return EvaluationRecord("t1", n, 1, 12, withheld, *sums, None, 10.0 + n, 20.0 + n)
+
+
+def test_evaluation_rounds_keep_their_kind_and_their_result(store: StateStore) -> None:
+    _task(store)
+    store.open_round(_round(1))
+    store.open_round(RoundRecord("t1", 2, 1, "open", 12.0, None, 5, kind="evaluate"))
+    with pytest.raises(ValueError):
+        store.open_round(RoundRecord("t1", 3, 1, "open", 13.0, None, 5, kind="guess"))
+    with pytest.raises(KeyError):  # round 1 trains: it has no evaluation result
+        store.save_evaluation(_evaluation(1))
+    entry = LedgerEntry("t1", 2, 0.577, 1.0, 1.5, 1e-5, "pld", 1.0, 1.0, 22.0, "evaluate")
+    _close(store, 2, evaluation=_evaluation(2), ledger=entry)
+    r2 = store.get_round("t1", 2)
+    assert r2 is not None and (r2.kind, r2.status) == ("evaluate", "completed")
+    assert store.get_round("t1", 1).kind == "train"  # type: ignore[union-attr]
+    assert [r.round for r in store.list_rounds("t1", 10, kind="evaluate")] == [2]
+    assert [r.round for r in store.list_rounds("t1", 10, kind="train")] == [1]
+    assert store.list_evaluations("t1") == [_evaluation(2)]
+    assert store.list_ledger("t1")[0].kind == "evaluate"
+    with pytest.raises(ConflictError):
+        store.save_evaluation(_evaluation(2))
+    # A withheld result keeps no figure; the latest comes first.
+    store.open_round(RoundRecord("t1", 4, 1, "open", 14.0, None, 5, kind="evaluate"))
+    _close(store, 4, evaluation=_evaluation(4, withheld=True))
+    latest, older = store.list_evaluations("t1")
+    assert latest.withheld and latest.count is None and latest.loss is None
+    assert older.round == 2 and store.list_evaluations("t1", limit=1) == [latest]
+
+
+def test_an_evaluation_result_commits_with_its_round_or_not_at_all(store: StateStore) -> None:
+    _task(store)
+    store.open_round(RoundRecord("t1", 1, 0, "open", 11.0, None, 5, kind="evaluate"))
+    bad = LedgerEntry("t1", 1, 0.5, 1.0, 1.0, 1e-5, "pld", 1.0, 1.0, 2.0, "sideways")
+    with pytest.raises(ValueError):
+        _close(store, 1, evaluation=_evaluation(1), ledger=bad)
+    assert store.get_round("t1", 1).status == "open"  # type: ignore[union-attr]
+    assert store.list_evaluations("t1") == []
+
+
 def test_events_and_consent(store: StateStore) -> None:
     _task(store)
     events = [
@@ -232,6 +276,7 @@ def test_sqlite_migrations_are_idempotent_and_state_survives_reopen(tmp_path: Pa
         "m004_durable_rounds",
         "m005_task_secrets",
         "m006_task_lifecycle",
+        "m007_evaluation",
     ]
     assert again.latest_model_version("t1").params == b"\7" * 4  # type: ignore[union-attr]
     mode = again.conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -267,4 +312,49 @@ def test_m006_gives_older_tasks_a_first_config_version_and_a_log(tmp_path: Path)
         ("created", "active"),
         ("status", "archived"),
     ]
+    store.close()
+
+
+def test_m007_marks_every_earlier_round_as_training(tmp_path: Path) -> None:
+    """A state file as the task-lifecycle release left it (migrations up to m006): after the
+    evaluation migration its rounds are of kind "train", the evaluations table is empty, and
+    the rest (config versions) is as it was."""
+    import sqlite3
+
+    from sqlite_utils import Database
+
+    from dandelion.storage.migrations import MIGRATIONS
+
+    path = str(tmp_path / "m006.db")
+    conn = sqlite3.connect(path)
+    db = Database(conn)
+    MIGRATIONS.apply(db, stop_before="m007_evaluation")
+    conn.execute(
+        "INSERT INTO tasks (name, config, status, created_at, reason, config_version) VALUES "
+        "('a', '{}', 'active', 1.0, '', 2)"
+    )
+    conn.execute(
+        "INSERT INTO rounds (task, round, model_version, status, opened_at, goal, assigned, "
+        "reported, rejected, dropped, metrics, config_version) VALUES "
+        "('a', 1, 0, 'completed', 2.0, 3, 3, 3, 0, 0, '{}', 2)"
+    )
+    conn.commit()
+    assert "kind" not in {c.name for c in db["rounds"].columns}  # type: ignore[union-attr]
+    conn.close()
+    store = SQLiteStore(path)
+    (r,) = store.list_rounds("a")
+    assert (r.kind, r.config_version, r.status) == ("train", 2, "completed")
+    assert store.list_evaluations("a") == []
+    assert store.get_task("a").config_version == 2  # type: ignore[union-attr]
+    store.close()
+
+
+def test_migrations_apply_in_order_on_a_fresh_file(tmp_path: Path) -> None:
+    from dandelion.storage.migrations import MIGRATIONS
+
+    store = SQLiteStore(str(tmp_path / "fresh.db"))
+    applied = [m["name"] for m in store.db["_sqlite_migrations"].rows]  # type: ignore[union-attr]
+    assert applied == sorted(applied) == [m.name for m in MIGRATIONS._migrations]
+    columns = {c.name for c in store.db["rounds"].columns}  # type: ignore[union-attr]
+    assert {"config_version", "kind"} <= columns
     store.close()

@@ -1,10 +1,11 @@
 """Aggregation maths: the streaming clipped sum, the round aggregate with its byte form, and the
-server optimizers. numpy and scipy only."""
+server optimizers; an evaluation round's bounded metric sums. numpy and scipy only."""
 
 from __future__ import annotations
 
 from .aggregate import Aggregate, Aggregator, Contribution
 from .errors import UpdateRejected
+from .evaluation import EvalBounds, EvalSums
 from .kernel import (
     AddResult,
     StreamingSum,
@@ -21,6 +22,8 @@ __all__ = [
     "Aggregate",
     "Aggregator",
     "Contribution",
+    "EvalBounds",
+    "EvalSums",
     "StreamingSum",
     "UpdateRejected",
     "Weighting",

@@ -8,7 +8,8 @@
                                                 POST; the next round opens with it
     POST /api/v1/tasks/{name}/pause|resume|archive  change its status
     GET  /api/v1/tasks/{name}/history           its log and every config version
-    GET  /api/v1/tasks/{name}/rounds?limit=N    rounds, newest first
+    GET  /api/v1/tasks/{name}/rounds?limit=N    rounds (training and evaluation), newest first
+    GET  /api/v1/tasks/{name}/evaluations?limit=N  evaluation results, newest first
     GET  /api/v1/tasks/{name}/models            model versions
     GET  /api/v1/tasks/{name}/models/{version}  one version's parameters (float32 LE), or `latest`
     GET  /api/v1/tasks/{name}/privacy           the privacy ledger
@@ -19,7 +20,8 @@
 What a route may show of a round is decided in one place, ``stats.round_figures`` and
 ``stats.model_figures``, the same for the dashboard: counts of workers below ``monitor_k`` are
 ``null``, a round with fewer than k reports shows no metrics and no duration (nor does the model
-version it made), and every time is rounded down to ``monitor_bucket_s``. Every body is strict
+version it made), and every time is rounded down to ``monitor_bucket_s``; an evaluation round's
+result, ``stats.evaluation_figures``, is withheld below k the same way. Every body is strict
 JSON (``strict_json``: non-finite figures are ``null``). docs/openapi.json describes every
 route; errors have the one shape of ``errors.py``.
 
@@ -47,7 +49,14 @@ from ..storage import AsyncStore, ConflictError, StateStore
 from ..tasks_cli import describe, history, task_rows
 from .auth import ADMIN
 from .errors import ApiError
-from .stats import SnapshotCache, bucket, model_figures, model_metrics, round_figures
+from .stats import (
+    SnapshotCache,
+    bucket,
+    evaluation_figures,
+    model_figures,
+    model_metrics,
+    round_figures,
+)
 from .strict_json import dumps
 
 __all__ = ["AdminContext", "add_admin_routes"]
@@ -108,7 +117,7 @@ async def _task_or_404(ctx: AdminContext, name: str) -> dict[str, Any]:
     k, width = ctx.settings.monitor_k, ctx.settings.monitor_bucket_s
 
     def read(s: StateStore) -> dict[str, Any] | None:
-        info: dict[str, Any] | None = describe(s, name, rounds_shown=0)
+        info: dict[str, Any] | None = describe(s, name, rounds_shown=0, evaluations_shown=0)
         if info is None:
             return None
         latest = s.latest_model_version(name)
@@ -118,6 +127,9 @@ async def _task_or_404(ctx: AdminContext, name: str) -> dict[str, Any]:
             info["model_metrics"] = model_metrics(latest.metrics, made_by, k)
         info["recent_rounds"] = [
             round_figures(r, k, width) for r in s.list_rounds(name, _RECENT_ROUNDS)
+        ]
+        info["evaluations"] = [
+            evaluation_figures(e, k, width) for e in s.list_evaluations(name, _RECENT_ROUNDS)
         ]
         return info
 
@@ -261,6 +273,16 @@ async def list_rounds(request: web.Request) -> web.Response:
     return _json({"task": name, "rounds": [round_figures(r, k, width) for r in rounds]})
 
 
+async def list_evaluations(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    name = request.match_info["name"]
+    await _task_or_404(ctx, name)
+    limit = _limit(request, 100, 1000)
+    found = await ctx.store.read(lambda s: s.list_evaluations(name, limit))
+    k, width = ctx.settings.monitor_k, ctx.settings.monitor_bucket_s
+    return _json({"task": name, "evaluations": [evaluation_figures(e, k, width) for e in found]})
+
+
 async def list_models(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     name = request.match_info["name"]
@@ -328,6 +350,7 @@ async def privacy_ledger(request: web.Request) -> web.Response:
                     "accountant": e.accountant,
                     "clip_norm": e.clip_norm,
                     "next_clip_norm": e.next_clip_norm,
+                    "kind": e.kind,
                 }
                 for e in entries
             ],
@@ -350,6 +373,7 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_get(f"{API}/tasks/{{name}}/history", task_history)
     r.add_post(f"{API}/tasks/{{name}}/{{action}}", change_status)
     r.add_get(f"{API}/tasks/{{name}}/rounds", list_rounds)
+    r.add_get(f"{API}/tasks/{{name}}/evaluations", list_evaluations)
     r.add_get(f"{API}/tasks/{{name}}/models", list_models)
     r.add_get(f"{API}/tasks/{{name}}/models/{{version}}", download_model)
     r.add_get(f"{API}/tasks/{{name}}/privacy", privacy_ledger)

@@ -11,7 +11,9 @@ Each task with an open round carries ``waiting``, the coordinator's words for wh
 open, which the page shows as a line of its own. Each DP task carries ``guarantee``
 (``dandelion.privacy.guarantee``): its ε with δ, mechanism, unit of privacy, neighbouring
 relation and assumption; the page shows its ``statement`` beside the ε spent, and the ε chart
-names δ.
+names δ. A task with evaluation rounds carries ``evaluations`` (``stats.evaluation_figures``):
+the page draws its held-out loss and accuracy by model version and lists them beside the
+training rounds.
 """
 
 from __future__ import annotations
@@ -82,6 +84,20 @@ def charts_for(snapshot: dict[str, Any]) -> dict[str, Any]:
                 "Clip norm", numbers, {"clip norm": [r["clip_norm"] for r in rounds]}, note=note
             ),
         }
+        evaluations = task.get("evaluations") or []
+        if evaluations:
+            series = {"loss": [e["loss"] for e in evaluations]}
+            accuracy = [e["accuracy"] for e in evaluations]
+            if any(a is not None for a in accuracy):  # a regression has none
+                series["accuracy"] = accuracy
+            charts["evaluation"] = line_chart(
+                "Held-out "
+                + ("loss and accuracy" if "accuracy" in series else "loss")
+                + " (evaluation rounds, by model version)",
+                [float(e["model_version"]) for e in evaluations],
+                series,
+                note=f"gaps: withheld (fewer than {k})",
+            )
         if task["epsilon_budget"] is not None:
             charts["epsilon"] = line_chart(
                 f"ε spent (δ = {task['delta']:.1e}; budget {task['epsilon_budget']:g})",

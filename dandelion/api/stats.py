@@ -13,6 +13,10 @@ with fewer than k reports shows no metrics (loss, accuracy, norms, clip fraction
 over fewer than k workers), no duration, its counts as "<k", and its times bucketed like every
 other time. Snapshots are made strictly JSON-safe (:func:`~.strict_json.finite`).
 
+An evaluation round's result (:func:`evaluation_figures`) follows the same rule: below k
+reports it was withheld when it closed, and it shows no figure; with k or more it shows its
+released sums and means (noised under ``[privacy]``), its report count, its times bucketed.
+
 ε and δ are outputs of the DP mechanism, not figures about workers: they are shown whatever the
 counts, and always with the guarantee they stand for (``guarantee``, from
 :func:`dandelion.privacy.guarantee.guarantee`).
@@ -33,6 +37,7 @@ from ..privacy.guarantee import guarantee
 from ..settings import Settings
 from ..storage import (
     AsyncStore,
+    EvaluationRecord,
     LedgerEntry,
     ModelVersionInfo,
     RoundRecord,
@@ -46,6 +51,7 @@ __all__ = [
     "SnapshotCache",
     "bucket",
     "build_snapshot",
+    "evaluation_figures",
     "model_figures",
     "model_metrics",
     "round_figures",
@@ -86,6 +92,7 @@ def round_figures(r: RoundRecord, k: int, bucket_s: float) -> dict[str, Any]:
         duration = round(r.closed_at - r.opened_at, 1)
     return {
         "round": r.round,
+        "kind": r.kind,
         "status": r.status,
         "goal": r.goal,  # the plan, not a count of workers
         "model_version": r.model_version,
@@ -100,6 +107,27 @@ def round_figures(r: RoundRecord, k: int, bucket_s: float) -> dict[str, Any]:
         "withheld_below": k,
         "config_version": r.config_version,  # which of the task's configs it ran under
     }
+
+
+def evaluation_figures(e: EvaluationRecord, k: int, bucket_s: float) -> dict[str, Any]:
+    """An evaluation round's result as operators see it: with fewer than ``k`` reports (when it
+    closed, or by today's k) ``withheld``, every figure None and the report count too; else
+    the released sums and means. Times are bucketed to ``bucket_s``."""
+    shown = not e.withheld and shows_figures(e.reports, k)
+    figures = ("count", "loss_sum", "correct", "loss", "accuracy")
+    row: dict[str, Any] = {
+        "round": e.round,
+        "model_version": e.model_version,
+        "withheld": not shown,
+        "reports": suppress(e.reports, k),
+        **{name: getattr(e, name) if shown else None for name in figures},
+        "noise_multiplier": e.noise_multiplier,  # the mechanism's, not a figure of workers
+        "opened_at": bucket(e.opened_at, bucket_s),
+        "closed_at": bucket(e.closed_at, bucket_s),
+        "withheld_below": k,
+    }
+    made: dict[str, Any] = finite(row)
+    return made
 
 
 def model_metrics(
@@ -133,6 +161,7 @@ class _Raw:
     tasks: list[TaskRecord]
     rounds: dict[str, list[RoundRecord]]
     ledgers: dict[str, list[LedgerEntry]]
+    evaluations: dict[str, list[EvaluationRecord]]
 
 
 async def _collect(store: AsyncStore, since: float, bucket_s: float) -> _Raw:
@@ -144,6 +173,7 @@ async def _collect(store: AsyncStore, since: float, bucket_s: float) -> _Raw:
             tasks=tasks,
             rounds={t.name: s.list_rounds(t.name, ROUNDS_SHOWN) for t in tasks},
             ledgers={t.name: s.list_ledger(t.name) for t in tasks},
+            evaluations={t.name: s.list_evaluations(t.name, ROUNDS_SHOWN) for t in tasks},
         )
 
     return await store.read(read)
@@ -199,7 +229,16 @@ def build_snapshot(
                 "guarantee": (
                     guarantee(privacy, spent) if privacy is not None and spent is not None else None
                 ),
-                "rounds": [_round_row(r, k, width, clip_default) for r in reversed(rounds)],
+                # Training rounds; evaluation rounds have their own figures, beside them.
+                "rounds": [
+                    _round_row(r, k, width, clip_default)
+                    for r in reversed(rounds)
+                    if r.kind == "train"
+                ],
+                "evaluations": [
+                    evaluation_figures(e, k, width)
+                    for e in reversed(raw.evaluations.get(record.name, []))
+                ],
                 "waiting": _waiting(coordinator, record.name, k),
             }
         )

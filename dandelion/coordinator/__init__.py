@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 from .coordinator import Coordinator, RoundListener
+from .evaluation import EvalRound
 from .lifecycle import RoundAbandoned, RoundLifecycle
 from .pace import PaceSteering
 from .registry import TaskRegistry, create_task
 from .replies import CLOSE_TRY_LATER, Reply
 from .rounds import RoundState
-from .runtime import RoundOutcome, TaskRuntime
+from .runtime import Round, RoundOutcome, TaskRuntime
 from .taskchanges import ACTIONS, TaskChangeError, change_status, edit_task
-from .taskconfig import RoundPlan, ServerConfig, TaskConfig, TaskConfigError, load_task_file
+from .taskconfig import (
+    EvaluationPlan,
+    RoundPlan,
+    ServerConfig,
+    TaskConfig,
+    TaskConfigError,
+    load_task_file,
+)
 
 __all__ = [
     "ACTIONS",
     "CLOSE_TRY_LATER",
     "Coordinator",
+    "EvalRound",
+    "EvaluationPlan",
     "PaceSteering",
     "Reply",
+    "Round",
     "RoundAbandoned",
     "RoundLifecycle",
     "RoundListener",

@@ -29,6 +29,7 @@ from typing import Any
 from ..protocol import (
     Checkin,
     ComeBack,
+    EvalReport,
     Hello,
     Reject,
     Task,
@@ -40,11 +41,13 @@ from ..protocol import (
 from ..protocol.versions import SUPPORTED_VERSIONS
 from ..settings import Settings
 from ..storage import AsyncStore, ParticipationEvent
+from .evaluation import EvalRound
 from .lifecycle import RoundLifecycle, RoundListener
 from .pace import PaceSteering
 from .registry import TaskRegistry, create_task
 from .replies import Reply
-from .runtime import TaskRuntime
+from .rounds import RoundState
+from .runtime import Round, TaskRuntime
 from .selection import select
 from .taskchanges import change_status, edit_task
 from .taskconfig import TaskConfig
@@ -201,7 +204,8 @@ class Coordinator:
             raise
         config = runtime.config
         hyper = dict(config.hyper)
-        if config.privacy is not None and config.privacy.adaptive:
+        adaptive = config.privacy is not None and config.privacy.adaptive
+        if adaptive and isinstance(rnd, RoundState):
             hyper["clip_norm"] = rnd.clip_norm  # this round's C: the worker's bit is against it
         deadline_s = max(0.001, round(rnd.deadline - now, 3))
         task = Task(
@@ -215,24 +219,58 @@ class Coordinator:
             deadline_s=deadline_s,
             update_dtype=config.update_dtype,
             features=_task_features(config),
+            kind=rnd.kind,
+            evaluation=_task_evaluation(config),
         )
         return Reply(task, rnd.model_frame, quiet_s=deadline_s + _GRACE_S)
 
     async def on_update(self, worker_id: str, update: Update, frame: TensorFrame) -> Reply:
         """Answer an update once it is durable: ``ack`` (in the round's stored aggregate) or
         ``reject`` with the reason. Raises StorageError (not counted; send it again)."""
-        runtime = self.tasks.get(update.task)
-        rnd = runtime.round if runtime is not None else None
-        if runtime is None or rnd is None or rnd.number != update.round:
-            if runtime is None:
-                reason, detail = "not_assigned", f"no task {update.task!r}"
-            else:
-                stale = update.round <= runtime.last_round
-                reason = "stale_round" if stale else "not_assigned"
-                detail = f"round {update.round} is {'closed' if stale else 'unknown'}"
-            return Reply(await self.lifecycle.refuse(worker_id, update, reason, detail))
+        runtime, rnd, refusal = self._round_of(update, RoundState)
+        if refusal is not None:
+            return Reply(await self.lifecycle.refuse(worker_id, update, *refusal))
+        assert runtime is not None
+        assert isinstance(rnd, RoundState)
         answer = await self.lifecycle.report(runtime, rnd, worker_id, update, frame)
         return Reply(answer)
+
+    async def on_eval_report(self, worker_id: str, report: EvalReport) -> Reply:
+        """Answer an evaluation round's report once it is durable, as :meth:`on_update` does.
+        Raises StorageError."""
+        runtime, rnd, refusal = self._round_of(report, EvalRound)
+        if refusal is not None:
+            return Reply(await self.lifecycle.refuse(worker_id, report, *refusal))
+        assert runtime is not None
+        assert isinstance(rnd, EvalRound)
+        return Reply(await self.lifecycle.evaluate(runtime, rnd, worker_id, report))
+
+    def _round_of(
+        self, report: Update | EvalReport, kind: type[Round]
+    ) -> tuple[TaskRuntime | None, Round | None, tuple[str, str] | None]:
+        """The task and open round a report names, or why it cannot count there: ``(reason,
+        detail)`` of the reject (a report of the other kind of round is not assigned)."""
+        runtime = self.tasks.get(report.task)
+        rnd = runtime.round if runtime is not None else None
+        if runtime is None:
+            return None, None, ("not_assigned", f"no task {report.task!r}")
+        if rnd is None or rnd.number != report.round:
+            stale = report.round <= runtime.last_round
+            reason = "stale_round" if stale else "not_assigned"
+            return (
+                None,
+                None,
+                (reason, f"round {report.round} is {'closed' if stale else 'unknown'}"),
+            )
+        if not isinstance(rnd, kind):
+            answer = "an eval_report" if isinstance(rnd, EvalRound) else "an update"
+            what = "an evaluation" if isinstance(rnd, EvalRound) else "a training"
+            return (
+                None,
+                None,
+                ("not_assigned", f"round {rnd.number} is {what} round: send {answer}"),
+            )
+        return runtime, rnd, None
 
     async def on_opt_out(self, worker_id: str) -> Reply:
         """Record the withdrawal and free the worker's assignments; the driver closes the
@@ -285,6 +323,15 @@ class Coordinator:
     async def close(self) -> None:
         """Wait for checkpoints and commits under way; open rounds stay open (they resume)."""
         await self.lifecycle.close()
+
+
+def _task_evaluation(config: TaskConfig) -> dict[str, Any] | None:
+    """A task message's ``evaluation``: what the worker holds out, and the bounds of its
+    reports (None for a task without evaluation rounds: nothing is held out)."""
+    plan = config.evaluation
+    if plan is None:
+        return None
+    return {"holdout": plan.holdout, "max_examples": plan.max_examples, "max_loss": plan.max_loss}
 
 
 def _task_features(config: TaskConfig) -> dict[str, Any] | None:

@@ -9,7 +9,8 @@ its deadline with its minimum — and its result, its model version, its ledger 
 events of its last batch commit together; the checkpoint row goes in that transaction. A commit
 that fails leaves the round open (it is closed again at the next tick) and is logged once. A
 crash leaves an open round with its last checkpoint, which :meth:`RoundLifecycle.resume` takes
-up at start.
+up at start. Evaluation rounds (``evaluation.py``) live the same life; their result — and,
+under privacy, their ledger entry — commits with their close instead of a model version.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from typing import Any
 
 from ..aggregation import UpdateRejected
 from ..aggregation.optimizers import encode_state
-from ..privacy import secure_generator
+from ..privacy import BudgetCheck, RoundEvent, evaluation_event, secure_generator
 from ..privacy.ftrl import position
-from ..protocol import Ack, Reject, TensorFrame, Update
+from ..protocol import Ack, EvalReport, Reject, TensorFrame, Update
 from ..storage import (
     AsyncStore,
+    EvaluationRecord,
     LedgerEntry,
     ModelVersion,
     ParticipationEvent,
@@ -36,9 +38,10 @@ from ..storage import (
     StateStore,
     StorageError,
 )
+from .evaluation import EvalRound
 from .pace import PaceSteering
 from .rounds import Batch, RoundState
-from .runtime import RoundOutcome, TaskRuntime
+from .runtime import Round, RoundOutcome, TaskRuntime
 
 __all__ = ["RoundAbandoned", "RoundLifecycle", "RoundListener"]
 
@@ -72,12 +75,14 @@ class RoundLifecycle:
     # -- opening ---------------------------------------------------------------------------------
 
     async def open(self, runtime: TaskRuntime, now: float) -> None:
-        """Open the task's next round, after its privacy budget check."""
+        """Open the task's next round — an evaluation round when one is due — after its
+        privacy budget check."""
+        kind = "evaluate" if runtime.evaluation_due else "train"
         epsilon_after = None
         if runtime.ledger is not None:
             runtime.opening = True
             try:
-                check = await asyncio.to_thread(runtime.ledger.check_next)
+                check = await asyncio.to_thread(_budget_check, runtime, kind)
             finally:
                 runtime.opening = False
             if runtime.status != "active" or runtime.round is not None:
@@ -88,7 +93,7 @@ class RoundLifecycle:
             epsilon_after = check.after
             now = self.clock()  # the accountant took a moment
         secret = secrets.token_urlsafe(24)
-        rnd = self._round(runtime, runtime.last_round + 1, now, secret)
+        rnd = self._round(runtime, runtime.last_round + 1, now, secret, kind)
         rnd.epsilon_after = epsilon_after
         record = RoundRecord(
             task=runtime.name,
@@ -97,8 +102,9 @@ class RoundLifecycle:
             status="open",
             opened_at=now,
             closed_at=None,
-            goal=runtime.config.rounds.goal,
+            goal=rnd.plan.goal,
             config_version=runtime.config_version,
+            kind=rnd.kind,
         )
         checkpoint = RoundCheckpoint(runtime.name, rnd.number, secret, None, 0, now)
         await self.store.write(
@@ -108,8 +114,18 @@ class RoundLifecycle:
         runtime.round = rnd
 
     def _round(
-        self, runtime: TaskRuntime, number: int, opened_at: float, secret: str
-    ) -> RoundState:
+        self, runtime: TaskRuntime, number: int, opened_at: float, secret: str, kind: str
+    ) -> Round:
+        if kind == "evaluate":
+            return EvalRound(
+                runtime.config,
+                number,
+                runtime.model_version,
+                runtime.model_frame(number),
+                opened_at,
+                secret=secret,
+                step=self.step,
+            )
         return RoundState(
             runtime.config,
             number,
@@ -133,10 +149,10 @@ class RoundLifecycle:
             return
         checkpoint = await self.store.read(lambda s: s.get_round_checkpoint(name, number))
         selected, reported = await self.store.read(lambda s: s.round_participants(name, number))
-        rnd = None
+        rnd: Round | None = None
         if checkpoint is not None and record.model_version == runtime.model_version:
-            rnd = self._round(runtime, number, record.opened_at, checkpoint.secret)
             try:
+                rnd = self._round(runtime, number, record.opened_at, checkpoint.secret, record.kind)
                 rnd.resume(checkpoint.aggregate, selected, reported)
             except ValueError as exc:
                 log.error("task %s: round %d cannot be resumed: %s", name, number, exc)
@@ -160,11 +176,15 @@ class RoundLifecycle:
         assert checkpoint is not None
         rnd.rejected = checkpoint.rejected
         if runtime.ledger is not None:
-            check = await asyncio.to_thread(runtime.ledger.check_next)
+            check = await asyncio.to_thread(_budget_check, runtime, rnd.kind)
             rnd.epsilon_after = check.after
         runtime.round = rnd
         log.info(
-            "task %s resumes round %d with %d acknowledged report(s)", name, number, rnd.reported
+            "task %s resumes %s round %d with %d acknowledged report(s)",
+            name,
+            "evaluation" if rnd.kind == "evaluate" else "training",
+            number,
+            rnd.reported,
         )
 
     async def _exhaust(self, runtime: TaskRuntime, reason: str) -> None:
@@ -201,7 +221,7 @@ class RoundLifecycle:
         now = self.clock()
         reason = rnd.check(worker_id, update)
         detail = f"update for round {update.round}: {reason}" if reason else ""
-        batch: Batch | None = None
+        batch: Batch[Any] | None = None
         if reason is None:
             try:
                 batch = rnd.add(worker_id, update, frame, now)
@@ -211,6 +231,33 @@ class RoundLifecycle:
             rnd.rejected += 1
             assert reason is not None
             return await self.refuse(worker_id, update, reason, detail)
+        return await self._acknowledge(runtime, rnd, batch, update)
+
+    async def evaluate(
+        self, runtime: TaskRuntime, rnd: EvalRound, worker_id: str, report: EvalReport
+    ) -> Ack | Reject:
+        """Fold one evaluation report into the round; answer once it is durable (or refused).
+        Raises StorageError as :meth:`report` does."""
+        now = self.clock()
+        reason = rnd.check(worker_id, report)
+        detail = f"eval_report for round {report.round}: {reason}" if reason else ""
+        batch: Batch[Any] | None = None
+        if reason is None:
+            try:
+                batch = rnd.add(worker_id, report, now)
+            except UpdateRejected as exc:
+                reason, detail = exc.reason, str(exc)
+        if batch is None:
+            rnd.rejected += 1
+            assert reason is not None
+            return await self.refuse(worker_id, report, reason, detail)
+        return await self._acknowledge(runtime, rnd, batch, report)
+
+    async def _acknowledge(
+        self, runtime: TaskRuntime, rnd: Round, batch: Batch[Any], update: Update | EvalReport
+    ) -> Ack | Reject:
+        """The answer to a report now in ``batch``: once a checkpoint or the round's commit
+        holds it, ``ack``; ``reject`` if the round closed below its minimum."""
         waiter = _waiter(batch)
         if rnd.complete:
             self.close_soon(runtime, rnd)
@@ -229,19 +276,21 @@ class RoundLifecycle:
             retry_window=self.pace.window(done, not_before=None if rnd.complete else rnd.deadline),
         )
 
-    async def refuse(self, worker_id: str, update: Update, reason: str, detail: str) -> Reject:
+    async def refuse(
+        self, worker_id: str, update: Update | EvalReport, reason: str, detail: str
+    ) -> Reject:
         """Record that ``update`` was refused, and the reject that says why."""
         event = ParticipationEvent(worker_id, update.task, update.round, "rejected", self.clock())
         await self.store.record_events([event])
         return Reject(reason, detail[:512], update.task, update.round, update.nonce)
 
-    def _checkpoint_soon(self, runtime: TaskRuntime, rnd: RoundState) -> None:
+    def _checkpoint_soon(self, runtime: TaskRuntime, rnd: Round) -> None:
         sealed = rnd.seal()
         if sealed is not None:
             self._spawn(self._checkpoint(runtime, rnd, *sealed))
 
     async def _checkpoint(
-        self, runtime: TaskRuntime, rnd: RoundState, batch: Batch, blob: bytes
+        self, runtime: TaskRuntime, rnd: Round, batch: Batch[Any], blob: bytes
     ) -> None:
         now = self.clock()
         name, number = runtime.name, rnd.number
@@ -267,7 +316,7 @@ class RoundLifecycle:
 
     # -- closing ---------------------------------------------------------------------------------
 
-    def close_soon(self, runtime: TaskRuntime, rnd: RoundState) -> None:
+    def close_soon(self, runtime: TaskRuntime, rnd: Round) -> None:
         """Close ``rnd`` in the background, once: later callers find it closing or closed and
         leave it be."""
         if runtime.closing or runtime.round is not rnd or not rnd.open:
@@ -275,12 +324,16 @@ class RoundLifecycle:
         runtime.closing = True
         self._spawn(self._close(runtime, rnd))
 
-    async def _close(self, runtime: TaskRuntime, rnd: RoundState) -> None:
+    async def _close(self, runtime: TaskRuntime, rnd: Round) -> None:
         try:
             while rnd.sealed is not None:  # let the checkpoint being written finish first
                 with contextlib.suppress(Exception):
                     await asyncio.shield(_waiter(rnd.sealed))
-            if rnd.open:
+            if not rnd.open:
+                pass
+            elif isinstance(rnd, EvalRound):
+                await self._commit_evaluation(runtime, rnd)
+            else:
                 await self._commit(runtime, rnd)
         finally:
             runtime.closing = False
@@ -381,6 +434,81 @@ class RoundLifecycle:
         for listener in self.listeners:
             listener(outcome)
 
+    async def _commit_evaluation(self, runtime: TaskRuntime, rnd: EvalRound) -> None:
+        """Close an evaluation round: its result (released, withheld or none when abandoned)
+        and, when released under privacy, its ledger entry commit with the round's close."""
+        now = self.clock()
+        batch = rnd.close()
+        rng = secure_generator() if runtime.config.privacy is not None else None
+        result = rnd.conclude(rng, self.step, now)
+        status = "abandoned" if result is None else "completed"
+        ledger = _evaluation_ledger_entry(runtime, rnd, result, now)
+        events = _reported_events(runtime.name, rnd.number, batch) if result is not None else []
+        reported = rnd.reported if result is not None else rnd.committed.count
+        metrics = rnd.metrics()
+        try:
+            await self.store.write(
+                lambda s: s.commit_round_result(
+                    task=runtime.name,
+                    round=rnd.number,
+                    status=status,
+                    closed_at=now,
+                    assigned=rnd.assigned,
+                    reported=reported,
+                    rejected=rnd.rejected,
+                    dropped=rnd.assigned - reported,
+                    metrics=metrics,
+                    evaluation=result,
+                    ledger=ledger,
+                    events=events,
+                )
+            )
+        except Exception as exc:
+            rnd.reopen(batch)
+            _settle(batch, _as_storage_error(exc))
+            if not rnd.commit_failed:
+                rnd.commit_failed = True
+                log.error(
+                    "task %s: evaluation round %d could not be committed (%s); it stays open "
+                    "and closes again once the state file can be written",
+                    runtime.name,
+                    rnd.number,
+                    exc,
+                )
+            return
+        runtime.round = None
+        # Scored, withheld or abandoned: this version is not evaluated again.
+        runtime.evaluated_version = rnd.model_version
+        _settle(batch, None if result is not None else RoundAbandoned())
+        if ledger is not None and runtime.ledger is not None:
+            runtime.ledger.record_evaluation(_evaluation_event(runtime), ledger.epsilon)
+        shown = "abandoned" if result is None else "withheld" if result.withheld else "released"
+        log.info(
+            "task %s evaluation round %d %s: %d/%d reported, model version %d",
+            runtime.name,
+            rnd.number,
+            shown,
+            reported,
+            rnd.assigned,
+            rnd.model_version,
+        )
+        outcome = RoundOutcome(
+            runtime.name,
+            rnd.number,
+            status,
+            runtime.model_version,
+            reported,
+            rnd.assigned,
+            rnd.assigned - reported,
+            metrics,
+            runtime.params,
+            rnd.opened_at,
+            now,
+            kind="evaluate",
+        )
+        for listener in self.listeners:
+            listener(outcome)
+
     # -- assignments that lapse ------------------------------------------------------------------
 
     def release(
@@ -420,7 +548,7 @@ class RoundLifecycle:
             self._background.difference_update([t for t in self._background if t.done()])
 
 
-def _waiter(batch: Batch) -> asyncio.Future[None]:
+def _waiter(batch: Batch[Any]) -> asyncio.Future[None]:
     if batch.waiter is None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Every reporter of the batch may have gone away: nobody else retrieves the outcome.
@@ -430,7 +558,7 @@ def _waiter(batch: Batch) -> asyncio.Future[None]:
     return waiter
 
 
-def _settle(batch: Batch, error: BaseException | None) -> None:
+def _settle(batch: Batch[Any], error: BaseException | None) -> None:
     waiter = batch.waiter
     if waiter is None or waiter.done():
         return
@@ -444,7 +572,7 @@ def _as_storage_error(exc: BaseException) -> StorageError:
     return exc if isinstance(exc, StorageError) else StorageError(f"{type(exc).__name__}: {exc}")
 
 
-def _reported_events(task: str, number: int, batch: Batch) -> list[ParticipationEvent]:
+def _reported_events(task: str, number: int, batch: Batch[Any]) -> list[ParticipationEvent]:
     return [
         ParticipationEvent(worker, task, number, "reported", at)
         for worker, at in zip(batch.workers, batch.reported_at, strict=True)
@@ -470,4 +598,46 @@ def _ledger_entry(runtime: TaskRuntime, rnd: RoundState, now: float) -> LedgerEn
         clip_norm=released.clip_norm,
         next_clip_norm=released.next_clip_norm,
         created_at=now,
+    )
+
+
+def _evaluation_event(runtime: TaskRuntime) -> RoundEvent:
+    """What one released evaluation round of the task costs (a private task only)."""
+    plan = runtime.config.evaluation
+    assert plan is not None
+    assert plan.noise_multiplier is not None
+    return evaluation_event(plan.noise_multiplier)
+
+
+def _budget_check(runtime: TaskRuntime, kind: str) -> BudgetCheck:
+    """May the task release one more round of ``kind``? (Runs the accountant: off the loop.)"""
+    ledger = runtime.ledger
+    assert ledger is not None
+    if kind == "evaluate":
+        return ledger.check_evaluation(_evaluation_event(runtime))
+    return ledger.check_next()
+
+
+def _evaluation_ledger_entry(
+    runtime: TaskRuntime, rnd: EvalRound, result: EvaluationRecord | None, now: float
+) -> LedgerEntry | None:
+    """The ledger entry of a released evaluation round of a private task (None otherwise): q = 1
+    and the multiplier charged, the task's clip norm unchanged."""
+    if runtime.ledger is None or result is None or result.withheld:
+        return None
+    assert rnd.epsilon_after is not None  # set when the round was allowed to open
+    event = _evaluation_event(runtime)
+    privacy = runtime.ledger.config
+    return LedgerEntry(
+        task=runtime.name,
+        round=rnd.number,
+        noise_multiplier=event.z,
+        sampling_rate=event.q,
+        epsilon=rnd.epsilon_after,
+        delta=privacy.delta,
+        accountant=privacy.accountant,
+        clip_norm=runtime.clip_norm,
+        next_clip_norm=runtime.clip_norm,
+        created_at=now,
+        kind="evaluate",
     )

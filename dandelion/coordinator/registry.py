@@ -46,6 +46,20 @@ def _reporters(task: str, number: int, store: StateStore) -> tuple[set[str], set
     return store.round_participants(task, number)
 
 
+#: How far back to look for the last evaluation round that closed by its own rule (the later
+#: ones may have been interrupted, each by a restart).
+_EVALUATIONS_SEEN = 20
+
+
+def _evaluated_version(task: str, store: StateStore) -> int | None:
+    """The model version the task's last evaluation round scored (completed or abandoned; an
+    interrupted one is opened again), or None."""
+    for r in store.list_rounds(task, _EVALUATIONS_SEEN, kind="evaluate"):
+        if r.status in ("completed", "abandoned"):
+            return r.model_version
+    return None
+
+
 class TaskRegistry:
     """The coordinator's tasks by name."""
 
@@ -105,10 +119,13 @@ class TaskRegistry:
         if config.privacy is not None:
             entries: list[LedgerEntry] = await self.store.read(lambda s: s.list_ledger(name))
             ledger = PrivacyLedger.from_entries(
-                config.privacy, ((e.sampling_rate, e.noise_multiplier, e.epsilon) for e in entries)
+                config.privacy,
+                ((e.sampling_rate, e.noise_multiplier, e.epsilon, e.kind) for e in entries),
             )
-            if entries:
-                clip_norm = entries[-1].next_clip_norm
+            trained = [e for e in entries if e.kind == "train"]
+            if trained:
+                clip_norm = trained[-1].next_clip_norm
+        evaluated = await self.store.read(functools.partial(_evaluated_version, name))
         log.info("task %s at model version %d, round %d", name, latest.version, last_round)
         runtime = TaskRuntime(
             config,
@@ -122,6 +139,7 @@ class TaskRegistry:
             clip_norm=clip_norm,
             reason=record.reason,
             config_version=version,
+            evaluated_version=evaluated,
         )
         runtime.reload = version != record.config_version
         await self._attach_ftrl(runtime)
@@ -159,7 +177,8 @@ class TaskRegistry:
         key: str = await self.store.write(lambda s: s.task_secret(name, _TREE_KEY, fresh))
         std = privacy.noise_multiplier * runtime.config.clip_norm
         runtime.tree_noise = TreeNoise(bytes.fromhex(key), runtime.config.model.param_count, std)
-        entries: list[LedgerEntry] = await self.store.read(lambda s: s.list_ledger(name))
+        everything: list[LedgerEntry] = await self.store.read(lambda s: s.list_ledger(name))
+        entries = [e for e in everything if e.kind == "train"]  # the trees' rounds only
         first = max(0, len(entries) - privacy.min_separation)
         for index, entry in enumerate(entries[first:], start=first + 1):
             _, reported = await self.store.read(functools.partial(_reporters, name, entry.round))

@@ -18,6 +18,11 @@ round recognises the nonces it handed out before a crash, and a worker that come
 handed the same nonce. An assignment whose worker disconnected, went silent past its report
 timeout or opted out is *released*: its slot is free for another worker, and its nonce stays
 valid (a late report still counts).
+
+Two kinds of round share all of that (:class:`RoundBase`) and differ in what they sum: a
+training round (:class:`RoundState`) adds clipped updates into an ``Aggregate``; an evaluation
+round (``evaluation.py``) adds bounded metric sums. Each has its own plan (goal, minimum,
+deadline).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import hashlib
 import hmac
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
@@ -37,10 +42,10 @@ from ..privacy import Release, observed_bit
 from ..privacy.aggregate import PrivateAggregate
 from ..privacy.ftrl import TreeNoise
 from ..privacy.mechanism import ftrl_release
-from ..protocol import TensorFrame, Update
-from .taskconfig import TaskConfig
+from ..protocol import EvalReport, TensorFrame, Update
+from .taskconfig import RoundPlan, TaskConfig
 
-__all__ = ["Assignment", "Batch", "RoundState"]
+__all__ = ["Assignment", "Batch", "RoundBase", "RoundState", "Sums"]
 
 _ACTIVE, _RELEASED, _PENDING, _REPORTED = "active", "released", "pending", "reported"
 #: Reports a round needs before it times silent assignments out on its own measure.
@@ -57,12 +62,26 @@ class Assignment:
     state: str = _ACTIVE  # active | released | pending (in a batch) | reported (durable)
 
 
+class Sums(Protocol):
+    """What a round needs of its running sum, whatever it sums: how many reports it holds, a
+    copy, the merge of another over other reports, a byte form for the checkpoint."""
+
+    @property
+    def count(self) -> int: ...
+
+    def copy(self) -> Self: ...
+
+    def merge(self, other: Self) -> None: ...
+
+    def to_bytes(self) -> bytes: ...
+
+
 @dataclass(slots=True)
-class Batch:
+class Batch[A: Sums]:
     """Reports added since the last checkpoint. ``waiter`` belongs to the lifecycle (the
     future its reports' acknowledgements wait on)."""
 
-    aggregate: Aggregate
+    aggregate: A
     workers: list[str] = field(default_factory=list)
     reported_at: list[float] = field(default_factory=list)
     waiter: Any = None
@@ -86,14 +105,17 @@ def participation_coin(secret: str, task: str, number: int, worker_id: str) -> f
     return int.from_bytes(mac[:8], "big") / 2**64
 
 
-class RoundState:
-    """A round from opening to closing.
+class RoundBase[A: Sums]:
+    """A round from opening to closing, whatever it sums.
 
     ``model_frame`` is the round's model, encoded once and sent as the same bytes to every worker
-    of the round: its header's nonce is a per-round tag, not an assignment nonce. ``clip_norm``
-    is the round's L2 bound; ``epsilon_after`` is what the ledger will say once a DP round is
-    released; ``step`` is how many reports a checkpoint covers at least.
+    of the round: its header's nonce is a per-round tag, not an assignment nonce. ``plan`` is
+    the round's goal, minimum and deadline; ``epsilon_after`` is what the ledger will say once a
+    DP round is released; ``step`` is how many reports a checkpoint covers at least.
     """
+
+    #: What the round asks of its workers, as the ``task`` message's ``kind`` says it.
+    kind: ClassVar[str]
 
     def __init__(
         self,
@@ -105,32 +127,39 @@ class RoundState:
         *,
         secret: str,
         step: int,
-        clip_norm: float | None = None,
+        plan: RoundPlan,
     ) -> None:
         self.config = config
+        self.plan = plan
         self.number = number
         self.model_version = model_version
         self.model_frame = model_frame
         self.opened_at = opened_at
-        self.deadline = opened_at + config.rounds.deadline_s
+        self.deadline = opened_at + plan.deadline_s
         self.secret = secret
         self.step = max(1, step)
-        self.clip_norm = clip_norm if clip_norm is not None else config.clip_norm
         self.epsilon_after: float | None = None
-        self.release: Release | None = None
         self.open = True
         self.rejected = 0
-        self.committed = Aggregate(config.model.param_count)
-        self.batch = self._new_batch()
-        self.sealed: Batch | None = None  # a batch whose checkpoint is being written
+        self.committed: A = self._empty()
+        self.batch: Batch[A] = self._new_batch()
+        self.sealed: Batch[A] | None = None  # a batch whose checkpoint is being written
         self._assignments: dict[str, Assignment] = {}
         self._holding = 0  # assignments active, pending or reported: what over-selection caps
         self._latencies: list[float] = []
-        self.final: Aggregate | None = None
+        self.final: A | None = None
         self.commit_failed = False  # a failed commit is logged once per round
 
-    def _new_batch(self) -> Batch:
-        return Batch(Aggregate(self.config.model.param_count))
+    def _empty(self) -> A:
+        """A sum over no reports."""
+        raise NotImplementedError
+
+    def _restore(self, data: bytes) -> A:
+        """The sum a checkpoint holds. Raises ValueError when it does not fit the round."""
+        raise NotImplementedError
+
+    def _new_batch(self) -> Batch[A]:
+        return Batch(self._empty())
 
     # -- resuming --------------------------------------------------------------------------------
 
@@ -139,11 +168,11 @@ class RoundState:
         assignments (released, but for those that reported: their connections are gone).
         Raises ValueError for a checkpoint that does not fit the round."""
         if aggregate is not None:
-            restored = Aggregate.from_bytes(aggregate)
-            if restored.d != self.committed.d or restored.count != len(reported):
+            restored = self._restore(aggregate)
+            if restored.count != len(reported):
                 raise ValueError(
-                    f"checkpoint of round {self.number} holds {restored.count} reports of "
-                    f"{restored.d} values; expected {len(reported)} of {self.committed.d}"
+                    f"checkpoint of round {self.number} holds {restored.count} reports; "
+                    f"expected {len(reported)}"
                 )
             self.committed = restored
         elif reported:
@@ -160,8 +189,7 @@ class RoundState:
     @property
     def poisson(self) -> bool:
         """Each worker joins by its own coin; no cap, and the round closes at its deadline."""
-        privacy = self.config.privacy
-        return privacy is not None and privacy.poisson
+        return False
 
     def sampled(self, worker_id: str) -> bool:
         """Under Poisson participation: whether this worker's coin for this round says yes."""
@@ -178,7 +206,7 @@ class RoundState:
             return 0
         if self.poisson:
             return 1
-        return max(0, self.config.rounds.max_assigned - self._holding)
+        return max(0, self.plan.max_assigned - self._holding)
 
     @property
     def assigned(self) -> int:
@@ -213,10 +241,10 @@ class RoundState:
         """How long an assignment may stay silent: the task's ``report_timeout_s``, or — when
         that is 0 — 1.25 times the slowest report so far once a few have come in (the deadline
         before)."""
-        fixed = self.config.rounds.report_timeout_s
+        fixed = self.plan.report_timeout_s
         if fixed > 0:
             return fixed
-        if len(self._latencies) < min(_ADAPTIVE_AFTER, self.config.rounds.goal):
+        if len(self._latencies) < min(_ADAPTIVE_AFTER, self.plan.goal):
             return math.inf
         return max(_ADAPTIVE_FLOOR_S, _ADAPTIVE_FACTOR * max(self._latencies))
 
@@ -233,7 +261,7 @@ class RoundState:
 
     # -- reporting -------------------------------------------------------------------------------
 
-    def check(self, worker_id: str, update: Update) -> str | None:
+    def check(self, worker_id: str, update: Update | EvalReport) -> str | None:
         """Why ``update`` cannot count in this round, as a reject reason; None if it can."""
         mine = self._assignments.get(worker_id)
         if mine is None or not hmac.compare_digest(mine.nonce, update.nonce):
@@ -244,7 +272,195 @@ class RoundState:
             return "stale_round"
         return None
 
-    def add(self, worker_id: str, update: Update, frame: TensorFrame, now: float) -> Batch:
+    def _took(self, worker_id: str, now: float) -> Batch[A]:
+        """The report of ``worker_id`` is in the open batch: its assignment waits for the
+        checkpoint. Returns that batch."""
+        mine = self._assignments[worker_id]
+        if mine.state == _RELEASED:
+            self._holding += 1
+        mine.state = _PENDING
+        batch = self.batch
+        batch.workers.append(worker_id)
+        batch.reported_at.append(now)
+        self._latencies.append(max(0.0, now - mine.assigned_at))
+        return batch
+
+    @property
+    def reported(self) -> int:
+        """Reports in the round, durable or waiting for their checkpoint."""
+        sealed = self.sealed.count if self.sealed is not None else 0
+        return self.committed.count + sealed + self.batch.count
+
+    @property
+    def current(self) -> A:
+        """A copy of the aggregate over every report so far, durable or not (for tests and
+        figures; the round's own bookkeeping never needs it)."""
+        out = self.committed.copy()
+        if self.sealed is not None:
+            out.merge(self.sealed.aggregate)
+        out.merge(self.batch.aggregate)
+        return out
+
+    @property
+    def complete(self) -> bool:
+        """The goal is reached (never under Poisson participation: there the goal is the
+        expected count, and the round closes at its deadline)."""
+        return not self.poisson and self.reported >= self.plan.goal
+
+    def reporters(self) -> list[str]:
+        """Workers whose report is durable in this round."""
+        return [a.worker_id for a in self._assignments.values() if a.state == _REPORTED]
+
+    def due(self, now: float) -> bool:
+        return now >= self.deadline
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def seal(self, *, force: bool = False) -> tuple[Batch[A], bytes] | None:
+        """Seal the open batch for a checkpoint if it holds ``step`` reports (any, with
+        ``force``) and no other checkpoint is being written; return it with the byte form of
+        the aggregate the checkpoint will hold."""
+        batch = self.batch
+        # The first checkpoint also needs the round's minimum: an acknowledged report is then
+        # in a round that will complete, never in one abandoned at its deadline.
+        need = self.step if self.committed.count else max(self.step, self.plan.minimum)
+        if self.sealed is not None or batch.count == 0 or (batch.count < need and not force):
+            return None
+        merged = self.committed.copy()
+        merged.merge(batch.aggregate)
+        self.sealed, self.batch = batch, self._new_batch()
+        return batch, merged.to_bytes()
+
+    def checkpointed(self, batch: Batch[A]) -> None:
+        """The sealed batch is stored: its reports are now the round's for good."""
+        assert batch is self.sealed
+        self.committed.merge(batch.aggregate)
+        for worker in batch.workers:
+            self._assignments[worker].state = _REPORTED
+        self.sealed = None
+
+    def dropped_batch(self, batch: Batch[A]) -> None:
+        """A batch could not be stored: forget its reports; their workers may send them again."""
+        if batch is self.sealed:
+            self.sealed = None
+        elif batch is self.batch:
+            self.batch = self._new_batch()
+        self._forget(batch)
+
+    def _forget(self, batch: Batch[A]) -> None:
+        for worker in batch.workers:
+            mine = self._assignments[worker]
+            if mine.state == _PENDING:
+                mine.state = _ACTIVE
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def close(self) -> Batch[A]:
+        """Stop taking reports; return the batch that the round's commit makes durable. The
+        lifecycle waits for a sealed batch's checkpoint before it closes."""
+        assert self.sealed is None
+        self.open = False
+        batch = self.batch
+        final = self.committed.copy()
+        final.merge(batch.aggregate)
+        self.final = final
+        return batch
+
+    def reopen(self, batch: Batch[A]) -> None:
+        """The round's commit failed: take reports again, without the closing batch's."""
+        self.open = True
+        self.final = None
+        self.batch = self._new_batch()
+        self._forget(batch)
+
+    @property
+    def abandoned(self) -> bool:
+        """Closed below its minimum: nothing computed from its reports is released."""
+        final = self.final
+        assert final is not None, "close() first"
+        return final.count < max(1, self.plan.minimum)
+
+    @property
+    def dropped(self) -> int:
+        return self.assigned - self.reported
+
+    # -- telling operators -----------------------------------------------------------------------
+
+    def waiting(self, now: float, k: int) -> str:
+        """Why the round is still open, in words: counts below ``k`` read "<k"."""
+        training = sum(1 for a in self._assignments.values() if a.state == _ACTIVE)
+        goal = self.plan.goal
+        left = max(0.0, self.deadline - now)
+        parts = [
+            f"{_count(self.reported, k)}/{goal} reports",
+            f"{_count(training, k)} assigned still training",
+        ]
+        waiting_ack = self.batch.count + (self.sealed.count if self.sealed else 0)
+        if waiting_ack:
+            parts.append(f"{_count(waiting_ack, k)} waiting for their checkpoint")
+        if self.poisson:
+            # No slots: each worker's coin decides, and the round runs to its deadline.
+            parts[0] = f"{_count(self.reported, k)} reports (about {goal} expected)"
+            parts.append(f"Poisson participation: closes at its deadline, in {_duration(left)}")
+            return ", ".join(parts)
+        if self.needed and training + self.reported < goal:
+            parts.append(f"{_count(self.needed, k)} slots free for new workers")
+        parts.append(f"deadline in {_duration(left)}")
+        return ", ".join(parts)
+
+
+class RoundState(RoundBase[Aggregate]):
+    """A training round: clipped updates summed into an ``Aggregate``, then the update the
+    server optimizer applies. ``clip_norm`` is the round's L2 bound; ``release`` is a DP round's
+    private output once it closes."""
+
+    kind = "train"
+
+    def __init__(
+        self,
+        config: TaskConfig,
+        number: int,
+        model_version: int,
+        model_frame: bytes,
+        opened_at: float,
+        *,
+        secret: str,
+        step: int,
+        clip_norm: float | None = None,
+    ) -> None:
+        super().__init__(
+            config,
+            number,
+            model_version,
+            model_frame,
+            opened_at,
+            secret=secret,
+            step=step,
+            plan=config.rounds,
+        )
+        self.clip_norm = clip_norm if clip_norm is not None else config.clip_norm
+        self.release: Release | None = None
+
+    def _empty(self) -> Aggregate:
+        return Aggregate(self.config.model.param_count)
+
+    def _restore(self, data: bytes) -> Aggregate:
+        restored = Aggregate.from_bytes(data)
+        if restored.d != self.committed.d:
+            raise ValueError(
+                f"checkpoint of round {self.number} holds {restored.d} values, "
+                f"not {self.committed.d}"
+            )
+        return restored
+
+    @property
+    def poisson(self) -> bool:
+        privacy = self.config.privacy
+        return privacy is not None and privacy.poisson
+
+    def add(
+        self, worker_id: str, update: Update, frame: TensorFrame, now: float
+    ) -> Batch[Aggregate]:
         """Decode, check, clip and add one report to the open batch; return that batch.
         Raises UpdateRejected (reason attached) before anything changes."""
         head = frame.header
@@ -266,103 +482,11 @@ class RoundState:
         result = aggregate.add(values, Contribution(weight, 0, loss, accuracy), self.clip_norm)
         # The server's view of the unclipped bit needs the norm, known only now.
         aggregate.unclipped_bits += observed_bit(result.norm, self.clip_norm, update.unclipped)
-        mine = self._assignments[worker_id]
-        if mine.state == _RELEASED:
-            self._holding += 1
-        mine.state = _PENDING
-        batch.workers.append(worker_id)
-        batch.reported_at.append(now)
-        self._latencies.append(max(0.0, now - mine.assigned_at))
-        return batch
+        return self._took(worker_id, now)
 
-    @property
-    def reported(self) -> int:
-        """Reports in the round, durable or waiting for their checkpoint."""
-        sealed = self.sealed.count if self.sealed is not None else 0
-        return self.committed.count + sealed + self.batch.count
-
-    @property
-    def current(self) -> Aggregate:
-        """A copy of the aggregate over every report so far, durable or not (for tests and
-        figures; the round's own bookkeeping never needs it)."""
-        out = self.committed.copy()
-        if self.sealed is not None:
-            out.merge(self.sealed.aggregate)
-        out.merge(self.batch.aggregate)
-        return out
-
-    @property
-    def complete(self) -> bool:
-        """The goal is reached (never under Poisson participation: there the goal is the
-        expected count, and the round closes at its deadline)."""
-        return not self.poisson and self.reported >= self.config.rounds.goal
-
-    def reporters(self) -> list[str]:
-        """Workers whose report is durable in this round."""
-        return [a.worker_id for a in self._assignments.values() if a.state == _REPORTED]
-
-    def due(self, now: float) -> bool:
-        return now >= self.deadline
-
-    # -- checkpoints -----------------------------------------------------------------------------
-
-    def seal(self, *, force: bool = False) -> tuple[Batch, bytes] | None:
-        """Seal the open batch for a checkpoint if it holds ``step`` reports (any, with
-        ``force``) and no other checkpoint is being written; return it with the byte form of
-        the aggregate the checkpoint will hold."""
-        batch = self.batch
-        # The first checkpoint also needs the round's minimum: an acknowledged report is then
-        # in a round that will complete, never in one abandoned at its deadline.
-        need = self.step if self.committed.count else max(self.step, self.config.rounds.minimum)
-        if self.sealed is not None or batch.count == 0 or (batch.count < need and not force):
-            return None
-        merged = self.committed.copy()
-        merged.merge(batch.aggregate)
-        self.sealed, self.batch = batch, self._new_batch()
-        return batch, merged.to_bytes()
-
-    def checkpointed(self, batch: Batch) -> None:
-        """The sealed batch is stored: its reports are now the round's for good."""
-        assert batch is self.sealed
-        self.committed.merge(batch.aggregate)
-        for worker in batch.workers:
-            self._assignments[worker].state = _REPORTED
-        self.sealed = None
-
-    def dropped_batch(self, batch: Batch) -> None:
-        """A batch could not be stored: forget its reports; their workers may send them again."""
-        if batch is self.sealed:
-            self.sealed = None
-        elif batch is self.batch:
-            self.batch = self._new_batch()
-        self._forget(batch)
-
-    def _forget(self, batch: Batch) -> None:
-        for worker in batch.workers:
-            mine = self._assignments[worker]
-            if mine.state == _PENDING:
-                mine.state = _ACTIVE
-
-    # -- closing ---------------------------------------------------------------------------------
-
-    def close(self) -> Batch:
-        """Stop taking reports; return the batch that the round's commit makes durable. The
-        lifecycle waits for a sealed batch's checkpoint before it closes."""
-        assert self.sealed is None
-        self.open = False
-        batch = self.batch
-        final = self.committed.copy()
-        final.merge(batch.aggregate)
-        self.final = final
-        return batch
-
-    def reopen(self, batch: Batch) -> None:
-        """The round's commit failed: take reports again, without the closing batch's."""
-        self.open = True
-        self.final = None
+    def reopen(self, batch: Batch[Aggregate]) -> None:
+        super().reopen(batch)
         self.release = None
-        self.batch = self._new_batch()
-        self._forget(batch)
 
     def result(
         self, rng: np.random.Generator | None, tree: tuple[TreeNoise, int, int] | None = None
@@ -373,7 +497,7 @@ class RoundState:
         sum (``tree``: the task's tree noise and this round's tree and step)."""
         final = self.final
         assert final is not None, "close() first"
-        if final.count < max(1, self.config.rounds.minimum):
+        if self.abandoned:
             return None
         privacy = self.config.privacy
         if privacy is None:
@@ -399,34 +523,6 @@ class RoundState:
         if self.epsilon_after is not None:
             out["epsilon"] = self.epsilon_after
         return out
-
-    @property
-    def dropped(self) -> int:
-        return self.assigned - self.reported
-
-    # -- telling operators -----------------------------------------------------------------------
-
-    def waiting(self, now: float, k: int) -> str:
-        """Why the round is still open, in words: counts below ``k`` read "<k"."""
-        training = sum(1 for a in self._assignments.values() if a.state == _ACTIVE)
-        goal = self.config.rounds.goal
-        left = max(0.0, self.deadline - now)
-        parts = [
-            f"{_count(self.reported, k)}/{goal} reports",
-            f"{_count(training, k)} assigned still training",
-        ]
-        waiting_ack = self.batch.count + (self.sealed.count if self.sealed else 0)
-        if waiting_ack:
-            parts.append(f"{_count(waiting_ack, k)} waiting for their checkpoint")
-        if self.poisson:
-            # No slots: each worker's coin decides, and the round runs to its deadline.
-            parts[0] = f"{_count(self.reported, k)} reports (about {goal} expected)"
-            parts.append(f"Poisson participation: closes at its deadline, in {_duration(left)}")
-            return ", ".join(parts)
-        if self.needed and training + self.reported < goal:
-            parts.append(f"{_count(self.needed, k)} slots free for new workers")
-        parts.append(f"deadline in {_duration(left)}")
-        return ", ".join(parts)
 
 
 def _count(n: int, k: int) -> str:

@@ -14,15 +14,21 @@ from ..aggregation.optimizers import ServerOptimizer, make_optimizer
 from ..privacy import PrivacyLedger
 from ..privacy.ftrl import TreeNoise
 from ..protocol import FrameHeader, encode_frame
+from .evaluation import EvalRound
 from .rounds import RoundState
 from .taskconfig import TaskConfig
 
-__all__ = ["RoundOutcome", "TaskRuntime"]
+__all__ = ["Round", "RoundOutcome", "TaskRuntime"]
+
+#: A task's open round: one that trains, or one that evaluates.
+Round = RoundState | EvalRound
 
 
 @dataclass(frozen=True, slots=True)
 class RoundOutcome:
-    """What listeners hear when a round closes. ``params`` is the model after the round."""
+    """What listeners hear when a round closes. ``params`` is the model after the round.
+    ``kind`` ``evaluate``: an evaluation round, whose ``metrics`` are its released means (none
+    when withheld) and which leaves the model as it was."""
 
     task: str
     round: int
@@ -35,6 +41,7 @@ class RoundOutcome:
     params: np.ndarray = field(repr=False)
     opened_at: float
     closed_at: float
+    kind: str = "train"
 
 
 class TaskRuntime:
@@ -42,7 +49,9 @@ class TaskRuntime:
 
     With a privacy config, ``ledger`` holds what the task released and ``clip_norm`` the bound
     of its next round (it moves with adaptive clipping); both are rebuilt from storage on
-    restart.
+    restart. ``evaluated_version`` is the model version the task's last evaluation round
+    (closed by its own rule) scored: an evaluation is due when that is not the current one
+    and ``[evaluation] every`` divides the completed training rounds.
 
     ``config`` is version ``config_version`` of the task's configuration: the one its open round
     runs under. ``reload`` says that storage holds a newer one, which the registry takes up
@@ -63,6 +72,7 @@ class TaskRuntime:
         clip_norm: float | None = None,
         reason: str = "",
         config_version: int = 1,
+        evaluated_version: int | None = None,
     ) -> None:
         self.config = config
         self.config_version = config_version
@@ -82,7 +92,8 @@ class TaskRuntime:
         )
         if optimizer_state:
             self.optimizer.load_state(optimizer_state)
-        self.round: RoundState | None = None
+        self.round: Round | None = None
+        self.evaluated_version = evaluated_version
         #: DP-FTRL: the task's tree noise (from its stored key), and each recent participant's
         #: released-round index — what the minimum separation is enforced against.
         self.tree_noise: TreeNoise | None = None
@@ -133,8 +144,26 @@ class TaskRuntime:
         return self.round is None and not self.closing and not self.opening
 
     @property
+    def evaluation_due(self) -> bool:
+        """Whether the next round evaluates: ``every`` training rounds have completed since the
+        last evaluation, whose model version was not scored yet (the last model too, once
+        ``max_rounds`` is reached)."""
+        plan = self.config.evaluation
+        return (
+            plan is not None
+            and self.completed_rounds > 0
+            and self.completed_rounds % plan.every == 0
+            and self.evaluated_version != self.model_version
+        )
+
+    @property
     def wants_round(self) -> bool:
-        return self.status == "active" and self.idle and not self.reload and not self.finished
+        return (
+            self.status == "active"
+            and self.idle
+            and not self.reload
+            and (not self.finished or self.evaluation_due)
+        )
 
     def model_frame(self, number: int) -> bytes:
         """The current model as the tensor frame every worker of round ``number`` receives."""

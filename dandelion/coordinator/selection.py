@@ -7,7 +7,8 @@ back soon — slots free up as assignments lapse — in a window no wider than p
 Under ``[privacy]`` the mechanism's rule comes first: with Poisson participation a worker joins
 only if its coin for the round says so (``not_sampled`` otherwise, and no cap); under DP-FTRL
 only if its last participation is at least ``min_separation`` released rounds back
-(``separation`` otherwise).
+(``separation`` otherwise). Evaluation rounds select first come, first served, under privacy
+too: their release is charged as if every worker took part.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from collections.abc import Iterable
 
 from ..protocol import Checkin, ComeBack
 from .pace import PaceSteering
-from .rounds import Assignment, RoundState
-from .runtime import TaskRuntime
+from .rounds import Assignment
+from .runtime import Round, TaskRuntime
 
 __all__ = ["Selection", "select"]
 
-Selection = tuple[TaskRuntime, RoundState, Assignment]
+Selection = tuple[TaskRuntime, Round, Assignment]
 
 
 def select(
@@ -35,7 +36,7 @@ def select(
 ) -> Selection | ComeBack:
     wanted = set(checkin.tasks) if checkin.tasks is not None else None
     eligibility = checkin.eligibility or {}
-    candidates: list[tuple[TaskRuntime, RoundState]] = []
+    candidates: list[tuple[TaskRuntime, Round]] = []
     reason, not_before, soon = "no_task", None, False
     for runtime in runtimes:
         if wanted is not None and runtime.name not in wanted:
@@ -59,8 +60,9 @@ def select(
             # Its coin for this round said no, once and for all: come back next round.
             reason, not_before = "not_sampled", rnd.deadline
             continue
-        if not runtime.separated(worker_id):
-            # DP-FTRL: it took part too recently; the separation is what the ε rests on.
+        if rnd.kind == "train" and not runtime.separated(worker_id):
+            # DP-FTRL: it took part too recently; the separation is what the ε rests on (an
+            # evaluation round is charged on its own, whoever takes part).
             reason, not_before = "separation", rnd.deadline
             continue
         if rnd.needed > 0:

@@ -18,6 +18,11 @@ What an edit may change is decided on the two configs in their ``TaskConfig.to_d
   task's noise multiplier, tree (``min_separation``) or clip norm — its tree noise ties each
   release to the ones before — and never ``[privacy]`` added to a task that released model
   versions without it (those carry no guarantee);
+- ``[evaluation]``, once the task has trained (a model version past 0), never added and its
+  ``holdout`` never raised: the examples that would be held out then were trained on before,
+  and an evaluation on them would not be one on unseen data. Lowering ``holdout`` or removing
+  the table is allowed (what stays held out was never trained on); the rest of the table
+  (its round plan, bounds and noise, charged at their own z) freely;
 - anything else — the round plan, deadlines, hyper-parameters, eligibility, the update dtype —
   freely.
 
@@ -151,6 +156,7 @@ def check_edit(
             )
     _check_optimizer(old["server"], new["server"], model_version, optimizer_state)
     _check_privacy(old, new, released, model_version, allow_privacy_change)
+    _check_evaluation(old.get("evaluation"), new.get("evaluation"), model_version)
 
 
 def _check_optimizer(
@@ -214,6 +220,25 @@ def _check_privacy(
                 "private round(s) must be allowed explicitly (--allow-privacy-change; API: "
                 "allow_privacy_change=true); ε is then composed again over every released round",
             )
+
+
+def _check_evaluation(
+    before: dict[str, Any] | None, after: dict[str, Any] | None, model_version: int
+) -> None:
+    if after is None or model_version == 0:
+        return
+    why = (
+        f"the task has trained {model_version} model version(s): examples held out now were "
+        "trained on before, and would be evaluated on"
+    )
+    if before is None:
+        raise TaskChangeError("evaluation", f"cannot be added: {why}; {_NEW_TASK}")
+    if after["holdout"] > before["holdout"]:
+        raise TaskChangeError(
+            "evaluation.holdout",
+            f"{before['holdout']} -> {after['holdout']} cannot be raised: {why} (lowering it "
+            f"is allowed); {_NEW_TASK}",
+        )
 
 
 def _never(field: str, before: Any, after: Any, released: int) -> None:

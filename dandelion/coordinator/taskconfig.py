@@ -23,7 +23,14 @@ from ..taskspec.models import ModelSpec
 from ..taskspec.tables import unknown_key
 from .taskmodel import MODEL_KEYS, resolve_task_model
 
-__all__ = ["RoundPlan", "ServerConfig", "TaskConfig", "TaskConfigError", "load_task_file"]
+__all__ = [
+    "EvaluationPlan",
+    "RoundPlan",
+    "ServerConfig",
+    "TaskConfig",
+    "TaskConfigError",
+    "load_task_file",
+]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _OBJECTIVE = re.compile(r"^(?:[a-z0-9_]{1,64}|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*)$")
@@ -75,6 +82,36 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EvaluationPlan:
+    """Evaluation rounds (the ``[evaluation]`` table): after every ``every`` completed training
+    rounds, one round in which workers score the latest model on the ``holdout`` fraction of
+    their local examples (never trained on) and send back sums. ``goal``, ``min_reports`` and
+    ``deadline_s`` work as in :class:`RoundPlan`; one report counts at most ``max_examples``
+    examples and ``max_loss`` per example. ``noise_multiplier`` (with ``[privacy]`` only, else
+    None): z of the Gaussian noise on each released sum, in units of that sum's bound."""
+
+    every: int
+    holdout: float = 0.2
+    goal: int = 100
+    min_reports: int = 0
+    deadline_s: float = 300.0
+    max_examples: int = 100
+    max_loss: float = 10.0
+    noise_multiplier: float | None = None
+
+    def rounds(self, training: RoundPlan) -> RoundPlan:
+        """An evaluation round's plan: its own goal, minimum and deadline; the rest as the
+        training rounds'."""
+        return RoundPlan(
+            goal=self.goal,
+            over_selection=training.over_selection,
+            min_reports=self.min_reports,
+            deadline_s=self.deadline_s,
+            report_timeout_s=training.report_timeout_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TaskConfig:
     name: str
     objective: str
@@ -89,6 +126,7 @@ class TaskConfig:
     privacy: PrivacyConfig | None = None  # DP-FedAvg when set (the [privacy] table)
     #: Whether ``GET /models/{name}`` publishes the released model (docs/models.md).
     public_model: bool = True
+    evaluation: EvaluationPlan | None = None  # evaluation rounds (the [evaluation] table)
 
     @property
     def clip_norm(self) -> float:
@@ -118,6 +156,7 @@ class TaskConfig:
             "eligibility": dict(self.eligibility),
             **({"privacy": self.privacy.to_dict()} if self.privacy is not None else {}),
             "public_model": self.public_model,
+            **({"evaluation": _evaluation_dict(self.evaluation)} if self.evaluation else {}),
         }
 
     @classmethod
@@ -148,6 +187,7 @@ _TOP = (
     "eligibility",
     "privacy",
     "public_model",
+    "evaluation",
 )
 _HYPER = ("learning_rate", "epochs", "batch_size", "clip_norm", "l2")
 _ROUNDS = (
@@ -226,6 +266,7 @@ def _parse(raw: dict[str, Any]) -> TaskConfig:
         server = ServerConfig(
             server.optimizer, server.optimizer_params, "uniform", 0, server.clip_norm
         )
+    evaluation = _evaluation(raw, rounds, privacy)
     return TaskConfig(
         name,
         objective,
@@ -239,7 +280,58 @@ def _parse(raw: dict[str, Any]) -> TaskConfig:
         seed,
         privacy,
         public_model,
+        evaluation,
     )
+
+
+_EVALUATION = (
+    "every",
+    "holdout",
+    "goal",
+    "min_reports",
+    "deadline_s",
+    "max_examples",
+    "max_loss",
+    "noise_multiplier",
+)
+
+
+def _evaluation(
+    raw: dict[str, Any], rounds: RoundPlan, privacy: PrivacyConfig | None
+) -> EvaluationPlan | None:
+    """The ``[evaluation]`` table (None when absent). The bounds keep one report's loss_sum
+    within the wire contract's 10^9 (max_loss x max_examples <= 10^9)."""
+    if "evaluation" not in raw:
+        return None
+    table = _table(raw, "evaluation")
+    _strict("evaluation.", table, _EVALUATION)
+    if "every" not in table:
+        raise TaskConfigError("evaluation.every: required (evaluate after every N rounds)")
+    z = None
+    if privacy is not None:
+        z = _num("evaluation", table, "noise_multiplier", privacy.noise_multiplier, 1e-6, 1e6)
+    elif "noise_multiplier" in table:
+        raise TaskConfigError("evaluation.noise_multiplier: only with [privacy]")
+    holdout = table.get("holdout", 0.2)
+    if type(holdout) not in (int, float) or not 0 < holdout <= 0.9:
+        raise TaskConfigError("evaluation.holdout: a fraction in (0, 0.9]")
+    plan = EvaluationPlan(
+        every=_int("evaluation", table, "every", 1, 1, 1_000_000),
+        holdout=float(holdout),
+        goal=_int("evaluation", table, "goal", rounds.goal, 1, 10_000_000),
+        min_reports=_int("evaluation", table, "min_reports", rounds.min_reports, 0, 10_000_000),
+        deadline_s=_num("evaluation", table, "deadline_s", rounds.deadline_s, 0.01, 31_536_000),
+        max_examples=_int("evaluation", table, "max_examples", 100, 1, 1_000_000),
+        max_loss=_num("evaluation", table, "max_loss", 10.0, 1e-6, 1000.0),
+        noise_multiplier=z,
+    )
+    if plan.min_reports > plan.goal:
+        raise TaskConfigError("evaluation.min_reports: must not exceed evaluation.goal")
+    return plan
+
+
+def _evaluation_dict(plan: EvaluationPlan) -> dict[str, Any]:
+    return {k: v for k, v in asdict(plan).items() if v is not None}
 
 
 def _privacy(raw: dict[str, Any], rounds: RoundPlan) -> PrivacyConfig:

@@ -45,8 +45,11 @@ def make_plan(
     source: DataSource | None = None,
 ) -> EmulationPlan:
     """The task (``task``, else the population file's ``[task]``, else the default revisit task
-    with a goal of a tenth of the population) and the data source its features need."""
+    with a goal of a tenth of the population) and the data source its features need. A task's
+    ``[evaluation]`` is left out: the emulator scores every round's model on held-out users
+    itself (:class:`Evaluator`), and its devices hold nothing out."""
     raw = task or config.task or default_task(max(1, min(1000, config.size // 10)), config.rounds)
+    raw = {k: v for k, v in raw.items() if k != "evaluation"}
     raw = {**raw, "rounds": {**raw.get("rounds", {})}}
     raw["rounds"].setdefault("max_rounds", config.rounds)
     try:

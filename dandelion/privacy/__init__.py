@@ -24,6 +24,7 @@ from .config import (
     PrivacyConfigError,
     default_delta,
 )
+from .evaluation import EvalRelease, evaluation_event, release_sums
 from .ftrl import TreeNoise, position
 from .ledger import BudgetCheck, PrivacyLedger
 from .mechanism import Release, ftrl_release, release
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_PLD_DISCRETIZATION",
     "MECHANISMS",
     "BudgetCheck",
+    "EvalRelease",
     "PrivacyConfig",
     "PrivacyConfigError",
     "PrivacyLedger",
@@ -46,6 +48,7 @@ __all__ = [
     "default_delta",
     "epsilon",
     "epsilon_after",
+    "evaluation_event",
     "ftrl_epsilon",
     "ftrl_release",
     "gaussian_noise",
@@ -57,5 +60,6 @@ __all__ = [
     "rdp_curve",
     "rdp_epsilon_classic",
     "release",
+    "release_sums",
     "secure_generator",
 ]

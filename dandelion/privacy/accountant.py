@@ -163,11 +163,15 @@ def rdp_epsilon_classic(
     return best
 
 
-def ftrl_epsilon(z: float, tree_size: int, rounds: int, delta: float) -> float:
+def ftrl_epsilon(
+    z: float, tree_size: int, rounds: int, delta: float, gaussians: Sequence[float] = ()
+) -> float:
     """ε at ``delta`` after ``rounds`` released rounds of DP-FTRL: trees of ``tree_size`` steps,
     restarted after each, node noise multiplier ``z`` (node std / clip norm), each user at most
-    once per tree. dp-accounting's RDP accountant, ``REPLACE_SPECIAL`` relation (see the module
-    docstring). 0.0 for no rounds; cached like :func:`epsilon`."""
+    once per tree; composed with one ``GaussianDpEvent`` of each multiplier in ``gaussians``
+    (the task's released evaluation rounds: no sampling, so they need no amplification).
+    dp-accounting's RDP accountant, ``REPLACE_SPECIAL`` relation (see the module docstring).
+    0.0 for nothing released; cached like :func:`epsilon`."""
     if not (isinstance(z, int | float) and z > 0 and math.isfinite(z)):
         raise ValueError(f"noise multiplier z must be a positive number, got {z}")
     if type(tree_size) is not int or tree_size < 1:
@@ -176,13 +180,18 @@ def ftrl_epsilon(z: float, tree_size: int, rounds: int, delta: float) -> float:
         raise ValueError(f"rounds must be a non-negative integer, got {rounds!r}")
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
-    if rounds == 0:
+    if not all(isinstance(g, int | float) and g > 0 and math.isfinite(g) for g in gaussians):
+        raise ValueError(f"Gaussian noise multipliers must be positive numbers: {gaussians}")
+    if rounds == 0 and not gaussians:
         return 0.0
-    return _ftrl_epsilon(float(z), tree_size, rounds, float(delta))
+    grouped = tuple(sorted(Counter(float(g) for g in gaussians).items()))
+    return _ftrl_epsilon(float(z), tree_size, rounds, float(delta), grouped)
 
 
 @functools.lru_cache(maxsize=256)
-def _ftrl_epsilon(z: float, tree_size: int, rounds: int, delta: float) -> float:
+def _ftrl_epsilon(
+    z: float, tree_size: int, rounds: int, delta: float, gaussians: tuple[tuple[float, int], ...]
+) -> float:
     import dp_accounting
     from dp_accounting import rdp
 
@@ -193,6 +202,8 @@ def _ftrl_epsilon(z: float, tree_size: int, rounds: int, delta: float) -> float:
         trees.append(dp_accounting.SelfComposedDpEvent(tree, full))
     if last:
         trees.append(dp_accounting.SingleEpochTreeAggregationDpEvent(z, last))
+    for g, count in gaussians:
+        trees.append(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(g), count))
     acct = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_SPECIAL)
     acct.compose(dp_accounting.ComposedDpEvent(trees))
     value = float(acct.get_epsilon(delta))

@@ -10,6 +10,11 @@ Under DP-FTRL (``config.ftrl``) a round is one step of a tree of ``min_separatio
 event is ``RoundEvent(1.0, z)`` (no sampling is assumed) and what one more round costs is
 :func:`~dandelion.privacy.accountant.ftrl_epsilon` of the number of rounds released so far plus
 one; the entries keep the same ``(q, z, ε)`` shape.
+
+A released evaluation round (``dandelion.privacy.evaluation``) is charged too, as its own
+``RoundEvent(1.0, z / √3)`` — a Gaussian mechanism, no sampling — kept apart from the training
+rounds (``evaluations``) so that the rounds of DP-FTRL's trees are still counted alone, and
+composed with them by the task's accountant: ε always covers both.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from .accountant import RoundEvent, epsilon, ftrl_epsilon
 from .config import PrivacyConfig
 
 __all__ = ["BudgetCheck", "PrivacyLedger"]
+
+_Row = tuple[float, float, float, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,35 +41,46 @@ class BudgetCheck:
     delta: float
     rounds_released: int
     accountant: str
+    evaluations_released: int = 0
+    what: str = "round"  # what would be released: "round" or "evaluation"
 
     @property
     def reason(self) -> str:
         """Why the round may not run ('' when it may)."""
         if self.allowed:
             return ""
+        evaluations = (
+            f" and {self.evaluations_released} evaluation(s)" if self.evaluations_released else ""
+        )
         return (
-            f"privacy budget exhausted: after {self.rounds_released} released round(s) "
-            f"ε = {self.spent:.4g}; one more would make ε = {self.after:.4g} > budget "
-            f"{self.budget:g} (δ = {self.delta:.3g}, {self.accountant} accountant)"
+            f"privacy budget exhausted: after {self.rounds_released} released round(s)"
+            f"{evaluations} ε = {self.spent:.4g}; one more {self.what} would make "
+            f"ε = {self.after:.4g} > budget {self.budget:g} (δ = {self.delta:.3g}, "
+            f"{self.accountant} accountant)"
         )
 
 
 @dataclass(slots=True)
 class PrivacyLedger:
-    """What a task has released: one ``RoundEvent`` per round, and its current ε."""
+    """What a task has released: one ``RoundEvent`` per training round (``events``) and per
+    evaluation round (``evaluations``), and its current ε (of both)."""
 
     config: PrivacyConfig
     events: list[RoundEvent] = field(default_factory=list)
     spent: float = 0.0
+    evaluations: list[RoundEvent] = field(default_factory=list)
 
     @classmethod
     def from_entries(
-        cls, config: PrivacyConfig, entries: Iterable[tuple[float, float, float]]
+        cls, config: PrivacyConfig, entries: Iterable[tuple[float, float, float] | _Row]
     ) -> PrivacyLedger:
-        """Rebuild from stored ``(q, z, epsilon after the round)`` triples, in round order."""
+        """Rebuild from stored ``(q, z, epsilon after the round[, kind])``, in round order
+        (``kind``: "train", the default, or "evaluate")."""
         ledger = cls(config)
-        for q, z, eps in entries:
-            ledger.events.append(RoundEvent(q, z))
+        for row in entries:
+            q, z, eps = row[0], row[1], row[2]
+            kind = row[3] if len(row) > 3 else "train"
+            (ledger.evaluations if kind == "evaluate" else ledger.events).append(RoundEvent(q, z))
             ledger.spent = eps
         return ledger
 
@@ -75,12 +93,25 @@ class PrivacyLedger:
     def check_next(self) -> BudgetCheck:
         """May one more round be released? Runs the accountant (about a second for PLD: call
         it off the event loop)."""
+        return self._check([*self.events, self.next_event()], self.evaluations, "round")
+
+    def check_evaluation(self, event: RoundEvent) -> BudgetCheck:
+        """May one more evaluation round, charged ``event``, be released? (As slow.)"""
+        return self._check(self.events, [*self.evaluations, event], "evaluation")
+
+    def _epsilon(self, rounds: list[RoundEvent], evaluations: list[RoundEvent]) -> float:
         c = self.config
         if c.ftrl:
-            rounds = len(self.events) + 1
-            after = ftrl_epsilon(c.noise_multiplier, c.min_separation, rounds, c.delta)
-        else:
-            after = epsilon([*self.events, self.next_event()], c.delta, c.accountant)
+            gaussians = tuple(e.z for e in evaluations)
+            z, n = c.noise_multiplier, c.min_separation
+            return ftrl_epsilon(z, n, len(rounds), c.delta, gaussians)
+        return epsilon([*rounds, *evaluations], c.delta, c.accountant)
+
+    def _check(
+        self, rounds: list[RoundEvent], evaluations: list[RoundEvent], what: str
+    ) -> BudgetCheck:
+        c = self.config
+        after = self._epsilon(rounds, evaluations)
         return BudgetCheck(
             allowed=after <= c.epsilon,
             spent=self.spent,
@@ -89,8 +120,14 @@ class PrivacyLedger:
             delta=c.delta,
             rounds_released=len(self.events),
             accountant=c.accountant,
+            evaluations_released=len(self.evaluations),
+            what=what,
         )
 
     def record(self, event: RoundEvent, epsilon_after: float) -> None:
         self.events.append(event)
+        self.spent = epsilon_after
+
+    def record_evaluation(self, event: RoundEvent, epsilon_after: float) -> None:
+        self.evaluations.append(event)
         self.spent = epsilon_after

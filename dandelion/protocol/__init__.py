@@ -24,6 +24,7 @@ from .events import (
     CheckinReceived,
     ComeBackLater,
     ErrorReceived,
+    EvalReportReceived,
     Event,
     HelloReceived,
     OptOutReceived,
@@ -41,11 +42,14 @@ from .frames import (
     payload_from_floats,
 )
 from .messages import (
+    EVAL_SUMS,
     MESSAGE_TYPES,
+    TASK_KINDS,
     Ack,
     Checkin,
     ComeBack,
     Error,
+    EvalReport,
     Hello,
     Message,
     OptOut,
@@ -62,9 +66,11 @@ from .versions import PROTOCOL_VERSION, SUPPORTED_VERSIONS, choose_version
 from .worker_session import WorkerSession
 
 __all__ = [
+    "EVAL_SUMS",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
+    "TASK_KINDS",
     "Ack",
     "Acked",
     "Assigned",
@@ -77,6 +83,8 @@ __all__ = [
     "DandelionProtocolError",
     "Error",
     "ErrorReceived",
+    "EvalReport",
+    "EvalReportReceived",
     "Event",
     "FrameError",
     "FrameHeader",

@@ -29,6 +29,7 @@ from .errors import (
 )
 from .events import (
     CheckinReceived,
+    EvalReportReceived,
     Event,
     HelloReceived,
     OptOutReceived,
@@ -39,6 +40,7 @@ from .frames import decode_frame
 from .messages import (
     Checkin,
     Error,
+    EvalReport,
     Hello,
     Message,
     OptOut,
@@ -59,7 +61,13 @@ _S = CoordinatorState
 #: The longest text message of each kind a worker may send (the overall cap, max_text_bytes,
 #: is checked before parsing). Generous for what the schemas allow; an attacker's 60 KiB
 #: hello is refused all the same.
-TEXT_LIMITS = {"hello": 4096, "checkin": 16384, "update": 16384, "opt_out": 2048}
+TEXT_LIMITS = {
+    "hello": 4096,
+    "checkin": 16384,
+    "update": 16384,
+    "eval_report": 4096,
+    "opt_out": 2048,
+}
 
 
 class CoordinatorSession:
@@ -170,6 +178,8 @@ class CoordinatorSession:
             self._pending_update = msg
             # No event yet: an update is complete only with its frame.
             return None
+        if isinstance(msg, EvalReport):
+            return EvalReportReceived(msg)
         if isinstance(msg, OptOut):
             self._close(CLOSE_NORMAL, "opted out")
             return OptOutReceived(msg)

@@ -10,7 +10,19 @@ from dataclasses import dataclass
 
 from .errors import RemoteProtocolError
 from .frames import TensorFrame
-from .messages import Ack, Checkin, ComeBack, Error, Hello, OptOut, Reject, Task, Update, Welcome
+from .messages import (
+    Ack,
+    Checkin,
+    ComeBack,
+    Error,
+    EvalReport,
+    Hello,
+    OptOut,
+    Reject,
+    Task,
+    Update,
+    Welcome,
+)
 
 __all__ = [
     "Acked",
@@ -18,6 +30,7 @@ __all__ = [
     "CheckinReceived",
     "ComeBackLater",
     "ErrorReceived",
+    "EvalReportReceived",
     "Event",
     "HelloReceived",
     "OptOutReceived",
@@ -51,6 +64,13 @@ class UpdateReceived(Event):
 
     update: Update
     frame: TensorFrame
+
+
+@dataclass(frozen=True, slots=True)
+class EvalReportReceived(Event):
+    """The sums a worker computed on its held-out examples for an evaluation round."""
+
+    report: EvalReport
 
 
 @dataclass(frozen=True, slots=True)

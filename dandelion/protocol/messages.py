@@ -26,14 +26,17 @@ from .errors import MessageError
 from .versions import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 
 __all__ = [
+    "EVAL_SUMS",
     "MAX_INT32",
     "MAX_SAFE_INTEGER",
     "MESSAGE_TYPES",
     "RANGES",
+    "TASK_KINDS",
     "Ack",
     "Checkin",
     "ComeBack",
     "Error",
+    "EvalReport",
     "Hello",
     "Message",
     "OptOut",
@@ -101,7 +104,20 @@ RANGES: dict[str, Range] = {
     "max_message_bytes": Range(1, MAX_INT32),
     "retry_window.min_s": Range(0, 86_400),
     "retry_window.max_s": Range(0, 86_400),
+    # An evaluation task's holdout and per-worker bounds, and an eval_report's sums.
+    "evaluation.holdout": Range(0, 0.9, lo_open=True),
+    "evaluation.max_examples": Range(1, 1_000_000),
+    "evaluation.max_loss": Range(0, 1000, lo_open=True),
+    "metrics.count": Range(1, MAX_INT32),
+    "metrics.loss_sum": Range(0, 1e9),
+    "metrics.correct": Range(0, MAX_INT32),
 }
+
+#: What a task asks of the worker: train on it and send an update, or score it and send an
+#: eval_report (schemas/README.md, "Evaluation").
+TASK_KINDS = ("train", "evaluate")
+#: The sums an eval_report carries, all three always.
+EVAL_SUMS = ("count", "loss_sum", "correct")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,10 +242,15 @@ class Task(Message):
     deadline_s: float
     update_dtype: str = "float32"
     features: Json | None = None
+    #: "train" (absent on the wire: an update answers) or "evaluate" (an eval_report answers).
+    kind: str = "train"
+    #: With a task that evaluates: ``holdout``, the fraction of local examples held out of
+    #: training, and the per-worker bounds of an eval_report, ``max_examples`` and ``max_loss``.
+    evaluation: Json | None = None
     v: int = PROTOCOL_VERSION
 
     def to_dict(self) -> Json:
-        return _fields(
+        out = _fields(
             self,
             (
                 "task",
@@ -242,8 +263,11 @@ class Task(Message):
                 "update_dtype",
                 "deadline_s",
             ),
-            ("features",),
+            ("features", "evaluation"),
         )
+        if self.kind != "train":  # a training task is sent as before: old workers read it
+            out["kind"] = self.kind
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +299,22 @@ class Update(Message):
         return _fields(
             self, ("task", "round", "nonce", "num_examples", "metrics", "unclipped"), ("norm",)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EvalReport(Message):
+    """The answer to a task of kind ``evaluate``: sums over the worker's held-out examples
+    (``count``, ``loss_sum``, ``correct``), nothing per example. No frame follows."""
+
+    type: ClassVar[str] = "eval_report"
+    task: str
+    round: int
+    nonce: str
+    metrics: Json
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> Json:
+        return _fields(self, ("task", "round", "nonce", "metrics"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +434,43 @@ def _metrics(raw: Any, name: str) -> Json:
     return value
 
 
+def _eval_sums(raw: Any, name: str) -> Json:
+    """An eval_report's ``metrics``: the three sums, each of its type and in its range."""
+    value = _obj(raw, name)
+    out: Json = {}
+    for key in EVAL_SUMS:
+        label = f"{name}.{key}"
+        if key == "loss_sum":
+            out[key] = _number(value, key, RANGES[label], label)
+            continue
+        item = value.get(key)
+        if type(item) is not int:
+            raise MessageError(f"field {label!r} must be an integer")
+        if item not in RANGES[label]:
+            raise RANGES[label].refuse(label, item)
+        out[key] = item
+    return out
+
+
+def _kind(raw: Any, name: str) -> str:
+    value = _str(raw, name)
+    if value not in TASK_KINDS:
+        raise MessageError(f"field {name!r} must be one of {list(TASK_KINDS)}")
+    return value
+
+
+def _evaluation(raw: Any, name: str) -> Json:
+    """A task's ``evaluation``: ``holdout``, ``max_examples``, ``max_loss``, in their ranges."""
+    value = _obj(raw, name)
+    holdout = _number(value, "holdout", RANGES[f"{name}.holdout"], f"{name}.holdout")
+    most = value.get("max_examples")
+    limit = RANGES[f"{name}.max_examples"]
+    if type(most) is not int or most not in limit:
+        raise MessageError(f"field '{name}.max_examples' must be an integer in {limit}")
+    max_loss = _number(value, "max_loss", RANGES[f"{name}.max_loss"], f"{name}.max_loss")
+    return {"holdout": holdout, "max_examples": most, "max_loss": max_loss}
+
+
 def _bool(raw: Any, name: str) -> bool:
     value = _get(raw, name)
     if type(value) is not bool:
@@ -474,6 +551,8 @@ _BUILDERS: dict[str, Any] = {
         update_dtype=_str(r, "update_dtype"),
         deadline_s=_number(r, "deadline_s"),
         features=_opt(_obj, r, "features"),
+        kind=_kind(r, "kind") if r.get("kind") is not None else "train",
+        evaluation=_opt(_evaluation, r, "evaluation"),
         v=r["v"],
     ),
     "come_back": lambda r: ComeBack(
@@ -487,6 +566,13 @@ _BUILDERS: dict[str, Any] = {
         unclipped=_bool(r, "unclipped"),
         metrics=_metrics(r, "metrics"),
         norm=_opt(_number, r, "norm"),
+        v=r["v"],
+    ),
+    "eval_report": lambda r: EvalReport(
+        task=_str(r, "task"),
+        round=_int(r, "round"),
+        nonce=_str(r, "nonce"),
+        metrics=_eval_sums(r, "metrics"),
         v=r["v"],
     ),
     "ack": lambda r: Ack(

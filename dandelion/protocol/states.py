@@ -8,9 +8,9 @@ is a local protocol error (a bug on this side). ``FRAME`` stands for a binary te
 Coordinator side::
 
     AWAIT_HELLO ──hello──► NEGOTIATING ──welcome──► READY ──update──► AWAIT_UPDATE_FRAME
-         │                      └──reject──► CLOSED   ▲ │                  │
-         │                                            │ └─checkin─┐        │ FRAME
-         │                                            └───────────┴────────┘
+         │                      └──reject──► CLOSED  ▲ │ ▲                  │
+         │                                           │ │ └──────FRAME───────┘
+         │                                           └─┘ checkin, eval_report
     any state but CLOSED ──opt_out──► CLOSED
 
 Worker side::
@@ -18,6 +18,11 @@ Worker side::
     START ─hello─► AWAIT_WELCOME ─welcome─► READY ─checkin─► AWAIT_ASSIGNMENT ─task─► AWAIT_MODEL
                       └─reject─► CLOSED     ▲ ▲            └─come_back─► READY           │ FRAME
                                             │ └────── ack / reject ◄── AWAIT_ACK ◄─update─ TRAINING
+                                                                           ▲            │
+                                                                           └eval_report─┘
+
+A task of kind ``evaluate`` is answered with ``eval_report`` instead of ``update`` (no frame
+follows it); which of the two a task wants is the session's check, not this table's.
 """
 
 from __future__ import annotations
@@ -67,7 +72,12 @@ COORDINATOR_RECEIVES: dict[CoordinatorState, dict[str, CoordinatorState]] = {
     _C.NEGOTIATING: {"opt_out": _C.CLOSED},
     # An update is legal in READY whatever the coordinator assigned: whether it is stale, a
     # duplicate or never assigned is the coordinator's call, answered with reject, not an error.
-    _C.READY: {"checkin": _C.READY, "update": _C.AWAIT_UPDATE_FRAME, "opt_out": _C.CLOSED},
+    _C.READY: {
+        "checkin": _C.READY,
+        "update": _C.AWAIT_UPDATE_FRAME,
+        "eval_report": _C.READY,  # a whole report: no frame follows
+        "opt_out": _C.CLOSED,
+    },
     _C.AWAIT_UPDATE_FRAME: {FRAME: _C.READY, "opt_out": _C.CLOSED},
     _C.CLOSED: {},
 }
@@ -104,7 +114,7 @@ WORKER_SENDS: dict[WorkerState, dict[str, WorkerState]] = {
     _W.READY: {"checkin": _W.AWAIT_ASSIGNMENT, "opt_out": _W.CLOSED},
     _W.AWAIT_ASSIGNMENT: {"opt_out": _W.CLOSED},
     _W.AWAIT_MODEL: {"opt_out": _W.CLOSED},
-    _W.TRAINING: {"update": _W.AWAIT_ACK, "opt_out": _W.CLOSED},
+    _W.TRAINING: {"update": _W.AWAIT_ACK, "eval_report": _W.AWAIT_ACK, "opt_out": _W.CLOSED},
     _W.AWAIT_ACK: {"opt_out": _W.CLOSED},
     _W.CLOSED: {},
 }

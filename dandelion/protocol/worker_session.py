@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .errors import FrameError, LocalProtocolError, UnexpectedMessage
+from .errors import FrameError, LocalProtocolError, MessageError, UnexpectedMessage
 from .events import (
     Acked,
     Assigned,
@@ -31,6 +31,7 @@ from .messages import (
     Checkin,
     ComeBack,
     Error,
+    EvalReport,
     Hello,
     Message,
     OptOut,
@@ -78,9 +79,7 @@ class WorkerSession:
         norm: float | None = None,
     ) -> None:
         """Report the trained update for the current task: the message, then its frame."""
-        task = self.task
-        if task is None or self.state is not _S.TRAINING:
-            raise LocalProtocolError(f"no task to report on in state {self.state.value}")
+        task = self._current("train")
         dtype: Dtype
         if task.update_dtype == "float16":
             dtype = "float16"
@@ -104,6 +103,29 @@ class WorkerSession:
             v=self._v(),
         )
         self._send(msg, frame)
+
+    def send_eval_report(self, *, count: int, loss_sum: float, correct: int) -> None:
+        """Report the sums over the held-out examples for the current task of kind
+        ``evaluate``: ``count`` examples scored (at least 1), their summed loss, and how many
+        were classified right. Raises LocalProtocolError (no such task, or sums that break the
+        contract: the worker's own bug, never sent)."""
+        task = self._current("evaluate")
+        metrics = {"count": count, "loss_sum": loss_sum, "correct": correct}
+        try:
+            parse_message({"type": "eval_report", "v": 1, "metrics": metrics, **_ids(task)})
+        except MessageError as exc:
+            raise LocalProtocolError(f"eval_report: {exc}") from None
+        self._send(EvalReport(task.task, task.round, task.nonce, metrics, v=self._v()))
+
+    def _current(self, kind: str) -> Task:
+        """The task being worked on, if it is of ``kind``. Raises LocalProtocolError."""
+        task = self.task
+        if task is None or self.state is not _S.TRAINING:
+            raise LocalProtocolError(f"no task to report on in state {self.state.value}")
+        if task.kind != kind:
+            answer = "eval_report" if task.kind == "evaluate" else "update"
+            raise LocalProtocolError(f"a task of kind {task.kind!r} is answered with {answer}")
+        return task
 
     def send_opt_out(self, reason: str | None = None) -> None:
         self._send(OptOut(reason=reason, v=self._v()))
@@ -178,6 +200,10 @@ class WorkerSession:
             what = "a tensor frame" if mtype == FRAME else repr(mtype)
             raise UnexpectedMessage(f"{what} is not expected in state {self.state.value}")
         self.state = target
+
+
+def _ids(task: Task) -> dict[str, object]:
+    return {"task": task.task, "round": task.round, "nonce": task.nonce}
 
 
 def _reportable(value: float) -> bool:

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from .records import (
+    EvaluationRecord,
     LedgerEntry,
     ModelVersion,
     ModelVersionInfo,
@@ -129,16 +130,20 @@ class StateStore(abc.ABC):
         model_version: ModelVersion | None = None,
         ledger: LedgerEntry | None = None,
         events: Sequence[ParticipationEvent] = (),
+        evaluation: EvaluationRecord | None = None,
         **close: Any,
     ) -> None:
         """Close a round (with the events of its last reports) and save the model it produced
-        and its privacy ledger entry, in one transaction."""
+        (or, for an evaluation round, its result) and its privacy ledger entry, in one
+        transaction."""
         with self.transaction():
             if events:
                 self.record_events(events)
             self.close_round(**close)
             if model_version is not None:
                 self.save_model_version(model_version)
+            if evaluation is not None:
+                self.save_evaluation(evaluation)
             if ledger is not None:
                 self.add_ledger_entry(ledger)
 
@@ -146,8 +151,10 @@ class StateStore(abc.ABC):
     def get_round(self, task: str, round: int) -> RoundRecord | None: ...
 
     @abc.abstractmethod
-    def list_rounds(self, task: str, limit: int = 100) -> list[RoundRecord]:
-        """The latest ``limit`` rounds, newest first."""
+    def list_rounds(
+        self, task: str, limit: int = 100, kind: str | None = None
+    ) -> list[RoundRecord]:
+        """The latest ``limit`` rounds (of ``kind`` only, when given), newest first."""
 
     @abc.abstractmethod
     def last_round_number(self, task: str) -> int:
@@ -161,6 +168,17 @@ class StateStore(abc.ABC):
     def task_secret(self, task: str, name: str, make: str) -> str:
         """The task's secret called ``name``; stores ``make`` as it first (in the caller's
         transaction) when there is none. Never shown by any route or command."""
+
+    # -- evaluation results ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def save_evaluation(self, record: EvaluationRecord) -> None:
+        """Store an evaluation round's result. Raises ConflictError for a round stored already,
+        KeyError when ``record.round`` is not an evaluation round of the task."""
+
+    @abc.abstractmethod
+    def list_evaluations(self, task: str, limit: int = 100) -> list[EvaluationRecord]:
+        """The latest ``limit`` evaluation results of ``task``, newest round first."""
 
     # -- privacy ledger --------------------------------------------------------------------------
 

@@ -18,8 +18,10 @@ from typing import Any
 from .errors import ConflictError
 from .interface import StateStore
 from .records import (
+    ROUND_KINDS,
     ROUND_STATUSES,
     TASK_STATUSES,
+    EvaluationRecord,
     LedgerEntry,
     ModelVersion,
     ModelVersionInfo,
@@ -48,6 +50,7 @@ class MemoryStore(StateStore):
         self._secrets: dict[tuple[str, str], str] = {}
         self._configs: dict[tuple[str, int], TaskConfigVersion] = {}
         self._log: list[TaskChange] = []
+        self._evaluations: dict[tuple[str, int], EvaluationRecord] = {}
 
     _STATE: tuple[str, ...] = (
         "_tasks",
@@ -61,6 +64,7 @@ class MemoryStore(StateStore):
         "_secrets",
         "_configs",
         "_log",
+        "_evaluations",
     )
 
     @contextlib.contextmanager
@@ -164,6 +168,8 @@ class MemoryStore(StateStore):
     def open_round(self, record: RoundRecord) -> None:
         if record.status not in ROUND_STATUSES:
             raise ValueError(f"round status {record.status!r}")
+        if record.kind not in ROUND_KINDS:
+            raise ValueError(f"round kind {record.kind!r}")
         with self._lock:
             key = (record.task, record.round)
             if key in self._rounds:
@@ -234,9 +240,15 @@ class MemoryStore(StateStore):
     def get_round(self, task: str, round: int) -> RoundRecord | None:
         return self._rounds.get((task, round))
 
-    def list_rounds(self, task: str, limit: int = 100) -> list[RoundRecord]:
+    def list_rounds(
+        self, task: str, limit: int = 100, kind: str | None = None
+    ) -> list[RoundRecord]:
         with self._lock:
-            mine = [r for (t, _), r in self._rounds.items() if t == task]
+            mine = [
+                r
+                for (t, _), r in self._rounds.items()
+                if t == task and (kind is None or r.kind == kind)
+            ]
         return sorted(mine, key=lambda r: -r.round)[:limit]
 
     def last_round_number(self, task: str) -> int:
@@ -252,7 +264,28 @@ class MemoryStore(StateStore):
                 )
             return len(open_)
 
+    def save_evaluation(self, record: EvaluationRecord) -> None:
+        key = (record.task, record.round)
+        with self._lock:
+            made = self._rounds.get(key)
+            if made is None or made.kind != "evaluate":
+                raise KeyError(
+                    f"round {record.round} of {record.task!r} is not an evaluation round"
+                )
+            if key in self._evaluations:
+                raise ConflictError(
+                    f"the evaluation of round {record.round} of {record.task!r} is stored already"
+                )
+            self._evaluations[key] = record
+
+    def list_evaluations(self, task: str, limit: int = 100) -> list[EvaluationRecord]:
+        with self._lock:
+            mine = [e for (t, _), e in self._evaluations.items() if t == task]
+        return sorted(mine, key=lambda e: -e.round)[:limit]
+
     def add_ledger_entry(self, entry: LedgerEntry) -> None:
+        if entry.kind not in ROUND_KINDS:
+            raise ValueError(f"ledger entry kind {entry.kind!r}")
         key = (entry.task, entry.round)
         with self._lock:
             if entry.task not in self._tasks:

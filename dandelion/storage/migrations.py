@@ -177,3 +177,33 @@ def m006_task_lifecycle(db: Database) -> None:
         "FROM tasks WHERE status != 'active'",
         [now],
     )
+
+
+@MIGRATIONS()
+def m007_evaluation(db: Database) -> None:
+    # Evaluation rounds: a round's kind ("train" or "evaluate"; every existing round trained),
+    # a ledger entry's kind (what it charged for), and each evaluation round's result — the
+    # released sums over its reports and their means, or withheld below k. Nothing per worker.
+    db["rounds"].add_column("kind", str, not_null_default="train")  # type: ignore[union-attr]
+    db["privacy_ledger"].add_column(  # type: ignore[union-attr]
+        "kind", str, not_null_default="train"
+    )
+    db["evaluations"].create(  # type: ignore[union-attr]
+        {
+            "task": str,
+            "round": int,
+            "model_version": int,
+            "reports": int,
+            "withheld": int,
+            "count": float,
+            "loss_sum": float,
+            "correct": float,
+            "loss": float,
+            "accuracy": float,
+            "noise_multiplier": float,
+            "opened_at": float,
+            "closed_at": float,
+        },
+        pk=("task", "round"),
+        foreign_keys=[("task", "tasks", "name")],
+    )

@@ -12,9 +12,11 @@ from typing import Any
 __all__ = [
     "CONSENT_STATES",
     "EVENTS",
+    "ROUND_KINDS",
     "ROUND_STATUSES",
     "TASK_CHANGES",
     "TASK_STATUSES",
+    "EvaluationRecord",
     "LedgerEntry",
     "ModelVersion",
     "ModelVersionInfo",
@@ -33,6 +35,9 @@ TASK_STATUSES = frozenset({"active", "paused", "budget_exhausted", "archived"})
 #: What an entry of a task's log records: its creation, a change of status, a new config version.
 TASK_CHANGES = ("created", "status", "config")
 ROUND_STATUSES = frozenset({"open", "completed", "abandoned", "interrupted"})
+#: ``train``: the round's reports update the model; ``evaluate``: its workers score the model
+#: on held-out examples, and the round's result is an :class:`EvaluationRecord`.
+ROUND_KINDS = frozenset({"train", "evaluate"})
 CONSENT_STATES = frozenset({"opted_in", "opted_out"})
 #: Participation events, in the order a worker meets them. ``released``: an assignment whose
 #: worker disconnected, went silent past its report timeout, or opted out; its slot is free.
@@ -125,6 +130,7 @@ class RoundRecord:
     dropped: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     config_version: int = 1  # the task's config version the round opened with (and ran under)
+    kind: str = "train"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +149,8 @@ class LedgerEntry:
     ``noise_multiplier`` (z) and ``sampling_rate`` (q) are what the accountant charged;
     ``clip_norm`` is the round's C and ``next_clip_norm`` the next round's (they differ only
     with adaptive clipping). Written in the same transaction as the round's model version.
+    ``kind`` ``evaluate``: a released evaluation round (q = 1 and the z it was charged, the
+    task's C unchanged), written with its :class:`EvaluationRecord`.
     """
 
     task: str
@@ -155,6 +163,7 @@ class LedgerEntry:
     clip_norm: float
     next_clip_norm: float
     created_at: float
+    kind: str = "train"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,3 +183,30 @@ class RoundCheckpoint:
     aggregate: bytes | None = field(repr=False)
     rejected: int
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationRecord:
+    """The result of an evaluation round: model version ``model_version`` scored by
+    ``reports`` workers on their held-out examples.
+
+    ``withheld``: fewer than k reports (``monitor_k``), so nothing computed from them is kept —
+    the sums and means are None. Otherwise the released sums — ``count`` (examples scored),
+    ``loss_sum``, ``correct`` — each bounded per worker and, under ``[privacy]``, noised with
+    ``noise_multiplier`` (None without privacy) times its bound; ``loss`` and ``accuracy`` are
+    their ratios. Written in the same transaction as the round's close (and its ledger entry).
+    Nothing per worker."""
+
+    task: str
+    round: int
+    model_version: int
+    reports: int
+    withheld: bool
+    count: float | None
+    loss_sum: float | None
+    correct: float | None
+    loss: float | None
+    accuracy: float | None
+    noise_multiplier: float | None
+    opened_at: float
+    closed_at: float

@@ -24,8 +24,10 @@ from .errors import ConflictError, StorageError
 from .interface import StateStore
 from .migrations import MIGRATIONS
 from .records import (
+    ROUND_KINDS,
     ROUND_STATUSES,
     TASK_STATUSES,
+    EvaluationRecord,
     LedgerEntry,
     ModelVersion,
     ModelVersionInfo,
@@ -242,14 +244,16 @@ class SQLiteStore(StateStore):
 
     _R = (
         "task, round, model_version, status, opened_at, closed_at, goal, assigned, reported, "
-        "rejected, dropped, metrics, config_version"
+        "rejected, dropped, metrics, config_version, kind"
     )
 
     def open_round(self, record: RoundRecord) -> None:
         if record.status not in ROUND_STATUSES:
             raise ValueError(f"round status {record.status!r}")
+        if record.kind not in ROUND_KINDS:
+            raise ValueError(f"round kind {record.kind!r}")
         self._exec(
-            f"INSERT INTO rounds ({self._R}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO rounds ({self._R}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.task,
                 record.round,
@@ -264,6 +268,7 @@ class SQLiteStore(StateStore):
                 record.dropped,
                 json.dumps(record.metrics),
                 record.config_version,
+                record.kind,
             ),
         )
 
@@ -351,10 +356,15 @@ class SQLiteStore(StateStore):
         ).fetchone()
         return _round(row) if row else None
 
-    def list_rounds(self, task: str, limit: int = 100) -> list[RoundRecord]:
+    def list_rounds(
+        self, task: str, limit: int = 100, kind: str | None = None
+    ) -> list[RoundRecord]:
+        where, params = (
+            ("", (task, limit)) if kind is None else (" AND kind = ?", (task, kind, limit))
+        )
         rows = self._exec(
-            f"SELECT {self._R} FROM rounds WHERE task = ? ORDER BY round DESC LIMIT ?",
-            (task, limit),
+            f"SELECT {self._R} FROM rounds WHERE task = ?{where} ORDER BY round DESC LIMIT ?",
+            params,
         ).fetchall()
         return [_round(r) for r in rows]
 
@@ -369,17 +379,65 @@ class SQLiteStore(StateStore):
         )
         return cur.rowcount
 
+    # -- evaluation results ----------------------------------------------------------------------
+
+    _E = (
+        "task, round, model_version, reports, withheld, count, loss_sum, correct, loss, "
+        "accuracy, noise_multiplier, opened_at, closed_at"
+    )
+
+    def save_evaluation(self, record: EvaluationRecord) -> None:
+        row = self._exec(
+            "SELECT kind FROM rounds WHERE task = ? AND round = ?", (record.task, record.round)
+        ).fetchone()
+        if row is None or row[0] != "evaluate":
+            raise KeyError(f"round {record.round} of {record.task!r} is not an evaluation round")
+        r = record
+        try:
+            self._exec(
+                f"INSERT INTO evaluations ({self._E}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r.task,
+                    r.round,
+                    r.model_version,
+                    r.reports,
+                    int(r.withheld),
+                    r.count,
+                    r.loss_sum,
+                    r.correct,
+                    r.loss,
+                    r.accuracy,
+                    r.noise_multiplier,
+                    r.opened_at,
+                    r.closed_at,
+                ),
+            )
+        except ConflictError:
+            raise ConflictError(
+                f"the evaluation of round {r.round} of {r.task!r} is stored already"
+            ) from None
+
+    def list_evaluations(self, task: str, limit: int = 100) -> list[EvaluationRecord]:
+        rows = self._exec(
+            f"SELECT {self._E} FROM evaluations WHERE task = ? ORDER BY round DESC LIMIT ?",
+            (task, limit),
+        ).fetchall()
+        return [_evaluation(r) for r in rows]
+
     # -- privacy ledger --------------------------------------------------------------------------
 
     _L = (
         "task, round, noise_multiplier, sampling_rate, epsilon, delta, accountant, clip_norm, "
-        "next_clip_norm, created_at"
+        "next_clip_norm, created_at, kind"
     )
 
     def add_ledger_entry(self, entry: LedgerEntry) -> None:
+        if entry.kind not in ROUND_KINDS:
+            raise ValueError(f"ledger entry kind {entry.kind!r}")
         try:
             self._exec(
-                f"INSERT INTO privacy_ledger ({self._L}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO privacy_ledger ({self._L}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     entry.task,
                     entry.round,
@@ -391,6 +449,7 @@ class SQLiteStore(StateStore):
                     entry.clip_norm,
                     entry.next_clip_norm,
                     entry.created_at,
+                    entry.kind,
                 ),
             )
         except ConflictError:
@@ -536,4 +595,25 @@ def _round(row: Sequence[Any]) -> RoundRecord:
         dropped,
         json.loads(row[11] or "{}"),
         int(row[12]),
+        row[13],
+    )
+
+
+def _evaluation(row: Sequence[Any]) -> EvaluationRecord:
+    task, number, version, reports, withheld = row[:5]
+    count, loss_sum, correct, loss, accuracy, z, opened, closed = row[5:13]
+    return EvaluationRecord(
+        task,
+        int(number),
+        int(version),
+        int(reports),
+        bool(withheld),
+        count,
+        loss_sum,
+        correct,
+        loss,
+        accuracy,
+        z,
+        opened,
+        closed,
     )

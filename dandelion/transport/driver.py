@@ -30,6 +30,7 @@ from ..protocol import (
     ComeBack,
     CoordinatorSession,
     Error,
+    EvalReportReceived,
     HelloReceived,
     LocalProtocolError,
     OptOutReceived,
@@ -69,7 +70,7 @@ class Link(Protocol):
 class DriverCounters:
     """What the driver has handled since start (read by ``/metrics`` and the emulator).
     ``outcomes`` counts answers by kind, e.g. ``ack``, ``task``, ``come_back_round_full``,
-    ``update_rejected_duplicate``."""
+    ``update_rejected_duplicate`` (an evaluation report's reject counts there too)."""
 
     connections_opened: int = 0
     received: int = 0  # messages read, whatever became of them
@@ -77,6 +78,8 @@ class DriverCounters:
     updates_accepted: int = 0
     updates_rejected: int = 0
     update_bytes: int = 0
+    eval_reports_accepted: int = 0
+    eval_reports_rejected: int = 0
     protocol_violations: int = 0
     rate_limited: int = 0
     storage_errors: int = 0
@@ -242,6 +245,13 @@ class Conversation:
                 counters.update_bytes += len(event.frame.payload)
             else:
                 counters.updates_rejected += 1
+            return reply
+        if isinstance(event, EvalReportReceived):
+            reply = await coordinator.on_eval_report(worker, event.report)
+            if isinstance(reply.message, Ack):
+                counters.eval_reports_accepted += 1
+            else:
+                counters.eval_reports_rejected += 1
             return reply
         if isinstance(event, OptOutReceived):
             counters.outcomes["opt_out"] += 1

@@ -110,6 +110,23 @@ function renderTask(task, charts, k) {
     table.append(row);
   }
   box.append(table);
+  // Evaluation rounds: the latest model scored on examples the workers never trained on.
+  if (task.evaluations && task.evaluations.length) {
+    const evals = el("table", { class: "rounds evaluations" });
+    const top = el("tr");
+    for (const h of ["evaluation round", "model version", "reports", "held-out loss", "held-out accuracy"]) {
+      top.append(el("th", {}, h));
+    }
+    evals.append(top);
+    for (const e of [...task.evaluations].reverse().slice(0, 10)) {
+      const row = el("tr", { "data-evaluation": String(e.round), "data-withheld": String(e.withheld) });
+      const cells = [e.round, e.model_version, count(e.reports, k),
+        e.withheld ? "withheld" : figure(e.loss), e.withheld ? "withheld" : figure(e.accuracy)];
+      for (const c of cells) row.append(el("td", {}, String(c)));
+      evals.append(row);
+    }
+    box.append(evals);
+  }
   return box;
 }
 
