@@ -29,11 +29,23 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-def logreg_predict(spec: ModelSpec, w: Sequence[float], ex: Example) -> list[float]:
-    z = w[spec.num_features]
+def _linear(w: Sequence[float], bias: int, ex: Example) -> float:
+    """w . x + w[bias] over the example's sparse features."""
+    z = w[bias]
     for i, v in zip(ex.indices, ex.values, strict=True):
         z += w[i] * v
-    p = _sigmoid(z)
+    return z
+
+
+def _add_linear_grad(grad: dict[int, float], bias: int, ex: Example, g: float) -> None:
+    """Add g * x (and g for the bias) into the sparse gradient."""
+    for i, v in zip(ex.indices, ex.values, strict=True):
+        grad[i] = grad.get(i, 0.0) + g * v
+    grad[bias] = grad.get(bias, 0.0) + g
+
+
+def logreg_predict(spec: ModelSpec, w: Sequence[float], ex: Example) -> list[float]:
+    p = _sigmoid(_linear(w, spec.num_features, ex))
     return [1.0 - p, p]
 
 
@@ -43,17 +55,12 @@ def logreg_batch(
     bias = spec.num_features
     loss = 0.0
     for ex in batch:
-        z = w[bias]
-        for i, v in zip(ex.indices, ex.values, strict=True):
-            z += w[i] * v
+        z = _linear(w, bias, ex)
         p = _sigmoid(z)
         y = 1.0 if ex.label == 1 else 0.0
         # log(1 + e^-z) or log(1 + e^z), computed without overflow
         loss += (math.log1p(math.exp(-abs(z))) + max(z, 0.0)) - y * z
-        g = p - y
-        for i, v in zip(ex.indices, ex.values, strict=True):
-            grad[i] = grad.get(i, 0.0) + g * v
-        grad[bias] = grad.get(bias, 0.0) + g
+        _add_linear_grad(grad, bias, ex, p - y)
     return loss
 
 
@@ -95,10 +102,7 @@ def softmax_batch(
 
 
 def linreg_predict(spec: ModelSpec, w: Sequence[float], ex: Example) -> list[float]:
-    z = w[spec.num_features]
-    for i, v in zip(ex.indices, ex.values, strict=True):
-        z += w[i] * v
-    return [z]
+    return [_linear(w, spec.num_features, ex)]
 
 
 def linreg_batch(
@@ -107,12 +111,7 @@ def linreg_batch(
     bias = spec.num_features
     loss = 0.0
     for ex in batch:
-        z = w[bias]
-        for i, v in zip(ex.indices, ex.values, strict=True):
-            z += w[i] * v
-        g = z - ex.target
+        g = _linear(w, bias, ex) - ex.target
         loss += 0.5 * g * g
-        for i, v in zip(ex.indices, ex.values, strict=True):
-            grad[i] = grad.get(i, 0.0) + g * v
-        grad[bias] = grad.get(bias, 0.0) + g
+        _add_linear_grad(grad, bias, ex, g)
     return loss
