@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ from dandelion.protocol import (
     decode_frame,
     encode_frame,
 )
+from dandelion.settings import load_settings
+from dandelion.storage import AsyncStore, SQLiteStore
 
 
 class Clock:
@@ -28,6 +31,19 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+async def file_coordinator(db: str | os.PathLike[str], clock: Clock) -> Coordinator:
+    """A started coordinator on the SQLite file ``db``, on the test's clock."""
+    store = AsyncStore(lambda: SQLiteStore(str(db)))
+    coordinator = Coordinator(store, load_settings(environ={}), clock=clock)
+    await coordinator.start()
+    return coordinator
+
+
+async def stop_coordinator(coordinator: Coordinator) -> None:
+    await coordinator.close()
+    await coordinator.store.close()
 
 
 def dp_config(

@@ -16,11 +16,10 @@ import pytest
 from dandelion.coordinator import Coordinator, TaskConfig
 from dandelion.privacy import epsilon_after
 from dandelion.protocol import Ack, Checkin, ComeBack, Hello, Task, Update
-from dandelion.settings import load_settings
-from dandelion.storage import AsyncStore, SQLiteStore
+from dandelion.storage import SQLiteStore
 
 from .conftest import RawClient, scaled, toy_task_file
-from .dp_helpers import Clock, frame_of
+from .dp_helpers import Clock, file_coordinator, frame_of, stop_coordinator
 from .test_coordinator_live import report_together
 from .test_kill_restart import Server
 
@@ -58,18 +57,6 @@ def _config(budget: float, accountant: str, clipping: str = "fixed") -> TaskConf
             "privacy": privacy,
         }
     )
-
-
-async def _coordinator(db: Path, clock: Clock) -> Coordinator:
-    store = AsyncStore(lambda: SQLiteStore(str(db)))
-    coordinator = Coordinator(store, load_settings(environ={}), clock=clock)
-    await coordinator.start()
-    return coordinator
-
-
-async def _stop(coordinator: Coordinator) -> None:
-    await coordinator.close()
-    await coordinator.store.close()
 
 
 async def _one_round(coordinator: Coordinator, tag: str) -> list[float]:
@@ -123,7 +110,7 @@ async def test_the_round_past_the_budget_is_refused_also_after_a_restart(
 ) -> None:
     db, clock = tmp_path / "state.db", Clock()
     budget = _budget_for(2, accountant)
-    coordinator = await _coordinator(db, clock)
+    coordinator = await file_coordinator(db, clock)
     await coordinator.add_task(_config(budget, accountant, clipping))
     sent = [await _one_round(coordinator, "a")]
     await _tick(coordinator)
@@ -139,7 +126,7 @@ async def test_the_round_past_the_budget_is_refused_also_after_a_restart(
     if clipping == "adaptive":  # the second round used the C the first one chose
         assert sent[0] == [1.0] * GOAL and sent[1][0] != 1.0
     clip_before = runtime.clip_norm
-    await _stop(coordinator)
+    await stop_coordinator(coordinator)
 
     store = SQLiteStore(str(db))
     ledger = store.list_ledger("dp")
@@ -166,7 +153,7 @@ async def test_the_round_past_the_budget_is_refused_also_after_a_restart(
     store.close()
 
     clock.now += 60
-    again = await _coordinator(db, clock)
+    again = await file_coordinator(db, clock)
     assert again.tasks["dp"].ledger is not None
     assert again.tasks["dp"].ledger.spent == ledger[-1].epsilon
     assert again.tasks["dp"].clip_norm == pytest.approx(clip_before)
@@ -175,7 +162,7 @@ async def test_the_round_past_the_budget_is_refused_also_after_a_restart(
         clock.now += 1
     assert again.tasks["dp"].round is None
     assert again.tasks["dp"].status == "budget_exhausted"
-    await _stop(again)
+    await stop_coordinator(again)
     store = SQLiteStore(str(db))
     assert store.last_round_number("dp") == 2
     assert [e.round for e in store.list_ledger("dp")] == [1, 2]
@@ -184,7 +171,7 @@ async def test_the_round_past_the_budget_is_refused_also_after_a_restart(
 
 async def test_an_abandoned_round_spends_nothing(tmp_path: Path) -> None:
     db, clock = tmp_path / "state.db", Clock()
-    coordinator = await _coordinator(db, clock)
+    coordinator = await file_coordinator(db, clock)
     await coordinator.add_task(_config(_budget_for(1, "rdp"), "rdp"))
     runtime = coordinator.tasks["dp"]
     assert runtime.round is not None
@@ -200,7 +187,7 @@ async def test_an_abandoned_round_spends_nothing(tmp_path: Path) -> None:
     await _one_round(coordinator, "a")
     await _tick(coordinator)
     assert runtime.status == "budget_exhausted"
-    await _stop(coordinator)
+    await stop_coordinator(coordinator)
 
 
 def _dandelion(*args: str) -> subprocess.CompletedProcess[str]:

@@ -36,14 +36,13 @@ from dandelion.protocol import (
     decode_frame,
     encode_frame,
 )
-from dandelion.settings import load_settings
-from dandelion.storage import AsyncStore, LedgerEntry, MemoryStore, SQLiteStore
+from dandelion.storage import LedgerEntry, MemoryStore, SQLiteStore
 from dandelion.tasks_cli import list_tasks_in, task_rows
 from dandelion.taskspec import register_objective
 from dandelion.taskspec.objectives.page_examples import PageExamples
 
 from .conftest import LiveFactory, scaled, small_task
-from .dp_helpers import Clock, dp_config
+from .dp_helpers import Clock, dp_config, file_coordinator, stop_coordinator
 from .test_admin_api import _http, _token
 
 PARAMS = 11  # small_task: logistic regression on 10 features
@@ -64,18 +63,6 @@ def _edited(config: TaskConfig, **tables: dict[str, Any]) -> TaskConfig:
         else:
             raw[table] = keys
     return TaskConfig.from_dict(raw)
-
-
-async def _coordinator(db: Path, clock: Clock) -> Coordinator:
-    store = AsyncStore(lambda: SQLiteStore(str(db)))
-    coordinator = Coordinator(store, load_settings(environ={}), clock=clock)
-    await coordinator.start()
-    return coordinator
-
-
-async def _stop(coordinator: Coordinator) -> None:
-    await coordinator.close()
-    await coordinator.store.close()
 
 
 async def _checkin(coordinator: Coordinator, worker: str) -> Task | ComeBack:
@@ -122,7 +109,7 @@ async def test_an_edit_applies_from_the_next_round_and_the_old_config_is_kept(
     tmp_path: Path,
 ) -> None:
     clock = Clock()
-    coordinator = await _coordinator(tmp_path / "state.db", clock)
+    coordinator = await file_coordinator(tmp_path / "state.db", clock)
     first = small_task(goal=2, min_reports=2, deadline_s=60.0)
     await coordinator.add_task(first)
     a = await _checkin(coordinator, "worker-a")
@@ -145,7 +132,7 @@ async def test_an_edit_applies_from_the_next_round_and_the_old_config_is_kept(
     c = await _checkin(coordinator, "worker-c")
     assert isinstance(c, Task) and (c.round, c.hyper["learning_rate"]) == (2, 0.1)
     assert c.model_version == 1
-    await _stop(coordinator)
+    await stop_coordinator(coordinator)
 
     store = SQLiteStore(str(tmp_path / "state.db"))
     assert [(r.round, r.config_version, r.goal) for r in store.list_rounds("t1")] == [
@@ -289,14 +276,14 @@ async def test_an_allowed_privacy_change_keeps_each_released_round_at_its_own_co
     create_task(setup, config, 1.0)
     setup.add_ledger_entry(LedgerEntry("dp", 1, 1.0, 0.01, 0.5, 1e-5, "rdp", 1.0, 1.0, 2.0))
     setup.close()
-    coordinator = await _coordinator(db, Clock())
+    coordinator = await file_coordinator(db, Clock())
     louder = _edited(config, privacy={**privacy, "noise_multiplier": 2.0})
     await coordinator.edit_task("dp", louder, allow_privacy_change=True)
     ledger = coordinator.tasks["dp"].ledger
     assert ledger is not None and ledger.config.noise_multiplier == 2.0
     assert [(e.q, e.z) for e in ledger.events] == [(0.01, 1.0)]  # charged as it was released
     assert ledger.next_event().z == 2.0
-    await _stop(coordinator)
+    await stop_coordinator(coordinator)
 
 
 # -- pause, resume, archive --------------------------------------------------------------------
@@ -306,7 +293,7 @@ async def test_pause_stops_assignments_and_new_rounds_and_resume_restarts_them(
     tmp_path: Path,
 ) -> None:
     clock = Clock()
-    coordinator = await _coordinator(tmp_path / "state.db", clock)
+    coordinator = await file_coordinator(tmp_path / "state.db", clock)
     await coordinator.add_task(small_task(goal=2, min_reports=1, deadline_s=30.0))
     a = await _checkin(coordinator, "worker-a")
     assert isinstance(a, Task)
@@ -341,7 +328,7 @@ async def test_pause_stops_assignments_and_new_rounds_and_resume_restarts_them(
         ("status", "active"),
     ]
     assert "maintenance" in log[1].reason and log[1].at == clock.now - 34
-    await _stop(coordinator)
+    await stop_coordinator(coordinator)
 
 
 async def test_an_archived_task_opens_no_round_is_hidden_and_keeps_its_models(
@@ -349,7 +336,7 @@ async def test_an_archived_task_opens_no_round_is_hidden_and_keeps_its_models(
 ) -> None:
     db = tmp_path / "state.db"
     clock = Clock()
-    coordinator = await _coordinator(db, clock)
+    coordinator = await file_coordinator(db, clock)
     await coordinator.add_task(small_task("t1", goal=1, deadline_s=10.0))
     await coordinator.add_task(small_task("t2", goal=1, deadline_s=10.0))
     first = await _checkin(coordinator, "worker-a")
@@ -372,7 +359,7 @@ async def test_an_archived_task_opens_no_round_is_hidden_and_keeps_its_models(
     with pytest.raises(TaskChangeError, match="archived"):
         await coordinator.edit_task(archived, small_task(archived, goal=5))
     assert await coordinator.change_status(archived, "archive") == "archived"  # no-op
-    await _stop(coordinator)
+    await stop_coordinator(coordinator)
 
     assert [r["name"] for r in list_tasks_in(str(db))] == [other]
     assert [r["name"] for r in list_tasks_in(str(db), archived=True)] == sorted([archived, other])
@@ -404,15 +391,15 @@ def test_the_status_table_refuses_what_it_does_not_list() -> None:
 
 async def test_a_restart_keeps_the_status_and_the_config_version(tmp_path: Path) -> None:
     db, clock = tmp_path / "state.db", Clock()
-    coordinator = await _coordinator(db, clock)
+    coordinator = await file_coordinator(db, clock)
     config = small_task(goal=2, min_reports=2, deadline_s=60.0)
     await coordinator.add_task(config)
     a = await _checkin(coordinator, "worker-a")
     assert isinstance(a, Task)
     await coordinator.edit_task("t1", _edited(config, hyper={"learning_rate": 0.2}))
-    await _stop(coordinator)  # round 1 stays open, under config version 1
+    await stop_coordinator(coordinator)  # round 1 stays open, under config version 1
 
-    again = await _coordinator(db, clock)
+    again = await file_coordinator(db, clock)
     runtime = again.tasks["t1"]
     assert runtime.round is not None and runtime.round.number == 1
     assert (runtime.config_version, runtime.config.hyper["learning_rate"]) == (1, 0.5)
@@ -426,13 +413,13 @@ async def test_a_restart_keeps_the_status_and_the_config_version(tmp_path: Path)
     await again.tick()
     assert again.tasks["t1"].config_version == 2
     await again.change_status("t1", "pause")
-    await _stop(again)
+    await stop_coordinator(again)
 
-    third = await _coordinator(db, clock)
+    third = await file_coordinator(db, clock)
     runtime = third.tasks["t1"]
     assert (runtime.status, runtime.config_version) == ("paused", 2)
     assert runtime.config.hyper["learning_rate"] == 0.2 and runtime.model_version == 1
-    await _stop(third)
+    await stop_coordinator(third)
 
 
 # -- the admin API over HTTP, and the CLI beside a running coordinator -----------------------
