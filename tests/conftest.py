@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,27 @@ SCALE = float(os.environ.get("DANDELION_TEST_TIMEOUT_SCALE", "1"))
 
 def scaled(seconds: float) -> float:
     return seconds * SCALE
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 60.0) -> None:
+    """Until something listens on ``port``; fails if ``proc`` exits first."""
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the process exited with status {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"nothing listens on port {port} after {timeout} s")
 
 
 @pytest.fixture(params=["sqlite", "memory"])

@@ -16,15 +16,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .conftest import Live, LiveFactory, scaled, small_task
+from .conftest import Live, LiveFactory, free_port, scaled, small_task
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _tool(name: str) -> str:
@@ -138,7 +132,7 @@ async def test_a_round_completes_through_nginx_over_wss(
     server: Live = await live(trusted_proxies="127.0.0.1", max_connections_per_address=4)
     await server.coordinator.add_task(small_task(goal=2, min_reports=2, max_rounds=2))
     upstream = int(server.url.split(":")[2].split("/")[0])
-    https, http = _free_port(), _free_port()
+    https, http = free_port(), free_port()
     cert, key = _certificate(nginx_folder)
     site = render(
         (ROOT / "deploy" / "nginx" / "dandelion.conf").read_text(),

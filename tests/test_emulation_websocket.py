@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from dandelion.emulation import EmulateOptions, PopulationConfig, emulate
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dandelion.emulation import EmulateOptions, PopulationConfig, PopulationConfigError, emulate
 from dandelion.emulation.population import Dist, default_task
 
-from .conftest import scaled
+from .conftest import free_port, scaled, wait_for_port
 
 
 def test_500_workers_over_real_websockets_complete_rounds() -> None:
@@ -36,3 +42,44 @@ def test_500_workers_over_real_websockets_complete_rounds() -> None:
     assert c.get("connect_failed", 0) == 0
     assert c["peak_concurrent_workers"] == 500  # every worker connected at once
     assert summary["final_accuracy"] is not None
+
+
+def test_a_second_run_against_the_same_coordinator_counts_only_its_own_rounds(
+    tmp_path: Path,
+) -> None:
+    """`--url` and `--db` of a coordinator that already ran rounds: the run trains its own
+    rounds (the file's earlier ones are not reported as this run's), and `--db` alone on a file
+    that holds the task is refused in words, not a traceback."""
+    task = default_task(20, 1)
+    task["features"] = {"num_buckets": 32}
+    task["rounds"].update(deadline_s=scaled(20.0), min_reports=20, max_rounds=5)
+    config = PopulationConfig(
+        size=30, seed=4, rounds=1, history_days=9.0, test_users=5, dropout=0.0,
+        startup_s=Dist(0.2), straggler_share=0.0,
+    )  # fmt: skip
+    db = str(tmp_path / "state.db")
+    quick = {"progress": False, "max_wall_s": scaled(120.0)}
+    first = emulate(config, EmulateOptions(mode="websocket", db=db, **quick), task=task)
+    assert [r.round for r in first.rounds] == [1]
+
+    with pytest.raises(PopulationConfigError, match=r"exists already.*--url"):
+        emulate(config, EmulateOptions(mode="websocket", db=db, **quick), task=task)
+
+    port = free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "dandelion", "serve", "--db", db, "--port", str(port),
+         "--pace-min-s=1.0", "--pace-max-s=30.0", "--tick-s=0.1"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, serve)
+        url = f"ws://127.0.0.1:{port}/ws"
+        second = emulate(
+            config, EmulateOptions(mode="websocket", url=url, db=db, **quick), task=task
+        )
+    finally:
+        serve.terminate()
+        serve.wait(30)
+    assert [(r.round, r.status) for r in second.rounds] == [(2, "completed")]
+    assert second.counters["trained"] >= 20
+    assert second.summary()["final_accuracy"] is not None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.conftest import free_port
 from tests.independent_client.client import (
     Client,
     Message,
@@ -40,13 +40,6 @@ class Coordinator:
     db: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
@@ -62,7 +55,7 @@ def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
         '[model]\nkind = "logreg"\n\n[hyper]\nlearning_rate = 0.5\nclip_norm = 1.0\n\n'
         "[rounds]\ngoal = 1\nmin_reports = 1\ndeadline_s = 60\n"
     )
-    port, db = _free_port(), tmp_path / "state.db"
+    port, db = free_port(), tmp_path / "state.db"
     cmd = [sys.executable, "-m", "dandelion", "serve", "--port", str(port), "--db", str(db)]
     cmd += ["--task", str(tmp_path / "task.toml"), "--pace-min-s", "0.5", "--pace-max-s", "2"]
     with (tmp_path / "serve.log").open("wb") as log:

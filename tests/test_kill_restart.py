@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +16,12 @@ import numpy as np
 
 from dandelion.storage import SQLiteStore
 
-from .conftest import RawClient, scaled, toy_task_file
+from .conftest import RawClient, free_port, scaled, toy_task_file
 from .test_coordinator_live import report
 
 TASK_FILE = toy_task_file({"goal": 3, "min_reports": 2, "over_selection": 1.0, "deadline_s": 60.0})
 #: Checkpoints of two reports: an ack needs its update in a stored sum of at least two.
 K2 = ("--monitor-k", "2")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -38,7 +31,7 @@ class Server:
         self.db = tmp / "state.db"
         self.task_file = tmp / "task.toml"
         self.task_file.write_text(task)
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "server.log"
         self.extra = list(extra)

@@ -40,6 +40,7 @@ from ..storage import SQLiteStore
 from .behaviour import Behaviour
 from .localdata import DataCache, DeviceData
 from .plan import EmulationPlan, Evaluator, worker_rng
+from .population import PopulationConfigError
 from .results import Progress, RoundRecord, RunResult, peak_rss_mb, tree_rss_mb
 from .trainer import BatchTrainer, LocalBackend
 
@@ -194,7 +195,12 @@ async def _coordinator(plan: EmulationPlan, options: WebSocketOptions) -> Any:
             finally:
                 await runner.cleanup()
             return
-        create_task_in(db, plan.task)
+        try:
+            create_task_in(db, plan.task)
+        except ValueError as exc:  # the task is in that file already
+            raise PopulationConfigError(
+                f"{db}: {exc}; emulate into a new state file, or serve that one and pass --url"
+            ) from None
         port = _free_port()
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
         proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any worker runs
@@ -297,6 +303,9 @@ async def _emulate(
         workers[device] = worker
         tasks[device] = loop.create_task(worker.run())
 
+    # A coordinator that ran before (``--url`` and ``--db`` of an earlier run) has closed rounds
+    # of its own: only rounds closed from now on are this run's.
+    earlier = {r[0] for r in await asyncio.to_thread(rounds_of)}
     for device in range(plan.size):
         loop.call_later(ramp * device / plan.size, start, device)
     progress = Progress(config.rounds) if options.progress else None
@@ -307,7 +316,7 @@ async def _emulate(
         while time.perf_counter() - started < options.max_wall_s:
             await asyncio.sleep(0.5)
             peak_open = max(peak_open, sum(1 for t in tasks.values() if not t.done()))
-            closed = await asyncio.to_thread(rounds_of)
+            closed = [r for r in await asyncio.to_thread(rounds_of) if r[0] not in earlier]
             for rnd, status, assigned, reported, dropped, metrics, params in closed[len(records) :]:
                 loss, accuracy = evaluate(params) if params is not None else (None, None)
                 final = params if params is not None else final

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from ..conftest import scaled
+from ..conftest import free_port, scaled
 
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -47,12 +46,6 @@ def chromium_path() -> str:
     if not path:
         pytest.fail("chromium is not installed: run scripts/test, which installs it with apt")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def task_toml(
