@@ -63,10 +63,15 @@ def user_signals(seed: int) -> dict[str, Any]:
     }
 
 
-def example_task(tmp: Path) -> str:
+def example_task(tmp: Path, *, evaluation: bool = False) -> str:
+    """The example's task file, for rounds of 3 reports; with ``evaluation``, an evaluation
+    round on the last model once the ROUNDS training rounds are done."""
     text = (EXAMPLE / "task.toml").read_text()
     text = text.replace("goal = 20", "goal = 3").replace("min_reports = 10", "min_reports = 3")
-    return text + f"over_selection = 1.0\nmax_rounds = {ROUNDS}\n"
+    text += f"over_selection = 1.0\nmax_rounds = {ROUNDS}\n"
+    if evaluation:
+        text += f"\n[evaluation]\nevery = {ROUNDS}\nholdout = 0.3\ngoal = 3\nmin_reports = 3\n"
+    return text
 
 
 async def cpython_worker(ws: str, seed: int) -> Worker:
@@ -87,7 +92,10 @@ async def test_worked_example_trains_in_pyodide_and_cpython_predicts_and_exports
     workdir.mkdir()
     # Rounds of 3 reports: the k threshold of the public model endpoint is set to 3.
     coord = CoordinatorProcess(
-        workdir, example_bundle, example_task(tmp_path), extra_args=("--monitor-k", "3")
+        workdir,
+        example_bundle,
+        example_task(tmp_path, evaluation=True),
+        extra_args=("--monitor-k", "3"),
     )
     await coord.start()
     page_signals = user_signals(seed=1)
@@ -96,7 +104,7 @@ async def test_worked_example_trains_in_pyodide_and_cpython_predicts_and_exports
     site = PageServer(html, page_signals)
     await site.start()
     workers = [await cpython_worker(coord.ws, seed) for seed in (2, 3)]
-    runs = [asyncio.ensure_future(w.run(max_updates=ROUNDS)) for w in workers]
+    runs = [asyncio.ensure_future(w.run()) for w in workers]
     try:
         context = await browser.new_context()
         context.on("request", requests.record)
@@ -110,12 +118,33 @@ async def test_worked_example_trains_in_pyodide_and_cpython_predicts_and_exports
             what=f"the page's Pyodide worker to have {ROUNDS} updates accepted",
         )
         assert status["rounds_joined"] >= ROUNDS
-        await asyncio.wait_for(asyncio.gather(*runs), scaled(60))
-        assert all(w.status.updates_accepted == ROUNDS for w in workers)
-        rounds = coord.sql(
-            "select round, reported from rounds where task = 'long-read' and status = 'completed'"
+        # Then an evaluation round on the last model: Pyodide and CPython score their held-out
+        # examples and send only the three sums.
+        status = await poll(
+            page,
+            "window.__status",
+            lambda s: s.get("extra", {}).get("evaluations_accepted", 0) >= 1,
+            timeout=scaled(120),
+            what="the page's Pyodide worker to have an evaluation report accepted",
         )
-        assert len(rounds) == ROUNDS and all(n == 3 for _, n in rounds), rounds
+        deadline = time.monotonic() + scaled(60)
+        while time.monotonic() < deadline and not all(
+            w.status.extra.get("evaluations_accepted", 0) >= 1 for w in workers
+        ):
+            await asyncio.sleep(0.2)
+        assert all(w.status.updates_accepted == ROUNDS for w in workers)
+        assert all(w.status.extra.get("evaluations_accepted") == 1 for w in workers)
+        rounds = coord.sql(
+            "select round, kind, reported from rounds where task = 'long-read'"
+            " and status = 'completed' order by round"
+        )
+        assert rounds == [(1, "train", 3), (2, "train", 3), (3, "evaluate", 3)], rounds
+        ((version, reports, withheld, count, loss, accuracy),) = coord.sql(
+            "select model_version, reports, withheld, count, loss, accuracy from evaluations"
+            " where task = 'long-read'"
+        )
+        assert (version, reports, withheld) == (ROUNDS, 3, 0) and count > 0
+        assert 0.0 <= accuracy <= 1.0 and 0.0 < loss < 10.0
 
         # predict() in the page: the released model (version ROUNDS) on the page's signals.
         answer = await page.evaluate("window.__predict('long-read')")
@@ -166,6 +195,7 @@ async def test_worked_example_trains_in_pyodide_and_cpython_predicts_and_exports
     finally:
         for w in workers:
             w.stop()
+        await asyncio.gather(*runs, return_exceptions=True)
         await site.stop()
         coord.stop()
     assert requests.outside_loopback() == []
