@@ -38,10 +38,11 @@ from .traffic import TargetRecorder, netlog_requests
 
 HORIZON_DAYS = 1e-5  # visits older than a second are training data (see test_extension.py)
 PERMISSIONS = ["history", "tabs", "storage", "offscreen", "alarms"]
+OPTIONAL_PERMISSIONS = ["bookmarks"]  # asked for on the options page, on the user's click
 MANIFEST_KEYS = {
     *("manifest_version", "name", "short_name", "version", "description"),
-    *("minimum_chrome_version", "icons", "permissions", "background", "options_ui", "action"),
-    "content_security_policy",
+    *("minimum_chrome_version", "icons", "permissions", "optional_permissions"),
+    *("background", "options_ui", "action", "content_security_policy"),
 }
 # Every source a directive of the extension pages' CSP may name: the extension itself, and
 # for connect-src a WebSocket to the coordinator the user chose (any host, hence the scheme)
@@ -57,7 +58,7 @@ def _expected_files() -> set[str]:
     runtime = f"worker/pyodide-{version}"
     wheel = f"dandelion_worker-{dandelion.__version__}-py3-none-any.whl"
     return {
-        *("manifest.json", "config.json", "background.js", "settings.js"),
+        *("manifest.json", "config.json", "background.js", "settings.js", "signals.js"),
         *("offscreen.html", "offscreen.js", "options.html", "options.js", "options.css"),
         *(f"icons/icon-{size}.png" for size in (16, 32, 48, 128)),
         *("worker/bundle.json", "worker/dandelion.mjs", "worker/dandelion-worker.mjs"),
@@ -133,8 +134,9 @@ def test_the_manifest_asks_for_what_it_uses_and_allows_no_remote_code(built: Bun
     # none), no content scripts, no pages others may load, no update URL of our own.
     assert set(manifest) == MANIFEST_KEYS
     assert manifest["permissions"] == PERMISSIONS
+    assert manifest["optional_permissions"] == OPTIONAL_PERMISSIONS
     code = "\n".join(p.read_text() for p in folder.glob("*.js"))
-    for permission in PERMISSIONS:
+    for permission in PERMISSIONS + OPTIONAL_PERMISSIONS:
         assert f"chrome.{permission}." in code, f"{permission} is asked for but not used"
 
     csp = _csp(manifest)
