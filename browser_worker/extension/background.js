@@ -14,6 +14,10 @@
 //
 // Opting out tells the coordinator, stops the worker, closes the offscreen document and
 // clears chrome.storage.local and .session: nothing of Dandelion's is left in the browser.
+//
+// Any page of the extension (the options page, a popup) may ask for the task's released model
+// on this browser's signals: chrome.runtime.sendMessage({type: "dandelion.predict", task})
+// answers {ok: true, task, version, objective, outputs, predictions, now} or {ok: false, error}.
 import { builtInCoordinator, checkCoordinatorUrl, coordinator } from "./settings.js";
 import {
   forgetBookmarks,
@@ -186,6 +190,25 @@ async function optOut() {
   return { ok: true, told };
 }
 
+// The task's released model on this browser's signals, in the offscreen document (which
+// fetches the model document and its weights from the coordinator's public endpoint).
+async function predictHere(task) {
+  if (typeof task !== "string" || !task.trim()) {
+    return { ok: false, error: 'Name the task: {type: "dandelion.predict", task: "<name>"}.' };
+  }
+  if (!(await optedIn())) {
+    return {
+      ok: false,
+      error: "Dandelion is off: the user has not opted in on its options page, so it reads nothing and predicts nothing.",
+    };
+  }
+  const { url } = await coordinator();
+  if (!url) return { ok: false, error: "No coordinator address is set." };
+  await ensureOffscreen();
+  const signals = await readSignals({ fresh: false });
+  return toOffscreen({ type: "predict", task, coordinatorUrl: url, signals });
+}
+
 // A message from a page of this extension itself: not from another extension, nor from a
 // content script (there is none) on somebody's web page.
 const fromOurPages = (sender) =>
@@ -193,6 +216,12 @@ const fromOurPages = (sender) =>
 
 chrome.runtime.onMessage.addListener((message, sender, reply) => {
   if (!fromOurPages(sender)) return false;
+  if (message?.type === "dandelion.predict") {
+    predictHere(message.task).then(reply, (error) =>
+      reply({ ok: false, error: String(error?.message ?? error) }),
+    );
+    return true;
+  }
   if (message?.target !== "background") return false;
   const work = {
     opt_in: () => optIn(),
