@@ -48,7 +48,8 @@ def set_signals(signals_json: str) -> int:
 
 def predict(model_json: str, weights: Any, signals_json: str | None = None) -> str:
     """Score the local signals (or ``signals_json``) with a released model: ``model_json`` is
-    the public model document, ``weights`` its float32 bytes. Returns the scores as JSON."""
+    the public model document, ``weights`` its float32 bytes. Returns the scores as JSON, with
+    ``now``: the time (seconds since the epoch) the features were computed for."""
     load_plugins()
     model = json.loads(model_json)
     signals = parse_signals(signals_json) if signals_json else _state["signals"]

@@ -34,8 +34,10 @@ def predict(
     model: Mapping[str, Any], params: Sequence[float], signals: Signals, now: float
 ) -> dict[str, Any]:
     """Score ``signals`` with ``params``. ``model`` is the public model document: ``task``,
-    ``version``, ``objective``, ``features``, ``model`` (the spec). Returns ``{"task",
-    "version", "objective", "outputs": [names], "predictions": [{"item", "scores"}]}``."""
+    ``version``, ``objective``, ``features``, ``model`` (the spec); ``now``, seconds since the
+    epoch, the moment the features describe. Returns ``{"task", "version", "objective",
+    "outputs": [names], "predictions": [{"item", "scores"}], "now"}``: with ``now`` the same
+    document, weights and signals give the same scores anywhere."""
     try:
         spec = ModelSpec.from_dict(model["model"])
         task_objective = objective(str(model["objective"]))
@@ -54,4 +56,5 @@ def predict(
         "objective": model["objective"],
         "outputs": task_objective.outputs(features),
         "predictions": predictions,
+        "now": now,
     }

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dandelion.api import add_bundle_routes
 from dandelion.bundle import BundleError, assemble_bundle, assemble_extension, find_pyodide
+from dandelion.bundle.assemble import _connect_sources
 from dandelion.bundle.wheel import build_wheel
 from dandelion.cli import main
 
@@ -124,6 +125,7 @@ def test_extension_is_self_contained(tmp_path: Path) -> None:
     assert json.loads((out / "config.json").read_text()) == {
         "coordinatorUrl": "wss://fl.example.org/ws"
     }
+    assert _connect_src(out) == STORE_CONNECT
     assert (out / "worker" / "bundle.json").is_file()
     # Nothing is fetched from elsewhere: no absolute http(s) URL in the extension's own code.
     for path in [*out.glob("*.js"), *out.glob("*.html"), *(out / "worker").glob("*.mjs")]:
@@ -135,11 +137,41 @@ def test_extension_is_self_contained(tmp_path: Path) -> None:
             assemble_extension(tmp_path / "bad", bad)
 
 
+def _connect_src(folder: Path) -> list[str]:
+    policy = json.loads((folder / "manifest.json").read_text())["content_security_policy"]
+    for directive in policy["extension_pages"].split(";"):
+        name, *sources = directive.split()
+        if name == "connect-src":
+            return sources
+    raise AssertionError(f"no connect-src in {policy}")
+
+
+STORE_CONNECT = ["'self'", "ws:", "wss:", "https:"]
+
+
+def test_extension_csp_allows_plain_http_only_to_a_loopback_coordinator(tmp_path: Path) -> None:
+    """predict() fetches the public model endpoint: https anywhere, and plain http only from
+    the coordinator of a development build on this machine."""
+    assemble_extension(tmp_path / "dev", "ws://127.0.0.1:8750/ws")
+    assert _connect_src(tmp_path / "dev") == [*STORE_CONNECT, "http://127.0.0.1:8750"]
+    assert _connect_sources(None) == STORE_CONNECT  # the store build
+    assert _connect_sources("ws://localhost:9000/ws") == [*STORE_CONNECT, "http://localhost:9000"]
+    for url in (
+        "wss://127.0.0.1:8750/ws",  # https: covers it
+        "wss://fl.example.org/ws",
+        "ws://fl.example.org/ws",  # plain ws to another machine: no plain http with it
+        "ws://127.0.0.1.example.org/ws",
+        "ws://[::1]:8750/ws",  # no IPv6 literal in a CSP source
+    ):
+        assert _connect_sources(url) == STORE_CONNECT, url
+
+
 def test_extension_built_without_a_coordinator_leaves_the_choice_to_the_user(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     info = assemble_extension(tmp_path / "ext")
     assert json.loads((tmp_path / "ext" / "config.json").read_text()) == {"coordinatorUrl": None}
+    assert _connect_src(tmp_path / "ext") == STORE_CONNECT
     # The description covers the whole extension, not only the bundle inside it.
     assert {"manifest.json", "icons/icon-128.png", "worker/bundle.json"} <= set(info.files)
     assert info.total_bytes == sum(p.stat().st_size for p in info.path.rglob("*") if p.is_file())

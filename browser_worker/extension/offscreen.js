@@ -1,7 +1,7 @@
 // The offscreen document: hosts Dandelion's module Web Worker (Pyodide) through the bundle's
 // page API, and relays to the service worker, which owns chrome.storage (an offscreen
 // document may only use chrome.runtime).
-import { events, optOut, start, stop, updateSignals } from "./worker/dandelion.mjs";
+import { events, optOut, predict, start, stop, updateSignals } from "./worker/dandelion.mjs";
 
 const toBackground = (message) =>
   chrome.runtime.sendMessage({ target: "background", ...message }).catch(() => {});
@@ -32,6 +32,14 @@ const handlers = {
     });
   },
   signals: (message) => updateSignals(message.signals),
+  // The task's released model, fetched from the coordinator's public endpoint, on the signals
+  // the service worker read: {task, version, objective, outputs, predictions, now}.
+  predict: (message) =>
+    predict({
+      task: message.task,
+      coordinatorUrl: message.coordinatorUrl,
+      signals: message.signals,
+    }),
   async stop() {
     await stop(); // the Web Worker ends; "start" makes a new one (a new coordinator address)
     running = false;

@@ -1,6 +1,7 @@
-// The options page: the user's choice (off by default), the coordinator's address and, once
-// they opted in, what the worker is doing, in words. It reads only chrome.storage.local, which
-// the service worker keeps up to date; it never reads history itself.
+// The options page: the user's choice (off by default), the coordinator's address, the optional
+// permission to read bookmarks and, once they opted in, what the worker is doing, in words. It
+// reads only chrome.storage.local, which the service worker keeps up to date; it never reads
+// history or bookmarks itself.
 import { checkCoordinatorUrl, coordinator } from "./settings.js";
 
 const $ = (id) => document.getElementById(id);
@@ -126,6 +127,42 @@ async function act(button, type, after) {
     await refresh();
   }
 }
+
+// The optional `bookmarks` permission: asked for only on the user's click (Chrome shows its
+// own prompt), given back with the other button or by stopping to take part.
+const BOOKMARKS = { permissions: ["bookmarks"] };
+
+async function renderBookmarks() {
+  const allowed = await chrome.permissions.contains(BOOKMARKS);
+  $("bookmarks-allow").hidden = allowed;
+  $("bookmarks-revoke").hidden = !allowed;
+  $("bookmarks-state").textContent = allowed
+    ? "Allowed: while you take part, the extension reads your bookmarks."
+    : "Not allowed: the extension does not read your bookmarks.";
+}
+
+async function bookmarks(button, change) {
+  button.disabled = true;
+  try {
+    await change(BOOKMARKS); // the request must come straight from the click
+  } catch (error) {
+    $("bookmarks-state").textContent = `Something went wrong: ${error.message}`;
+    return;
+  } finally {
+    button.disabled = false;
+  }
+  await renderBookmarks();
+}
+
+$("bookmarks-allow").addEventListener("click", () =>
+  bookmarks($("bookmarks-allow"), (p) => chrome.permissions.request(p)),
+);
+$("bookmarks-revoke").addEventListener("click", () =>
+  bookmarks($("bookmarks-revoke"), (p) => chrome.permissions.remove(p)),
+);
+chrome.permissions.onAdded.addListener(renderBookmarks);
+chrome.permissions.onRemoved.addListener(renderBookmarks);
+renderBookmarks();
 
 $("opt-in").addEventListener("click", () => act($("opt-in"), "opt_in"));
 $("opt-out").addEventListener("click", () =>

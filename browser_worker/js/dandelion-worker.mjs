@@ -16,6 +16,8 @@ const base = new URL("./", import.meta.url);
 let booting = null;
 let entry = null;
 let optedOut = false;
+let started = false;
+let latestSignals = null; // signals that came while Pyodide was still loading
 const kv = new Map();
 
 function post(message) {
@@ -109,14 +111,20 @@ async function handle(message) {
       const { timings } = await ensureBooted(true);
       post({ type: "booted", timings });
       if (optedOut) break; // withdrawn while Pyodide was loading: never start
-      entry.start(JSON.stringify(message.config), JSON.stringify(message.signals ?? {}), bridge);
+      const signals = latestSignals ?? message.signals ?? {};
+      latestSignals = null;
+      entry.start(JSON.stringify(message.config), JSON.stringify(signals), bridge);
+      started = true;
       break;
     }
     case "signals":
-      if (entry) entry.set_signals(JSON.stringify(message.signals ?? {}));
+      // Before the worker started (Pyodide still loading), the newest signals wait for it.
+      if (started) entry.set_signals(JSON.stringify(message.signals ?? {}));
+      else latestSignals = message.signals ?? {};
       break;
     case "stop":
       if (entry) entry.stop();
+      started = false;
       post({ type: "stopped" });
       break;
     case "opt_out":

@@ -232,7 +232,9 @@ function ask(worker, message, answerType, timeoutMs = 120000) {
  *  the ones inside the worker bundle, and nothing about the signals leaves the browser.
  *
  *  `signals` defaults to the running worker's. Resolves to
- *  {task, version, objective, outputs: [names], predictions: [{item, scores}]}. */
+ *  {task, version, objective, outputs: [names], predictions: [{item, scores}], now}: `now`
+ *  is the moment (seconds since the epoch) the features describe, so the same model and
+ *  signals give the same scores elsewhere. */
 export async function predict({
   task,
   coordinatorUrl = current?.config?.coordinatorUrl,

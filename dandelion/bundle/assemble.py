@@ -181,6 +181,38 @@ def _check_coordinator_url(url: str) -> str:
     return url
 
 
+# Loopback hosts a CSP source can name. Not [::1]: CSP's host grammar has no IPv6 literals
+# (Chromium ignores "http://[::1]:8750" as an invalid source), so a build for ws://[::1] gets
+# no plain-http origin and its predict() is refused: build it for 127.0.0.1 or localhost.
+_LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def _connect_sources(coordinator_url: str | None) -> list[str]:
+    """What the extension pages may connect to: themselves, a WebSocket to any coordinator (the
+    user may pick another on the options page), https for the public model endpoint
+    (``predict()`` fetches the model document and its weights, data, not code) and, for a
+    development build whose coordinator is a ``ws://`` loopback address, that coordinator's
+    plain-http origin. A store build allows no plain http at all."""
+    sources = ["'self'", "ws:", "wss:", "https:"]
+    if coordinator_url is not None:
+        parts = urlsplit(coordinator_url)
+        if parts.scheme == "ws" and parts.hostname in _LOOPBACK:
+            sources.append(f"http://{parts.netloc}")
+    return sources
+
+
+def _write_manifest(out: Path, coordinator_url: str | None) -> None:
+    """The source manifest with ``connect-src`` set for this build (``_connect_sources``)."""
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text())
+    policy = manifest["content_security_policy"]["extension_pages"]
+    directives = [d.strip() for d in policy.split(";") if d.strip()]
+    connect = " ".join(["connect-src", *_connect_sources(coordinator_url)])
+    directives = [connect if d.split()[0] == "connect-src" else d for d in directives]
+    manifest["content_security_policy"]["extension_pages"] = "; ".join(directives)
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
 def assemble_extension(
     out: Path,
     coordinator_url: str | None = None,
@@ -190,7 +222,8 @@ def assemble_extension(
     """The unpacked Manifest V3 extension in ``out``, with a bundle in ``out/worker/`` and, in
     ``out/config.json``, the coordinator it reports to until the user picks another on its
     options page (``None``: none, and the options page asks for one before the user can take
-    part). Describes every file of the extension."""
+    part). The manifest's ``connect-src`` follows ``_connect_sources``. Describes every file of
+    the extension."""
     source = _source_root() / "browser_worker" / "extension"
     if not (source / "manifest.json").is_file():
         raise BundleError(f"no extension sources in {source}")
@@ -201,6 +234,7 @@ def assemble_extension(
     shutil.copytree(source, out)
     bundle = assemble_bundle(out / "worker", pyodide_dir, plugins)
     (out / "config.json").write_text(json.dumps({"coordinatorUrl": coordinator_url}) + "\n")
+    _write_manifest(out, coordinator_url)
     files = _describe(out)
     total = sum(f["bytes"] for f in files.values())
     return BundleInfo(out, bundle.pyodide_version, bundle.wheel, total, files)

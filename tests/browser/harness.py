@@ -3,12 +3,13 @@
 
 Chromium is started so that it cannot reach anything but this machine: host names resolve to
 nothing except 127.0.0.1 (``--host-resolver-rules``), background services are off, and every
-request the browser makes is recorded so a test can assert none left 127.0.0.1.
+request the browser makes is recorded so a test can assert none left this machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import shutil
@@ -159,6 +160,16 @@ class CoordinatorProcess:
             return list(conn.execute(query, params))
 
 
+def _loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine: localhost, or an address in the loopback range."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
 class RequestLog:
     """Every URL the browser asked for, from pages, workers and extension contexts."""
 
@@ -174,7 +185,7 @@ class RequestLog:
             parts = urlsplit(url)
             if parts.scheme in LOCAL_SCHEMES:
                 continue
-            if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            if not _loopback(parts.hostname):
                 bad.append(url)
         return bad
 
@@ -225,17 +236,19 @@ def pyodide_page(bundle_url: str) -> str:
 
 class PageServer:
     """A page on its own origin (another port than the coordinator), as an embedding site
-    would be: it loads the worker bundle cross-origin from the coordinator."""
+    would be: it loads the worker bundle cross-origin from the coordinator. ``host``: an
+    address in the loopback range (127.0.0.2 is another host of this same machine)."""
 
-    def __init__(self, html: str, signals: dict[str, Any]) -> None:
+    def __init__(self, html: str, signals: dict[str, Any], host: str = "127.0.0.1") -> None:
         self.html = html
         self.signals = signals
-        self.port = free_port()
+        self.host = host
+        self.port = free_port(host)
         self._runner: Any = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"http://{self.host}:{self.port}/"
 
     async def start(self) -> None:
         from aiohttp import web
@@ -262,7 +275,7 @@ class PageServer:
         app.router.add_get("/visit/{name}", visit)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, self.host, self.port).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

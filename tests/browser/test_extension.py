@@ -1,8 +1,9 @@
 """The Manifest V3 extension, loaded unpacked into Chromium (a persistent context: plain
-``launch()`` starts no extension service worker): nothing runs before the opt-in; after it,
-the browser's real history (made here by visiting local pages) trains a model whose update a
-real coordinator accepts; the opt-out reaches the coordinator, stops the worker and leaves no
-Dandelion state in the browser."""
+``launch()`` starts no extension service worker): nothing runs and nothing is recorded before
+the opt-in; after it, the browser's real history (made here by visiting local pages) trains a
+model whose update a real coordinator accepts, and tab switches are recorded; the opt-out
+reaches the coordinator, stops the worker and leaves no Dandelion state in the browser, and
+switching tabs afterwards records nothing again."""
 
 from __future__ import annotations
 
@@ -25,6 +26,21 @@ HORIZON_DAYS = 1e-5
 
 async def _text(page: Any, selector: str) -> str:
     return str(await page.evaluate(f"document.querySelector({selector!r}).textContent"))
+
+
+async def _switch(*pages: Any, seconds: float = 0.3) -> None:
+    """Bring each page to the front in turn, for ``seconds`` each."""
+    for page in pages:
+        await page.bring_to_front()
+        await asyncio.sleep(seconds)
+
+
+async def _everything(page: Any) -> dict[str, Any]:
+    """All the extension keeps in chrome.storage, local and session (the page in front)."""
+    local, session = await page.evaluate(
+        "Promise.all([chrome.storage.local.get(null), chrome.storage.session.get(null)])"
+    )
+    return {**local, **session}
 
 
 async def test_extension_opt_in_trains_and_opt_out_is_recorded(
@@ -59,14 +75,24 @@ async def test_extension_opt_in_trains_and_opt_out_is_recorded(
             assert await options.is_visible("#opt-in")
             assert not await options.is_visible("#worker")
             assert await options.evaluate("chrome.storage.local.get('consent')") == {}
+            # Bookmarks are an optional permission, not granted: the page offers to ask for it
+            # (the browser's own prompt, which no one can accept in headless Chromium).
+            assert "Not allowed" in await _text(options, "#bookmarks-state")
+            assert await options.is_visible("#bookmarks-allow")
+            assert not await options.is_visible("#bookmarks-revoke")
 
-            # Browse: the history the extension will read once the user opts in.
+            # Browse: the history the extension will read once the user opts in. Tabs are
+            # opened, switched and navigated, and none of it is recorded: nothing is stored.
             browsing = await context.new_page()
             for name in ["news", "mail", "news", "docs", "news", "mail", "shop", "news"]:
                 await browsing.goto(f"{site.url}visit/{name}")
+            other = await context.new_page()
+            await other.goto(f"{site.url}visit/docs")
+            await _switch(browsing, other, browsing, options)
             await asyncio.sleep(2 * HORIZON_DAYS * 86400)
             await asyncio.sleep(1.0)
             assert coord.sql("select count(*) from events") == [(0,)]
+            assert await _everything(options) == {}
 
             await options.bring_to_front()
             await options.click("#opt-in")
@@ -92,9 +118,23 @@ async def test_extension_opt_in_trains_and_opt_out_is_recorded(
             assert coord.sql("select state from consent where worker_id = ?", worker_id) == [
                 ("opted_in",)
             ]
-            stored = await options.evaluate("chrome.storage.local.get(null)")
+            # Taking part, tab switches are recorded and the time each page was in front.
+            await _switch(other, browsing, options)
+            stored = await poll(
+                options,
+                "chrome.storage.local.get(null)",
+                lambda s: len(s.get("pageTimes", [])) >= 2,
+                timeout=10,
+                what="the extension to record page times",
+            )
             assert stored["consent"] == "opted_in"
             assert stored["kv"], stored  # the worker's pseudonymous id lives here
+            assert [p["url"] for p in stored["pageTimes"]] == [
+                f"{site.url}visit/docs",
+                f"{site.url}visit/news",
+            ]
+            assert all(p["ms"] > 0 for p in stored["pageTimes"]), stored["pageTimes"]
+            assert [e["kind"] for e in stored["tabEvents"]] == ["activated"] * 3
 
             await options.click("#opt-out")
             await poll(
@@ -117,16 +157,18 @@ async def test_extension_opt_in_trains_and_opt_out_is_recorded(
                 "chrome.runtime.getContexts({contextTypes: ['OFFSCREEN_DOCUMENT']})"
             )
             assert contexts == []
-            assert await options.evaluate("chrome.storage.local.get(null)") == {}
+            assert await _everything(options) == {}
             assert not await options.is_visible("#worker")
             await options.screenshot(path=str(artifacts / "extension-options-opted-out.png"))
-            await asyncio.sleep(3)
+            await _switch(browsing, other, options)
+            await asyncio.sleep(3)  # longer than the 2 s in which new items would be pushed
             later = coord.sql(
                 "select event from events where worker_id = ? and at > ?",
                 worker_id,
                 opted_out[0][0],
             )
             assert later == [], later
+            assert await _everything(options) == {}  # switching tabs recorded nothing again
         finally:
             await context.close()
             await site.stop()

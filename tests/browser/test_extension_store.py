@@ -5,7 +5,8 @@ Three proofs. The built folder holds exactly the files we mean to ship (the JS, 
 icons, the Pyodide runtime, the lock file and the worker wheel), and the wheel holds exactly
 this checkout's worker modules. The manifest asks for nothing it does not use, and its content
 security policy lets extension pages run scripts and WebAssembly from the extension alone and
-connect nowhere but the extension and a WebSocket. And in Chromium — loaded through DevTools
+connect nowhere but the extension, a WebSocket and https (the public model endpoint, whose
+weights are data). And in Chromium — loaded through DevTools
 after a recorder attached to every target, so even the offscreen document's Web Worker is
 watched from its first instruction — the extension trains a round for a real coordinator while
 every file it loads comes from its own ``chrome-extension://`` origin and the only request that
@@ -37,15 +38,18 @@ from .traffic import TargetRecorder, netlog_requests
 
 HORIZON_DAYS = 1e-5  # visits older than a second are training data (see test_extension.py)
 PERMISSIONS = ["history", "tabs", "storage", "offscreen", "alarms"]
+OPTIONAL_PERMISSIONS = ["bookmarks"]  # asked for on the options page, on the user's click
 MANIFEST_KEYS = {
     *("manifest_version", "name", "short_name", "version", "description"),
-    *("minimum_chrome_version", "icons", "permissions", "background", "options_ui", "action"),
-    "content_security_policy",
+    *("minimum_chrome_version", "icons", "permissions", "optional_permissions"),
+    *("background", "options_ui", "action", "content_security_policy"),
 }
 # Every source a directive of the extension pages' CSP may name: the extension itself, and
-# for connect-src a WebSocket to the coordinator the user chose (any host, hence the scheme).
+# for connect-src a WebSocket to the coordinator the user chose (any host, hence the scheme)
+# and https, for the model document and weights predict() fetches from the public endpoint.
+# Plain http only in a development build with a loopback coordinator, never in this one.
 CSP_SOURCES = {"'self'", "'none'", "'wasm-unsafe-eval'"}
-CSP_CONNECT_SOURCES = {"'self'", "ws:", "wss:"}
+CSP_CONNECT_SOURCES = {"'self'", "ws:", "wss:", "https:"}
 
 
 def _expected_files() -> set[str]:
@@ -54,7 +58,7 @@ def _expected_files() -> set[str]:
     runtime = f"worker/pyodide-{version}"
     wheel = f"dandelion_worker-{dandelion.__version__}-py3-none-any.whl"
     return {
-        *("manifest.json", "config.json", "background.js", "settings.js"),
+        *("manifest.json", "config.json", "background.js", "settings.js", "signals.js"),
         *("offscreen.html", "offscreen.js", "options.html", "options.js", "options.css"),
         *(f"icons/icon-{size}.png" for size in (16, 32, 48, 128)),
         *("worker/bundle.json", "worker/dandelion.mjs", "worker/dandelion-worker.mjs"),
@@ -130,8 +134,9 @@ def test_the_manifest_asks_for_what_it_uses_and_allows_no_remote_code(built: Bun
     # none), no content scripts, no pages others may load, no update URL of our own.
     assert set(manifest) == MANIFEST_KEYS
     assert manifest["permissions"] == PERMISSIONS
+    assert manifest["optional_permissions"] == OPTIONAL_PERMISSIONS
     code = "\n".join(p.read_text() for p in folder.glob("*.js"))
-    for permission in PERMISSIONS:
+    for permission in PERMISSIONS + OPTIONAL_PERMISSIONS:
         assert f"chrome.{permission}." in code, f"{permission} is asked for but not used"
 
     csp = _csp(manifest)
@@ -273,8 +278,9 @@ async def test_everything_the_extension_runs_is_inside_it(
             everything = list(recorder.requests)
 
             # The policy is in force, not only written: an extension page can neither fetch
-            # from the coordinator's HTTP side nor import the worker bundle it serves (which
-            # carries CORS headers for web pages, so only the CSP stands in the way).
+            # from the coordinator's plain-http side (a store build allows https only; the
+            # coordinator's /models answers with CORS headers, so only the CSP stands in the
+            # way) nor import the worker bundle it serves (with CORS headers, too).
             fetched = f"fetch({json.dumps(coord.http + '/healthz')}, {{mode: 'no-cors'}})"
             assert await _blocked(options, fetched) == "connect-src"
             imported = f"import({json.dumps(coord.http + '/worker/dandelion.mjs')})"

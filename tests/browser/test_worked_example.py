@@ -151,6 +151,8 @@ async def test_worked_example_trains_in_pyodide_and_cpython_predicts_and_exports
         assert answer["task"] == "long-read" and answer["version"] == ROUNDS
         assert answer["objective"] == "long_read" and answer["outputs"] == ["short", "long"]
         assert len(answer["predictions"]) == 20
+        now = answer["now"]  # the moment the page's features describe
+        assert abs(now - time.time()) < 60
 
         # The same scores from the same document and weights in CPython ...
         import aiohttp
@@ -164,7 +166,7 @@ async def test_worked_example_trains_in_pyodide_and_cpython_predicts_and_exports
         params = np.frombuffer(weights, dtype="<f4").astype(np.float64).tolist()
         assert len(params) == spec.param_count
         signals = parse_signals(page_signals)
-        here = predict_here(document, params, signals, time.time())
+        here = predict_here(document, params, signals, now)
         assert [p["item"] for p in here["predictions"]] == [
             p["item"] for p in answer["predictions"]
         ]
@@ -180,7 +182,7 @@ async def test_worked_example_trains_in_pyodide_and_cpython_predicts_and_exports
 
         objective = registry.objective("long_read")
         features = objective.configure(document["features"])
-        inputs = objective.predict_inputs(signals, features, time.time())
+        inputs = objective.predict_inputs(signals, features, now)
         dense = np.zeros((len(inputs), spec.num_features), dtype=np.float32)
         for r, (_, ex) in enumerate(inputs):
             dense[r, list(ex.indices)] = ex.values
