@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dandelion.emulation.results import tree_rss_mb  # noqa: E402
+from dandelion.emulation.memory import tree_rss_mb  # noqa: E402
 
 FLOWER = "flwr[simulation]==1.41.0"
 HYPER = {"learning_rate": 0.3, "epochs": 1, "batch_size": 16, "clip_norm": 10.0}

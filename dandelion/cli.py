@@ -219,7 +219,12 @@ def _add_emulate(sub: Any) -> None:
         "--db", help="websocket: that coordinator's state file (to follow rounds)."
     )
     emulate.add_argument("--data", metavar="NPZ", help="Devices' data from this table file.")
-    emulate.add_argument("--out", metavar="DIR", help="Write rounds.csv, result.json, rounds.svg.")
+    emulate.add_argument(
+        "--out",
+        metavar="DIR",
+        help="Write result.json, rounds.csv, model.safetensors, rounds.svg, timing.json and "
+        "timing.csv (docs/emulation.md, Results).",
+    )
     emulate.add_argument("--max-wall-s", type=float, default=0.0, help="Stop after this [none].")
     emulate.add_argument("--json", action="store_true", help="End with one JSON object.")
     _add_with(emulate)
@@ -526,7 +531,7 @@ def _emulate(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
             url=args.url,
             db=args.db,
-            progress=not args.json or sys.stderr.isatty(),
+            progress=True,  # on standard error, in every mode: stdout keeps the summary
             max_wall_s=args.max_wall_s,
         )
         source = TableSource(args.data) if args.data else None
@@ -548,6 +553,11 @@ def _emulate(args: argparse.Namespace) -> int:
             f"emulated workers in {summary['wall_s']:.1f} s ({summary['clients_per_s']:.0f} "
             f"clients/s); {quality}; peak memory "
             f"{summary['peak_rss_mb']:.0f} MB"
+            + (
+                f"; stopped: {summary['stopped']}"
+                if summary["stopped"] != "rounds_completed"
+                else ""
+            )
         )
     return 0 if summary["rounds"] >= config.rounds else 1
 

@@ -42,10 +42,14 @@ def test_500_workers_over_real_websockets_complete_rounds() -> None:
     assert c.get("connect_failed", 0) == 0
     assert c["peak_concurrent_workers"] == 500  # every worker connected at once
     assert summary["final_accuracy"] is not None
+    # The coordinator in this process tells what each round's dropped is made of.
+    for r in result.rounds:
+        assert r.left is not None and r.unfinished is not None and r.rejected is not None
+        assert r.left + r.unfinished + r.rejected == r.dropped
 
 
 def test_a_second_run_against_the_same_coordinator_counts_only_its_own_rounds(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`--url` and `--db` of a coordinator that already ran rounds: the run trains its own
     rounds (the file's earlier ones are not reported as this run's), and `--db` alone on a file
@@ -74,12 +78,21 @@ def test_a_second_run_against_the_same_coordinator_counts_only_its_own_rounds(
     try:
         wait_for_port(port, serve)
         url = f"ws://127.0.0.1:{port}/ws"
+        capsys.readouterr()
+        for forced in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # standard error is no terminal
+            monkeypatch.delenv(forced, raising=False)
+        watched = {**quick, "progress": True}
         second = emulate(
-            config, EmulateOptions(mode="websocket", url=url, db=db, **quick), task=task
+            config, EmulateOptions(mode="websocket", url=url, db=db, **watched), task=task
         )
+        shown = capsys.readouterr().err
     finally:
         serve.terminate()
         serve.wait(30)
     assert [(r.round, r.status) for r in second.rounds] == [(2, "completed")]
     assert second.counters["trained"] >= 20
     assert second.summary()["final_accuracy"] is not None
+    # Progress against --url, on standard error; the state file keeps only dropped's sum.
+    assert "1/1 rounds, round 2 completed" in shown, shown
+    assert second.rounds[0].left is None and second.summary()["dropped_by"]["left"] is None
+    assert second.stopped == "rounds_completed"

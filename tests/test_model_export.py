@@ -208,6 +208,10 @@ def test_safetensors_round_trips_the_parameters_and_the_metadata(tmp_path: Path)
         assert list(f.keys()) == ["params"]
         assert f.metadata() == meta
         assert f.get_tensor("params").tobytes() == params.tobytes()
+    # The same version exports as the same bytes (the header's keys in a fixed order).
+    again = tmp_path / "again.safetensors"
+    assert export(db, "pages", "--format", "safetensors", "--out", str(again))[0] == 0
+    assert again.read_bytes() == out.read_bytes()
     # Version 0 is still there, by number.
     zero = tmp_path / "zero.safetensors"
     assert (

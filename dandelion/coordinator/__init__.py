@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .coordinator import Coordinator, RoundListener
+from .entropy import Entropy, SeededEntropy
 from .evaluation import EvalRound
 from .lifecycle import RoundAbandoned, RoundLifecycle
 from .pace import PaceSteering
@@ -24,6 +25,7 @@ __all__ = [
     "ACTIONS",
     "CLOSE_TRY_LATER",
     "Coordinator",
+    "Entropy",
     "EvalRound",
     "EvaluationPlan",
     "PaceSteering",
@@ -35,6 +37,7 @@ __all__ = [
     "RoundOutcome",
     "RoundPlan",
     "RoundState",
+    "SeededEntropy",
     "ServerConfig",
     "TaskChangeError",
     "TaskConfig",

@@ -6,8 +6,8 @@ delegates what it decides to three parts: the task registry (``registry.py``: on
 path, resumption from storage, new config versions taken up between rounds), selection
 (``selection.py``: who gets which assignment) and the round lifecycle (``lifecycle.py``: open,
 checkpoint, close, commit, resume); what an edit or a status change may do is
-``taskchanges.py``'s. It knows messages, not sockets. Clocks and the random source are
-injected so tests can drive time.
+``taskchanges.py``'s. It knows messages, not sockets. Clocks and the random sources are
+injected so tests can drive time (and an emulation can seed its secrets: ``entropy.py``).
 
 Every decision is recorded in storage before it is answered. An ``ack`` means the update is in
 its round's stored aggregate and survives a crash; a round ends only by its own rule, never by a
@@ -41,6 +41,7 @@ from ..protocol import (
 from ..protocol.versions import SUPPORTED_VERSIONS
 from ..settings import Settings
 from ..storage import AsyncStore, ParticipationEvent
+from .entropy import Entropy
 from .evaluation import EvalRound
 from .lifecycle import RoundLifecycle, RoundListener
 from .pace import PaceSteering
@@ -72,18 +73,22 @@ class Coordinator:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        entropy: Entropy | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random(secrets.randbits(64))
-        self.registry = TaskRegistry(store)
+        self.entropy = entropy or Entropy()
+        self.registry = TaskRegistry(store, self.entropy)
         self.pace = PaceSteering(
             min_s=settings.pace_min_s,
             max_s=settings.pace_max_s,
             target_rate=settings.target_checkins_per_s,
         )
-        self.lifecycle = RoundLifecycle(store, clock, self.pace, settings.monitor_k)
+        self.lifecycle = RoundLifecycle(
+            store, clock, self.pace, settings.monitor_k, entropy=self.entropy
+        )
         self._last_refresh = 0.0
 
     @property

@@ -18,13 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Callable
 from typing import Any
 
 from ..aggregation import UpdateRejected
 from ..aggregation.optimizers import encode_state
-from ..privacy import BudgetCheck, RoundEvent, evaluation_event, secure_generator
+from ..privacy import BudgetCheck, RoundEvent, evaluation_event
 from ..privacy.ftrl import position
 from ..protocol import Ack, EvalReport, Reject, TensorFrame, Update
 from ..storage import (
@@ -38,6 +37,7 @@ from ..storage import (
     StateStore,
     StorageError,
 )
+from .entropy import Entropy
 from .evaluation import EvalRound
 from .pace import PaceSteering
 from .rounds import Batch, RoundState
@@ -64,8 +64,11 @@ class RoundLifecycle:
         clock: Callable[[], float],
         pace: PaceSteering,
         step: int,
+        *,
+        entropy: Entropy | None = None,
     ) -> None:
         self.store = store
+        self.entropy = entropy or Entropy()
         self.clock = clock
         self.pace = pace
         self.step = step  # reports a checkpoint covers at least: k, the monitoring threshold
@@ -92,7 +95,7 @@ class RoundLifecycle:
                 return
             epsilon_after = check.after
             now = self.clock()  # the accountant took a moment
-        secret = secrets.token_urlsafe(24)
+        secret = self.entropy.round_secret()
         rnd = self._round(runtime, runtime.last_round + 1, now, secret, kind)
         rnd.epsilon_after = epsilon_after
         record = RoundRecord(
@@ -228,7 +231,7 @@ class RoundLifecycle:
             except UpdateRejected as exc:
                 reason, detail = exc.reason, str(exc)
         if batch is None:
-            rnd.rejected += 1
+            rnd.refused(worker_id)
             assert reason is not None
             return await self.refuse(worker_id, update, reason, detail)
         return await self._acknowledge(runtime, rnd, batch, update)
@@ -248,7 +251,7 @@ class RoundLifecycle:
             except UpdateRejected as exc:
                 reason, detail = exc.reason, str(exc)
         if batch is None:
-            rnd.rejected += 1
+            rnd.refused(worker_id)
             assert reason is not None
             return await self.refuse(worker_id, report, reason, detail)
         return await self._acknowledge(runtime, rnd, batch, report)
@@ -342,7 +345,7 @@ class RoundLifecycle:
         now = self.clock()
         batch = rnd.close()
         privacy = runtime.config.privacy
-        rng = secure_generator() if privacy is not None else None
+        rng = self.entropy.noise_generator() if privacy is not None else None
         tree = None
         if privacy is not None and privacy.ftrl:
             assert runtime.tree_noise is not None  # attached when the task was loaded
@@ -430,6 +433,7 @@ class RoundLifecycle:
             runtime.params,
             rnd.opened_at,
             now,
+            dropped_by=rnd.unreported(completed=version is not None),
         )
         for listener in self.listeners:
             listener(outcome)
@@ -439,7 +443,7 @@ class RoundLifecycle:
         and, when released under privacy, its ledger entry commit with the round's close."""
         now = self.clock()
         batch = rnd.close()
-        rng = secure_generator() if runtime.config.privacy is not None else None
+        rng = self.entropy.noise_generator() if runtime.config.privacy is not None else None
         result = rnd.conclude(rng, self.step, now)
         status = "abandoned" if result is None else "completed"
         ledger = _evaluation_ledger_entry(runtime, rnd, result, now)
@@ -505,6 +509,7 @@ class RoundLifecycle:
             rnd.opened_at,
             now,
             kind="evaluate",
+            dropped_by=rnd.unreported(completed=result is not None),
         )
         for listener in self.listeners:
             listener(outcome)
@@ -512,11 +517,12 @@ class RoundLifecycle:
     # -- assignments that lapse ------------------------------------------------------------------
 
     def release(
-        self, runtime: TaskRuntime, worker_id: str, now: float
+        self, runtime: TaskRuntime, worker_id: str, now: float, *, silent: bool = False
     ) -> ParticipationEvent | None:
-        """Free ``worker_id``'s slot in the task's open round; the event to record, if freed."""
+        """Free ``worker_id``'s slot in the task's open round (``silent``: it stayed silent too
+        long; else it went away); the event to record, if freed."""
         rnd = runtime.round
-        if rnd is None or not rnd.open or not rnd.free(worker_id):
+        if rnd is None or not rnd.open or not rnd.free(worker_id, silent=silent):
             return None
         return ParticipationEvent(worker_id, runtime.name, rnd.number, "released", now)
 
@@ -527,7 +533,7 @@ class RoundLifecycle:
             return []
         out = []
         for worker in rnd.silent(now):
-            event = self.release(runtime, worker, now)
+            event = self.release(runtime, worker, now, silent=True)
             if event is not None:
                 out.append(event)
         return out

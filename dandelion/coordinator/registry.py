@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import random
-import secrets
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from ..storage import (
     TaskRecord,
 )
 from ..taskspec.models import init_params
+from .entropy import Entropy
 from .runtime import TaskRuntime
 from .taskconfig import TaskConfig
 
@@ -63,8 +63,9 @@ def _evaluated_version(task: str, store: StateStore) -> int | None:
 class TaskRegistry:
     """The coordinator's tasks by name."""
 
-    def __init__(self, store: AsyncStore) -> None:
+    def __init__(self, store: AsyncStore, entropy: Entropy | None = None) -> None:
         self.store = store
+        self.entropy = entropy or Entropy()
         self.tasks: dict[str, TaskRuntime] = {}
 
     async def refresh(self) -> list[TaskRuntime]:
@@ -173,7 +174,7 @@ class TaskRegistry:
         if privacy is None or not privacy.ftrl:
             return
         name = runtime.name
-        fresh = secrets.token_hex(32)
+        fresh = self.entropy.task_key()
         key: str = await self.store.write(lambda s: s.task_secret(name, _TREE_KEY, fresh))
         std = privacy.noise_multiplier * runtime.config.clip_norm
         runtime.tree_noise = TreeNoise(bytes.fromhex(key), runtime.config.model.param_count, std)

@@ -140,7 +140,9 @@ class RoundBase[A: Sums]:
         self.step = max(1, step)
         self.epsilon_after: float | None = None
         self.open = True
-        self.rejected = 0
+        self.rejected = 0  # reports refused, whatever the reason
+        self._refused: set[str] = set()  # assigned workers with a report refused
+        self._silent: set[str] = set()  # released for staying silent past the report timeout
         self.committed: A = self._empty()
         self.batch: Batch[A] = self._new_batch()
         self.sealed: Batch[A] | None = None  # a batch whose checkpoint is being written
@@ -228,13 +230,18 @@ class RoundBase[A: Sums]:
             self._holding += 1
         return mine
 
-    def free(self, worker_id: str) -> bool:
-        """Free the slot of ``worker_id``'s assignment if it has not reported. True if freed."""
+    def free(self, worker_id: str, *, silent: bool = False) -> bool:
+        """Free the slot of ``worker_id``'s assignment if it has not reported (``silent``: it
+        stayed silent past the report timeout; else its worker went away). True if freed."""
         mine = self._assignments.get(worker_id)
         if mine is None or mine.state != _ACTIVE:
             return False
         mine.state = _RELEASED
         self._holding -= 1
+        if silent:
+            self._silent.add(worker_id)
+        else:
+            self._silent.discard(worker_id)
         return True
 
     def report_timeout(self) -> float:
@@ -271,6 +278,12 @@ class RoundBase[A: Sums]:
         if not self.open:
             return "stale_round"
         return None
+
+    def refused(self, worker_id: str) -> None:
+        """A report of ``worker_id`` was refused by the round's checks."""
+        self.rejected += 1
+        if worker_id in self._assignments:
+            self._refused.add(worker_id)
 
     def _took(self, worker_id: str, now: float) -> Batch[A]:
         """The report of ``worker_id`` is in the open batch: its assignment waits for the
@@ -383,6 +396,29 @@ class RoundBase[A: Sums]:
     @property
     def dropped(self) -> int:
         return self.assigned - self.reported
+
+    def unreported(self, *, completed: bool) -> dict[str, int]:
+        """After :meth:`close`: the assignments without a report in the round's result, by
+        what became of them — ``left``: released because the worker went away (its connection
+        closed, or it opted out); ``unfinished``: still out when the round closed (training,
+        over-selected or slow, or released for staying silent past the report timeout): a
+        report that comes later is refused as ``stale_round``; ``rejected``: the worker's report
+        was refused (by the round's checks, or — ``completed`` false — because the round closed
+        below its minimum and its last batch does not count). They sum to ``assigned`` minus
+        the reports in the result. One pass over the assignments, at close."""
+        left = unfinished = rejected = 0
+        refused, silent = self._refused, self._silent
+        for a in self._assignments.values():
+            state = a.state
+            if state == _REPORTED or (state == _PENDING and completed):
+                continue
+            if state == _PENDING or a.worker_id in refused:
+                rejected += 1
+            elif state == _RELEASED and a.worker_id not in silent:
+                left += 1
+            else:
+                unfinished += 1
+        return {"left": left, "unfinished": unfinished, "rejected": rejected}
 
     # -- telling operators -----------------------------------------------------------------------
 

@@ -28,7 +28,9 @@ Round = RoundState | EvalRound
 class RoundOutcome:
     """What listeners hear when a round closes. ``params`` is the model after the round.
     ``kind`` ``evaluate``: an evaluation round, whose ``metrics`` are its released means (none
-    when withheld) and which leaves the model as it was."""
+    when withheld) and which leaves the model as it was. ``dropped`` (assigned, not in the
+    result) is the sum of ``dropped_by``: ``left``, ``unfinished`` and ``rejected``, as
+    :meth:`~dandelion.coordinator.rounds.RoundBase.unreported` counts them at the close."""
 
     task: str
     round: int
@@ -42,6 +44,7 @@ class RoundOutcome:
     opened_at: float
     closed_at: float
     kind: str = "train"
+    dropped_by: dict[str, int] = field(default_factory=dict)
 
 
 class TaskRuntime:

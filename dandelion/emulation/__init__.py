@@ -7,7 +7,8 @@ need them.
 from __future__ import annotations
 
 from .population import PopulationConfig, PopulationConfigError, load_population
-from .results import RoundRecord, RunResult, write_results
+from .resultfiles import write_results
+from .results import RoundRecord, RunResult
 from .run import EmulateOptions, emulate
 
 __all__ = [

@@ -30,15 +30,18 @@ from browser_worker.host import Connection, Host, KeyValueStore, MemoryKV
 from browser_worker.worker import Worker, WorkerConfig
 
 from ..aggregation import single_threaded_blas
-from ..coordinator import Coordinator, RoundOutcome
+from ..coordinator import Coordinator, RoundOutcome, SeededEntropy
 from ..settings import load_settings
 from ..transport import MemoryTransport, SchemaValidator
 from .behaviour import Behaviour
 from .clock import run_virtual
+from .feasibility import AbandonWatch
 from .links import LinkConnection, link_pair
 from .localdata import DataCache, DeviceData
+from .memory import TreeMemory, peak_rss_mb
 from .plan import EmulationPlan, Evaluator, worker_rng
-from .results import Progress, RoundRecord, RunResult, TreeMemory, peak_rss_mb
+from .progress import Progress
+from .results import RoundRecord, RunResult
 from .store import EmulationStore, InlineStore
 from .trainer import Backend, BatchTrainer, LocalBackend, ProcessBackend
 
@@ -58,6 +61,7 @@ class InProcessOptions:
     progress: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
     max_wall_s: float = 0.0  # 0: no limit
+    doomed: bool = False  # the start-up check says rounds cannot meet their minimum
 
 
 def run_inprocess(plan: EmulationPlan, options: InProcessOptions) -> RunResult:
@@ -137,6 +141,9 @@ class _Emulation:
         self.heap: list[tuple[float, int]] = []
         self.session_count = 0
         self.records: list[RoundRecord] = []
+        self.watch = AbandonWatch(doomed=options.doomed, virtual=True)
+        self.stopped = ""
+        self.warnings: list[str] = []
         self._wake: asyncio.TimerHandle | None = None
         self._done = asyncio.Event()
         self._started = 0.0
@@ -153,7 +160,13 @@ class _Emulation:
         self._loop = asyncio.get_running_loop()
         plan, options = self.plan, self.options
         store = InlineStore(EmulationStore())
-        self.coordinator = Coordinator(store, self.settings, clock=self.clock, rng=_rng(plan))
+        self.coordinator = Coordinator(
+            store,
+            self.settings,
+            clock=self.clock,
+            rng=_rng(plan),
+            entropy=SeededEntropy(plan.config.seed),  # round secrets and DP noise: reproducible
+        )
         self.endpoint = MemoryTransport(self.coordinator, self.settings, SchemaValidator())
         self.backend = _backend(plan, options, self.cache)
         # With worker processes or actors, memory is the whole process tree's, sampled.
@@ -177,6 +190,8 @@ class _Emulation:
         try:
             await self._wait()
         finally:
+            if self.progress is not None:
+                self.progress.close()
             ticker.cancel()
             if self._wake is not None:
                 self._wake.cancel()
@@ -217,25 +232,46 @@ class _Emulation:
             peak_rss_mb=rss,
             counters=dict(self.counters),
             params=runtime.params,
+            model_version=runtime.model_version,
+            stopped=self.stopped,
+            warnings=self.warnings,
         )
 
     async def _wait(self) -> None:
+        """Until the rounds are done or a limit stops the run; ``stopped`` says which."""
         limit_v = self.config.max_virtual_s
         limit_w = self.options.max_wall_s
         loop = asyncio.get_running_loop()
+        runtime = self.coordinator.tasks[self.plan.task.name]
         while not self._done.is_set():
-            step = 3600.0 if not limit_v else max(1.0, limit_v - loop.time())
+            step = 3600.0 if not limit_v else max(1.0, min(3600.0, limit_v - loop.time()))
+            if limit_w:
+                step = min(step, 60.0)  # look at the wall clock often enough
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._done.wait(), step)
+            if self._done.is_set():
+                return
             if limit_v and loop.time() >= limit_v:
-                self.counters["stopped_at_virtual_limit"] = 1
-                return
-            if limit_w and time.perf_counter() - self._started >= limit_w:
-                self.counters["stopped_at_wall_limit"] = 1
-                return
-            if not self.heap and not self.sessions:
-                self.counters["stopped_no_devices_left"] = 1
-                return
+                self._stop("virtual_limit")
+            elif limit_w and time.perf_counter() - self._started >= limit_w:
+                self._stop("wall_limit")
+            elif not self.heap and not self.sessions:
+                self._stop("no_devices_left")
+            elif runtime.status != "active" and runtime.idle:
+                why = f": {runtime.reason}" if runtime.reason else ""
+                self._stop("task_stopped", f"task {runtime.name} is {runtime.status}{why}")
+            else:
+                continue
+            return
+
+    def _stop(self, why: str, warning: str = "") -> None:
+        self.stopped = why
+        self.counters[f"stopped_{why}"] = 1
+        if warning:
+            self.warnings.append(warning)
+            if self.progress is not None:
+                self.progress.say(f"warning: {warning}")
+        self._done.set()
 
     async def _tick(self) -> None:
         while True:
@@ -243,27 +279,40 @@ class _Emulation:
             await asyncio.sleep(self.settings.tick_s)
 
     def _on_round(self, outcome: RoundOutcome) -> None:
-        loss, accuracy = self.evaluate(outcome.params)
+        completed = outcome.status == "completed"
+        loss, accuracy = self.evaluate(outcome.params) if completed else (None, None)
         loop = asyncio.get_running_loop()
+        ledger = self.coordinator.tasks[outcome.task].ledger
+        split = outcome.dropped_by
         record = RoundRecord(
             round=outcome.round,
             status=outcome.status,
             assigned=outcome.assigned,
             reported=outcome.reported,
             dropped=outcome.dropped,
-            accuracy=accuracy if outcome.status == "completed" else None,
-            loss=loss if outcome.status == "completed" else None,
+            left=split.get("left"),
+            unfinished=split.get("unfinished"),
+            rejected=split.get("rejected"),
+            accuracy=accuracy,
+            loss=loss,
             train_loss=outcome.metrics.get("loss"),
+            # The ledger's ε after this round: what `dandelion task show` reports as spent.
+            epsilon=ledger.spent if ledger is not None else None,
             virtual_s=loop.time(),
-            wall_s=time.perf_counter() - self._started,
             sessions=len(self.sessions),
+            wall_s=time.perf_counter() - self._started,
         )
         self.records.append(record)
         done = len(self._completed())
         if self.progress is not None:
             self.progress.update(done, record, f", {len(self.sessions)} in session")
         if done >= self.config.rounds:
+            self.stopped = "rounds_completed"
             self._done.set()
+            return
+        given_up = self.watch.closed(record)
+        if given_up is not None:
+            self._stop("rounds_abandoned", given_up)
 
     def _completed(self) -> list[RoundRecord]:
         return [r for r in self.records if r.status == "completed"]

@@ -7,12 +7,17 @@ result.summary()["final_accuracy"]
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .localdata import DataSource
 from .population import PopulationConfig, PopulationConfigError
 from .results import RunResult
+
+if TYPE_CHECKING:
+    from .plan import EmulationPlan
 
 __all__ = ["EmulateOptions", "emulate"]
 
@@ -30,7 +35,7 @@ class EmulateOptions:
     db: str | None = None  # websocket: that coordinator's state file, to follow its rounds
     coordinator: str = "subprocess"  # websocket without url: subprocess | inprocess
     cache_devices: int = 2000
-    progress: bool = True
+    progress: bool = True  # a progress bar, and the start-up warnings, on standard error
     max_wall_s: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -43,7 +48,9 @@ def emulate(
     source: DataSource | None = None,
 ) -> RunResult:
     """Run one emulation. Raises PopulationConfigError for a population or task that cannot
-    run (the message names the field)."""
+    run (the message names the field). What the start-up check finds wrong (a population that
+    cannot meet the task's goal, a privacy budget that does not last the rounds) is printed
+    on standard error before the run (with ``progress``) and kept in ``result.warnings``."""
     options = options or EmulateOptions()
     if options.mode not in MODES:
         raise PopulationConfigError(f"mode: one of {list(MODES)}, not {options.mode!r}")
@@ -51,9 +58,36 @@ def emulate(
         raise PopulationConfigError(f"backend: one of {list(BACKENDS)}, not {options.backend!r}")
     if options.processes < 1:
         raise PopulationConfigError("processes: at least 1")
+    from .feasibility import start_check
     from .plan import make_plan
+    from .provenance import run_info
 
     plan = make_plan(config, task=task, source=source)
+    check = start_check(plan)
+    if options.progress:
+        for line in check.warnings:
+            print(f"warning: {line}", file=sys.stderr, flush=True)
+    started_at = time.time()
+    result = _run(plan, options, check.doomed)
+    result.info = run_info(plan, _shaping(options))
+    result.warnings = [*check.warnings, *result.warnings]
+    result.started_at = started_at
+    return result
+
+
+def _shaping(options: EmulateOptions) -> dict[str, Any]:
+    """The options that shape a run's rounds (not where it connects or its wall limit)."""
+    shaping: dict[str, Any] = {"settings": dict(sorted(options.settings.items()))}
+    if options.mode == "inprocess":
+        shaping["cache_devices"] = options.cache_devices
+        if options.backend != "local":
+            shaping["processes"] = options.processes
+    else:
+        shaping["coordinator"] = "url" if options.url is not None else options.coordinator
+    return shaping
+
+
+def _run(plan: EmulationPlan, options: EmulateOptions, doomed: bool) -> RunResult:
     if options.mode == "inprocess":
         from .inprocess import InProcessOptions, run_inprocess
 
@@ -67,6 +101,7 @@ def emulate(
                 progress=options.progress,
                 settings=dict(options.settings),
                 max_wall_s=options.max_wall_s,
+                doomed=doomed,
             ),
         )
     from .websocket import WebSocketOptions, run_websocket
@@ -80,5 +115,6 @@ def emulate(
             progress=options.progress,
             max_wall_s=options.max_wall_s or 1800.0,
             settings=dict(options.settings),
+            doomed=doomed,
         ),
     )

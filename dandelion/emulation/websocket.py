@@ -35,13 +35,16 @@ from browser_worker.host import ConnectFailed, Connection, ConnectionClosed, Hos
 from browser_worker.host.cpython import CPythonHost
 from browser_worker.worker import Worker, WorkerConfig
 
-from ..coordinator import RoundOutcome
+from ..coordinator import Coordinator, RoundOutcome
 from ..storage import SQLiteStore
 from .behaviour import Behaviour
+from .feasibility import AbandonWatch
 from .localdata import DataCache, DeviceData
+from .memory import peak_rss_mb, tree_rss_mb
 from .plan import EmulationPlan, Evaluator, worker_rng
 from .population import PopulationConfigError
-from .results import Progress, RoundRecord, RunResult, peak_rss_mb, tree_rss_mb
+from .progress import Progress
+from .results import RoundRecord, RunResult
 from .trainer import BatchTrainer, LocalBackend
 
 __all__ = ["WebSocketOptions", "raise_open_files_limit", "run_websocket"]
@@ -60,6 +63,29 @@ class WebSocketOptions:
     progress: bool = True
     max_wall_s: float = 600.0
     settings: dict[str, Any] = field(default_factory=dict)
+    doomed: bool = False  # the start-up check says rounds cannot meet their minimum
+
+
+@dataclass(frozen=True, slots=True)
+class _Closed:
+    """A round the coordinator closed, as the emulator learns of it: from the coordinator's
+    listener (in this process) or its state file. ``dropped_by`` is None from the state file,
+    which keeps only the sum."""
+
+    round: int
+    status: str
+    assigned: int
+    reported: int
+    dropped: int
+    dropped_by: dict[str, int] | None
+    metrics: dict[str, float]
+    params: np.ndarray | None
+    model_version: int | None
+    epsilon: float | None  # the task's ledger after the round (None: no privacy)
+
+
+#: The rounds closed so far, and the task's status and reason (None: not known).
+_Follow = tuple[list[_Closed], tuple[str, str] | None]
 
 
 def raise_open_files_limit(needed: int) -> int:
@@ -155,7 +181,8 @@ async def _run(plan: EmulationPlan, options: WebSocketOptions) -> RunResult:
 
 @contextlib.asynccontextmanager
 async def _coordinator(plan: EmulationPlan, options: WebSocketOptions) -> Any:
-    """Yield (worker URL, a function that returns the rounds closed so far)."""
+    """Yield (worker URL, a function that returns the rounds closed so far and the task's
+    status)."""
     from ..tasks_cli import create_task_in
 
     # Every emulated worker connects from 127.0.0.1: lift the per-address connection limit.
@@ -168,7 +195,7 @@ async def _coordinator(plan: EmulationPlan, options: WebSocketOptions) -> Any:
     }
     if options.url is not None:
         given = options.db
-        yield options.url, (lambda: _rounds_in(given, plan)) if given else list
+        yield options.url, (lambda: _rounds_in(given, plan)) if given else (lambda: ([], None))
         return
     with tempfile.TemporaryDirectory(prefix="dandelion-emulate-") as tmp:
         db = options.db or str(Path(tmp) / "state.db")
@@ -178,20 +205,28 @@ async def _coordinator(plan: EmulationPlan, options: WebSocketOptions) -> Any:
             from ..app import make_app
             from ..settings import load_settings
 
-            outcomes: list[RoundOutcome] = []
+            outcomes: list[_Closed] = []
+            running: list[Coordinator] = []
+
+            def follow(c: Coordinator) -> None:
+                running.append(c)
+                c.add_listener(lambda o: outcomes.append(_from_outcome(o, c)))
+
+            def state() -> _Follow:
+                if not running or plan.task.name not in running[0].tasks:
+                    return list(outcomes), None
+                runtime = running[0].tasks[plan.task.name]
+                return list(outcomes), (runtime.status, runtime.reason)
+
             resolved = load_settings(environ={}, overrides={**settings, "db": db, "port": 0})
-            app = make_app(
-                resolved,
-                on_coordinator=lambda c: c.add_listener(outcomes.append),
-                tasks=[plan.task],
-            )
+            app = make_app(resolved, on_coordinator=follow, tasks=[plan.task])
             runner = web.AppRunner(app, handle_signals=False)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
             await site.start()
             port = runner.addresses[0][1]
             try:
-                yield f"ws://127.0.0.1:{port}/ws", lambda: [_from_outcome(o) for o in outcomes]
+                yield f"ws://127.0.0.1:{port}/ws", state
             finally:
                 await runner.cleanup()
             return
@@ -218,15 +253,32 @@ async def _coordinator(plan: EmulationPlan, options: WebSocketOptions) -> Any:
                 proc.kill()
 
 
-def _from_outcome(o: RoundOutcome) -> tuple[int, str, int, int, int, dict[str, float], np.ndarray]:
-    return (o.round, o.status, o.assigned, o.reported, o.dropped, o.metrics, o.params)
+def _from_outcome(o: RoundOutcome, coordinator: Coordinator) -> _Closed:
+    runtime = coordinator.tasks.get(o.task)
+    ledger = runtime.ledger if runtime is not None else None
+    return _Closed(
+        o.round,
+        o.status,
+        o.assigned,
+        o.reported,
+        o.dropped,
+        dict(o.dropped_by),
+        o.metrics,
+        o.params if o.status == "completed" else None,
+        o.model_version,
+        ledger.spent if ledger is not None else None,
+    )
 
 
-def _rounds_in(db: str, plan: EmulationPlan) -> list[Any]:
-    """Closed rounds from the coordinator's state file (read-only), with each model."""
+def _rounds_in(db: str, plan: EmulationPlan) -> _Follow:
+    """Closed rounds from the coordinator's state file (read-only), with each model and the
+    ε its ledger says after each (what `dandelion task show` reads); the task's status."""
     store = SQLiteStore(db)
     try:
         name = plan.task.name
+        record = store.get_task(name)
+        private = plan.task.privacy is not None
+        ledger = [(e.round, e.epsilon) for e in store.list_ledger(name)] if private else []
         out = []
         versions = {v.round: v.version for v in store.list_model_versions(name)}
         for r in sorted(store.list_rounds(name, limit=100_000), key=lambda r: r.round):
@@ -237,8 +289,23 @@ def _rounds_in(db: str, plan: EmulationPlan) -> list[Any]:
                 mv = store.get_model_version(name, versions[r.round])
                 assert mv is not None
                 params = np.frombuffer(mv.params, dtype="<f4")
-            out.append((r.round, r.status, r.assigned, r.reported, r.dropped, r.metrics, params))
-        return out
+            spent = [eps for n, eps in ledger if n <= r.round]
+            epsilon = (spent[-1] if spent else 0.0) if private else None
+            out.append(
+                _Closed(
+                    r.round,
+                    r.status,
+                    r.assigned,
+                    r.reported,
+                    r.dropped,
+                    None,
+                    r.metrics,
+                    params,
+                    versions.get(r.round),
+                    epsilon,
+                )
+            )
+        return out, (record.status, record.reason) if record is not None else None
     finally:
         store.close()
 
@@ -305,44 +372,82 @@ async def _emulate(
 
     # A coordinator that ran before (``--url`` and ``--db`` of an earlier run) has closed rounds
     # of its own: only rounds closed from now on are this run's.
-    earlier = {r[0] for r in await asyncio.to_thread(rounds_of)}
+    earlier = {r.round for r in (await asyncio.to_thread(rounds_of))[0]}
     for device in range(plan.size):
         loop.call_later(ramp * device / plan.size, start, device)
     progress = Progress(config.rounds) if options.progress else None
+    watch = AbandonWatch(doomed=options.doomed, virtual=False)
     records: list[RoundRecord] = []
+    warnings: list[str] = []
     final: np.ndarray | None = None
+    version = 0
     peak_open = 0
+    stopped: list[str] = []  # why the run ends, once it does
+
+    def stop(why: str, warning: str = "") -> None:
+        stopped.append(why)
+        if why != "rounds_completed":
+            counts[f"stopped_{why}"] = 1
+        if warning:
+            warnings.append(warning)
+            if progress is not None:
+                progress.say(f"warning: {warning}")
+
     try:
-        while time.perf_counter() - started < options.max_wall_s:
+        while not stopped:
+            if time.perf_counter() - started >= options.max_wall_s:
+                stop("wall_limit")
+                break
             await asyncio.sleep(0.5)
             peak_open = max(peak_open, sum(1 for t in tasks.values() if not t.done()))
-            closed = [r for r in await asyncio.to_thread(rounds_of) if r[0] not in earlier]
-            for rnd, status, assigned, reported, dropped, metrics, params in closed[len(records) :]:
-                loss, accuracy = evaluate(params) if params is not None else (None, None)
-                final = params if params is not None else final
+            seen, status = await asyncio.to_thread(rounds_of)
+            closed = [r for r in seen if r.round not in earlier]
+            for c in closed[len(records) :]:
+                loss, accuracy = evaluate(c.params) if c.params is not None else (None, None)
+                if c.params is not None:
+                    final, version = c.params, c.model_version or version + 1
+                split = c.dropped_by or {}
                 record = RoundRecord(
-                    rnd,
-                    status,
-                    assigned,
-                    reported,
-                    dropped,
-                    accuracy,
-                    loss,
-                    metrics.get("loss"),
-                    0.0,
-                    time.perf_counter() - started,
-                    peak_open,
+                    round=c.round,
+                    status=c.status,
+                    assigned=c.assigned,
+                    reported=c.reported,
+                    dropped=c.dropped,
+                    left=split.get("left"),
+                    unfinished=split.get("unfinished"),
+                    rejected=split.get("rejected"),
+                    accuracy=accuracy,
+                    loss=loss,
+                    train_loss=c.metrics.get("loss"),
+                    epsilon=c.epsilon,
+                    virtual_s=0.0,
+                    sessions=peak_open,
+                    wall_s=time.perf_counter() - started,
                 )
                 records.append(record)
                 done = sum(r.status == "completed" for r in records)
                 if progress is not None:
                     progress.update(done, record, f", {counts['connections']} connections")
-            if sum(r.status == "completed" for r in records) >= config.rounds:
+                if done >= config.rounds:
+                    stop("rounds_completed")
+                    break
+                given_up = watch.closed(record)
+                if given_up is not None:
+                    stop("rounds_abandoned", given_up)
+                    break
+            if stopped:
                 break
-        else:
-            counts["stopped_at_wall_limit"] = 1
+            if status is not None and status[0] != "active":
+                why = f": {status[1]}" if status[1] else ""
+                stop("task_stopped", f"task {plan.task.name} is {status[0]}{why}")
+            elif progress is not None:
+                progress.status(
+                    f"{counts['connections']} connections, {trainer.stats.trained} updates trained"
+                )
     finally:
         wall = time.perf_counter() - started
+        if progress is not None:
+            progress.close()
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
@@ -359,4 +464,7 @@ async def _emulate(
         peak_rss_mb=max(peak_rss_mb(), tree_rss_mb(os.getpid())),
         counters=dict(counts),
         params=final,
+        model_version=version,
+        stopped=stopped[0] if stopped else "",
+        warnings=warnings,
     )
