@@ -110,8 +110,22 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
     try:
         check_port(settings.port)
         parse_networks(settings.trusted_proxies)
+    except (ServingError, ValueError) as exc:
+        return fail("serve", exc, 2)
+    for path in task_files:  # a plugin the bundle lacks is named as such, before parsing
+        name, objective, kind = _raw_needs(path)
+        if not objective:
+            continue
+        if bundle is not None:
+            lacking = missing(bundle, objective, kind)
+            where = f"{settings.bundle_dir} (rebuild it: dandelion bundle --with PACKAGE)"
+        else:
+            lacking, where = unknown_here(objective, kind), "(dandelion bundle --with PACKAGE)"
+        if lacking is not None:
+            return fail("serve", f"task {name}: {lacking} {where}", 2)
+    try:
         configs = [load_task(f) for f in task_files]
-    except (ServingError, TaskConfigError, ValueError) as exc:
+    except (TaskConfigError, ValueError) as exc:
         return fail("serve", exc, 2)
     db = Path(settings.db)
     for name, objective, kind in _task_needs(configs, db):
@@ -146,6 +160,22 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
         app = make_app(settings, tasks=configs)
         run_server(app, settings, before_start=prepare, on_ready=_print_listening)
     return 0
+
+
+def _raw_needs(path: str) -> tuple[str, str, str]:
+    """``(name, objective, model kind)`` as a task file spells them; empty strings for what it
+    lacks or when it does not read (its parse then says why)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except (OSError, ValueError):
+        return "", "", ""
+    model = raw.get("model")
+    kind = model.get("kind", "") if isinstance(model, dict) else ""
+    name, objective = raw.get("name", path), raw.get("objective", "")
+    return str(name), str(objective) if isinstance(objective, str) else "", str(kind)
 
 
 def _task_needs(configs: Sequence[TaskConfig], db: Path) -> list[tuple[str, str, str]]:

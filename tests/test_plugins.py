@@ -86,6 +86,16 @@ async def test_serve_refuses_a_task_its_bundle_cannot_run(tmp_path: Path) -> Non
     )
     assert nothing.returncode == 2
     assert "objective 'long_read' and model 'relu_net' not known here" in one_line(nothing)
+    # The same refusal for a task given as a file, before its objective is looked up.
+    fresh = tmp_path / "fresh.db"
+    as_file = ["serve", "--db", str(fresh), "--port", "0", "--task", str(EXAMPLE / "task.toml")]
+    refused_file = dandelion(*as_file, "--bundle-dir", str(plain))
+    assert refused_file.returncode == 2
+    assert one_line(refused_file) == one_line(refused)
+    nothing_file = dandelion(*as_file, "--bundle-dir", str(tmp_path / "none"))
+    assert nothing_file.returncode == 2
+    assert one_line(nothing_file) == one_line(nothing)
+    assert not fresh.exists()
 
     # The bundle that holds the package: serve configures the task with the wheel's own code.
     server = Serve(tmp_path, db, "--bundle-dir", str(full)).start()

@@ -125,7 +125,7 @@ def missing(tasks: dict[str, Any], objective_ref: str, model_kind: str) -> str |
     """What of a task the bundle lacks, in words; None when it has both."""
     lacking = _lacking(
         ("objective", objective_ref, _has(tasks, "objectives", objective_ref)),
-        ("model", model_kind, _has(tasks, "models", model_kind)),
+        ("model", model_kind, not model_kind or _has(tasks, "models", model_kind)),
     )
     return f"{lacking} not in the served bundle" if lacking else None
 
@@ -147,6 +147,6 @@ def unknown_here(objective_ref: str, model_kind: str) -> str | None:
     """With no bundle served: what of a task this process cannot resolve, in words."""
     lacking = _lacking(
         ("objective", objective_ref, _known_here(registry.objective, objective_ref)),
-        ("model", model_kind, _known_here(registry.model, model_kind)),
+        ("model", model_kind, not model_kind or _known_here(registry.model, model_kind)),
     )
     return f"{lacking} not known here and no bundle is served" if lacking else None
