@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +96,7 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
     LeaseHeldError (another coordinator), ServingError (the port), StorageError.
     """
     from .app import make_app
-    from .bundle.contents import missing, read_bundle_tasks, unknown_here, use_bundle_plugins
+    from .bundle.contents import read_bundle_tasks, use_bundle_plugins
     from .coordinator import TaskConfigError
     from .serving import ServingError, check_port, run_server
     from .storage import SQLiteStore
@@ -112,30 +112,16 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
         parse_networks(settings.trusted_proxies)
     except (ServingError, ValueError) as exc:
         return fail("serve", exc, 2)
-    for path in task_files:  # a plugin the bundle lacks is named as such, before parsing
-        name, objective, kind = _raw_needs(path)
-        if not objective:
-            continue
-        if bundle is not None:
-            lacking = missing(bundle, objective, kind)
-            where = f"{settings.bundle_dir} (rebuild it: dandelion bundle --with PACKAGE)"
-        else:
-            lacking, where = unknown_here(objective, kind), "(dandelion bundle --with PACKAGE)"
-        if lacking is not None:
-            return fail("serve", f"task {name}: {lacking} {where}", 2)
     try:
         configs = [load_task(f) for f in task_files]
     except (TaskConfigError, ValueError) as exc:
-        return fail("serve", exc, 2)
+        # A plugin the bundle lacks fails the parse too: name it as the bundle's refusal.
+        raw = [needs for needs in map(_raw_needs, task_files) if needs[1]]
+        return fail("serve", _bundle_refusal(bundle, settings.bundle_dir, raw) or exc, 2)
     db = Path(settings.db)
-    for name, objective, kind in _task_needs(configs, db):
-        if bundle is not None:
-            lacking = missing(bundle, objective, kind)
-            where = f"{settings.bundle_dir} (rebuild it: dandelion bundle --with PACKAGE)"
-        else:
-            lacking, where = unknown_here(objective, kind), "(dandelion bundle --with PACKAGE)"
-        if lacking is not None:
-            return fail("serve", f"task {name}: {lacking} {where}", 2)
+    refusal = _bundle_refusal(bundle, settings.bundle_dir, _task_needs(configs, db))
+    if refusal is not None:
+        return fail("serve", refusal, 2)
     if not db.exists():
         if not db.parent.is_dir():
             return fail("serve", f"the folder {db.parent} of the state file {db} does not exist", 2)
@@ -162,9 +148,27 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
     return 0
 
 
+def _bundle_refusal(
+    bundle: dict[str, Any] | None, bundle_dir: str, needs: Iterable[tuple[str, str, str]]
+) -> str | None:
+    """The one line refusing the first task whose objective or model the served bundle (or, with
+    none served, this process) lacks; None when every task can run."""
+    from .bundle.contents import missing, unknown_here
+
+    for name, objective, kind in needs:
+        if bundle is not None:
+            lacking = missing(bundle, objective, kind)
+            where = f"{bundle_dir} (rebuild it: dandelion bundle --with PACKAGE)"
+        else:
+            lacking, where = unknown_here(objective, kind), "(dandelion bundle --with PACKAGE)"
+        if lacking is not None:
+            return f"task {name}: {lacking} {where}"
+    return None
+
+
 def _raw_needs(path: str) -> tuple[str, str, str]:
-    """``(name, objective, model kind)`` as a task file spells them; empty strings for what it
-    lacks or when it does not read (its parse then says why)."""
+    """``(name, objective, model kind)`` as a task file that failed to parse spells them; empty
+    strings for what it lacks or when it does not read."""
     import tomllib
 
     try:
