@@ -49,6 +49,21 @@ def chromium_path() -> str:
     return path
 
 
+async def extension_chromium(
+    pw: Any, profile: Path, args: list[str], extension: Path | None = None
+) -> Any:
+    """Chromium that may run extensions, on a persistent ``profile``; with ``extension``, that
+    unpacked extension loaded and no other."""
+    loaded = [f"--disable-extensions-except={extension}", f"--load-extension={extension}"]
+    return await pw.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=chromium_path(),
+        headless=False,  # CHROMIUM_ARGS carries --headless=new, which runs extensions
+        ignore_default_args=["--disable-extensions"],
+        args=[*args, *(loaded if extension is not None else [])],
+    )
+
+
 def task_toml(
     name: str = "revisit-7d",
     *,

@@ -17,7 +17,7 @@ from playwright.async_api import async_playwright
 from dandelion.bundle import assemble_extension
 
 from ..conftest import scaled
-from .harness import CHROMIUM_ARGS, PageServer, RequestLog, chromium_path, poll, task_toml
+from .harness import CHROMIUM_ARGS, PageServer, RequestLog, extension_chromium, poll, task_toml
 
 # Visits older than the horizon become examples: 1e-5 days is under a second, so the pages
 # visited a moment ago are already training data.
@@ -52,17 +52,7 @@ async def test_extension_opt_in_trains_and_opt_out_is_recorded(
     site = PageServer("<!doctype html><title>home</title>", {})
     await site.start()
     async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=chromium_path(),
-            headless=False,  # CHROMIUM_ARGS carries --headless=new, which runs extensions
-            ignore_default_args=["--disable-extensions"],
-            args=[
-                *CHROMIUM_ARGS,
-                f"--disable-extensions-except={extension}",
-                f"--load-extension={extension}",
-            ],
-        )
+        context = await extension_chromium(pw, tmp_path / "profile", CHROMIUM_ARGS, extension)
         try:
             context.on("request", requests.record)
             worker = context.service_workers or [await context.wait_for_event("serviceworker")]
@@ -215,17 +205,7 @@ async def test_options_page_checks_and_changes_the_coordinator(
     site = PageServer("<!doctype html><title>home</title>", {})
     await site.start()
     async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=chromium_path(),
-            headless=False,
-            ignore_default_args=["--disable-extensions"],
-            args=[
-                *CHROMIUM_ARGS,
-                f"--disable-extensions-except={extension}",
-                f"--load-extension={extension}",
-            ],
-        )
+        context = await extension_chromium(pw, tmp_path / "profile", CHROMIUM_ARGS, extension)
         try:
             context.on("request", requests.record)
             worker = context.service_workers or [await context.wait_for_event("serviceworker")]

@@ -33,7 +33,7 @@ import dandelion
 from dandelion.bundle import BundleInfo, assemble_extension, find_pyodide
 from dandelion.bundle.wheel import worker_files
 
-from .harness import CHROMIUM_ARGS, PageServer, RequestLog, chromium_path, poll, task_toml
+from .harness import CHROMIUM_ARGS, PageServer, RequestLog, extension_chromium, poll, task_toml
 from .traffic import TargetRecorder, netlog_requests
 
 HORIZON_DAYS = 1e-5  # visits older than a second are training data (see test_extension.py)
@@ -175,12 +175,10 @@ async def _chromium(profile: Path, netlog: Path) -> AsyncIterator[BrowserContext
     """Chromium with no extension yet, a second DevTools port for the recorder and a NetLog.
     ``Extensions.loadUnpacked`` needs --enable-unsafe-extension-debugging."""
     async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=chromium_path(),
-            headless=False,  # CHROMIUM_ARGS carries --headless=new, which runs extensions
-            ignore_default_args=["--disable-extensions"],
-            args=[
+        context = await extension_chromium(
+            pw,
+            profile,
+            [
                 *CHROMIUM_ARGS,
                 "--enable-unsafe-extension-debugging",
                 "--remote-debugging-port=0",

@@ -23,7 +23,14 @@ from dandelion.plugins import use_plugins
 from dandelion.taskspec import ModelSpec, parse_signals, registry
 
 from ..conftest import scaled
-from .harness import CHROMIUM_ARGS, CoordinatorProcess, PageServer, RequestLog, chromium_path, poll
+from .harness import (
+    CHROMIUM_ARGS,
+    CoordinatorProcess,
+    PageServer,
+    RequestLog,
+    extension_chromium,
+    poll,
+)
 from .test_worked_example import PACKAGE, ROUNDS, cpython_worker, dandelion, example_task
 from .traffic import TargetRecorder
 
@@ -88,17 +95,11 @@ async def test_worked_example_trains_and_predicts_in_the_extension(
     profile = tmp_path / "profile"
     try:
         async with async_playwright() as pw:
-            context = await pw.chromium.launch_persistent_context(
-                str(profile),
-                executable_path=chromium_path(),
-                headless=False,  # CHROMIUM_ARGS carries --headless=new, which runs extensions
-                ignore_default_args=["--disable-extensions"],
-                args=[
-                    *ARGS,
-                    "--remote-debugging-port=0",  # for the recorder, beside Playwright's pipe
-                    f"--disable-extensions-except={extension}",
-                    f"--load-extension={extension}",
-                ],
+            context = await extension_chromium(
+                pw,
+                profile,
+                [*ARGS, "--remote-debugging-port=0"],  # for the recorder, beside Playwright's pipe
+                extension,
             )
             try:
                 context.on("request", requests.record)
