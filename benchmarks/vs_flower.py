@@ -241,44 +241,27 @@ def run_dandelion(table: Path, n: int, rounds: int, timeout: float, work: Path) 
     }
 
 
-def run_flower(python: Path, table: Path, n: int, rounds: int, timeout: float, work: Path) -> Any:
+def run_peer(
+    framework: str, python: Path, table: Path, n: int, rounds: int, timeout: float, work: Path
+) -> Any:
+    """Run ``benchmarks/<framework>_side.py`` (``flower`` or ``pfl``) in the peer's own Python.
+    Each side prints one JSON line as its clock starts (``start``; Flower's is on its first
+    round's line), one per round (``round``, ``end``; Flower's also the ``results`` it got: a
+    round counts only with every client's), and its final accuracy."""
     h = HYPER
-    model = work / f"flower_n{n}.npy"
-    cmd = [str(python), str(ROOT / "benchmarks" / "flower_side.py"), str(table), str(n)]
+    model = work / f"{framework}_n{n}.npy"
+    cmd = [str(python), str(ROOT / "benchmarks" / f"{framework}_side.py"), str(table), str(n)]
     cmd += [str(rounds), str(h["learning_rate"]), str(h["epochs"]), str(h["batch_size"])]
     cmd += [str(h["clip_norm"]), str(model)]
     out, launched, peak, timed_out = _run_process(cmd, timeout)
     marks = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    done = [m for m in marks if "round" in m and m["results"] == n]
-    final = next((m for m in marks if "final_accuracy" in m), {})
-    start = marks[0]["start"] if marks and "start" in marks[0] else None
+    done = [m for m in marks if "round" in m and m.get("results", n) == n]
+    start = next((m["start"] for m in marks if "start" in m), None)
+    final: dict[str, Any] = next((m for m in marks if "final_accuracy" in m), {})
     return {
-        "framework": "flower",
+        "framework": framework,
         "n": n,
         **_figures(n, start, [m["end"] for m in done]),
-        "setup_s": round(start - launched, 1) if start is not None else None,
-        "process_wall_s": round(time.time() - launched, 1),
-        "final_accuracy": final.get("final_accuracy"),
-        "model": str(model) if model.exists() else None,
-        "timed_out": timed_out,
-        "peak_tree_rss_mb": round(peak, 1),
-    }
-
-
-def run_pfl(python: Path, table: Path, n: int, rounds: int, timeout: float, work: Path) -> Any:
-    h = HYPER
-    model = work / f"pfl_n{n}.npy"
-    cmd = [str(python), str(ROOT / "benchmarks" / "pfl_side.py"), str(table), str(n)]
-    cmd += [str(rounds), str(h["learning_rate"]), str(h["epochs"]), str(h["batch_size"])]
-    cmd += [str(h["clip_norm"]), str(model)]
-    out, launched, peak, timed_out = _run_process(cmd, timeout)
-    marks = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    start = next((m["start"] for m in marks if "start" in m), None)
-    final = next((m for m in marks if "final_accuracy" in m), {})
-    return {
-        "framework": "pfl",
-        "n": n,
-        **_figures(n, start, [m["end"] for m in marks if "round" in m]),
         "setup_s": round(start - launched, 1) if start is not None else None,
         "process_wall_s": round(time.time() - launched, 1),
         "final_accuracy": final.get("final_accuracy"),
@@ -371,9 +354,13 @@ def main() -> None:
                 row = [ours]
                 peers: list[dict[str, Any]] = []
                 if flower is not None and n in flower_sizes:
-                    peers.append(run_flower(flower, part, n, args.rounds, args.peer_timeout, work))
+                    peers.append(
+                        run_peer("flower", flower, part, n, args.rounds, args.peer_timeout, work)
+                    )
                 if pfl is not None:
-                    peers.append(run_pfl(pfl, part, n, args.rounds, args.peer_timeout, work))
+                    peers.append(
+                        run_peer("pfl", pfl, part, n, args.rounds, args.peer_timeout, work)
+                    )
                 row += peers
                 summary[f"dandelion_clients_per_s_{key}"] = ours.get("steady_clients_per_s")
                 for theirs in peers:
