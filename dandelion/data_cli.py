@@ -116,7 +116,7 @@ def _check(path: str) -> dict[str, Any]:
     }
     info["line"] = (
         f"{path}: {info['devices']} devices, {info['rows']} rows "
-        f"({info['rows_per_device']['min']}–{info['rows_per_device']['max']} per device), "
+        f"({info['rows_per_device']['min']} to {info['rows_per_device']['max']} per device), "
         f"{info['test_rows']} held out, {info['num_features']} features, "
         + ("regression targets" if info["regression"] else f"labels 0 .. {info['max_label']}")
     )

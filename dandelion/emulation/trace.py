@@ -21,6 +21,7 @@ import bisect
 import csv
 import hashlib
 import io
+import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -267,7 +268,7 @@ def _check_overlaps(where: str, sessions: list[Session]) -> None:
         by_device.setdefault(s.device, []).append(s)
     for device, ss in sorted(by_device.items()):
         ss.sort(key=lambda s: s.start_s)
-        for a, b in zip(ss, ss[1:], strict=False):
+        for a, b in itertools.pairwise(ss):
             if b.start_s < a.end_s:
                 raise TraceError(
                     f"{where}: device {device}: the session from {b.start_s:g} s starts before "
