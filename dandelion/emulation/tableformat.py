@@ -92,9 +92,10 @@ def read_table(path: str | Path) -> dict[str, np.ndarray]:
     int32, values and targets float64, labels int8, or int16 past 127 classes, ptr int64)."""
     where = str(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise TableError(f"{where}: a .npz file of named arrays, not a single array")
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file: one array, no names
+            raise TableError(f"{where}: a .npz file of named arrays, not a single array")
+        with data:
             arrays = {name: data[name] for name in data.files}
     except TableError:
         raise

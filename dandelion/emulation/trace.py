@@ -3,13 +3,13 @@ bandwidth and speed in each online stretch, read from a CSV or JSON file.
 
 One record per online session: ``device`` (its number, 0 .. size - 1), ``start_s`` and
 ``end_s`` (seconds since the run's start, ``start_s < end_s``) and, optionally, the session's
-``down_mbps``, ``up_mbps``, ``latency_ms`` and ``examples_per_s`` (an empty CSV cell or a
-missing JSON key: the population file's draw for that device). A CSV file has a header row
-naming its columns, in any order; lines starting with ``#`` are comments. A JSON file is
-``{"sessions": [{"device": 0, "start_s": 0, "end_s": 3600, ...}, ...]}``
-(``docs/trace.schema.json``). A device's sessions must not overlap; sessions
-that touch (one ends where the next starts) make one online stretch with a change of link or
-speed inside it. A device with no session is never online.
+``down_mbps``, ``up_mbps``, ``latency_ms`` and ``examples_per_s`` (an empty CSV cell, a
+missing JSON key or a JSON null: the population file's draw for that device). A CSV file has a
+header row naming its columns, in any order; lines starting with ``#`` are comments. A JSON
+file is ``{"sessions": [{"device": 0, "start_s": 0, "end_s": 3600, ...}, ...]}`` with JSON
+numbers (``docs/trace.schema.json``). A device's sessions must not overlap; sessions that
+touch (one ends where the next starts) make one online stretch with a change of link or speed
+inside it. A device with no session is never online.
 
 Rules of this file: standard library only; the file is read once and checked whole (every
 problem raises :class:`TraceError` naming the file, the line or record, and the field).
@@ -225,6 +225,9 @@ def _json_records(where: str, text: str) -> list[tuple[str, dict[str, Any]]]:
         missing = [name for name, required, _ in FIELDS if required and name not in record]
         if missing:
             raise TraceError(f"{label}: {missing[0]} is missing")
+        for name, value in record.items():
+            if isinstance(value, str):  # numbers are JSON numbers here (strings only in CSV)
+                raise TraceError(f"{label}: {name}: a number, not the string {value!r}")
         out.append((label, {k: v for k, v in record.items() if v is not None}))
     return out
 
