@@ -164,4 +164,6 @@ def test_a_malformed_table_loses_nothing_and_emulate_says_why(
 
 def test_the_docs_hold_the_current_format_table() -> None:
     page = (ROOT / "docs" / "emulation.md").read_text()
-    assert spec_table() in page, "regenerate with: python -m dandelion.emulation.tableformat"
+    assert spec_table() in page, (
+        "paste spec_table() of dandelion.emulation.tableformat into the page"
+    )
