@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from dandelion.emulation import EmulateOptions, PopulationConfig, PopulationConfigError, emulate
+from dandelion.emulation.feasibility import start_check
+from dandelion.emulation.plan import make_plan
 from dandelion.emulation.population import Dist, default_task
 
 from .conftest import free_port, scaled, wait_for_port
@@ -165,3 +167,33 @@ def test_against_a_task_with_evaluation_only_training_rounds_are_the_runs_rounds
     assert result.counters["trained"] >= 40  # held-out devices train as plain lists too
     assert summary["final_accuracy"] is not None
     assert all(r.accuracy is not None for r in result.rounds)
+
+
+def test_the_start_up_check_counts_every_device_online_in_websocket_mode() -> None:
+    """14 devices and a round that needs 10: in virtual time the diurnal availability leaves
+    about 9 online at once (warned of); WebSocket mode keeps all 14 online, so it warns of
+    nothing and the round completes. Eligibility counts in both modes."""
+    task = default_task(10, 1)
+    task["features"] = {"num_buckets": 32}
+    task["rounds"].update(min_reports=10, deadline_s=scaled(30.0))
+    config = PopulationConfig(
+        size=14, seed=2, rounds=1, history_days=9.0, test_users=5, dropout=0.0,
+        startup_s=Dist(0.2), straggler_share=0.0,
+    )  # fmt: skip
+    plan = make_plan(config, task=task)
+    virtual = start_check(plan)
+    assert virtual.doomed and "at most about 9 of the 14 devices" in virtual.warnings[0]
+    live = start_check(plan, "websocket")
+    assert live.warnings == [] and not live.doomed
+    charging = make_plan(
+        config.replace(charging=0.5), task={**task, "eligibility": {"charging": True}}
+    )
+    [warning] = start_check(charging, "websocket").warnings
+    assert "at most about 7 of the 14 devices" in warning
+
+    options = EmulateOptions(
+        mode="websocket", coordinator="inprocess", progress=False, max_wall_s=scaled(90.0)
+    )
+    result = emulate(config, options, task=task)
+    assert result.warnings == []
+    assert result.summary()["rounds"] == 1 and result.stopped == "rounds_completed"

@@ -71,7 +71,7 @@ def emulate(
             "trace: replayed in-process only (WebSocket mode keeps every device online)"
         )
     plan = make_plan(config, task=task, source=source, trace=trace)
-    check = start_check(plan)
+    check = start_check(plan, options.mode)
     if options.progress:
         for line in check.warnings:
             print(f"warning: {line}", file=sys.stderr, flush=True)
