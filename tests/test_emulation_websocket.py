@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from dandelion.emulation import EmulateOptions, PopulationConfig, PopulationConfigError, emulate
+from dandelion.coordinator import load_task_file
+from dandelion.emulation import (
+    EmulateOptions,
+    EmulationError,
+    PopulationConfig,
+    PopulationConfigError,
+    emulate,
+)
 from dandelion.emulation.feasibility import start_check
 from dandelion.emulation.plan import make_plan
 from dandelion.emulation.population import Dist, default_task
 
 from .conftest import free_port, scaled, wait_for_port
+from .test_single_writer import dandelion, one_line
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "engagement"
 
 
 def test_500_workers_over_real_websockets_complete_rounds() -> None:
@@ -197,3 +209,77 @@ def test_the_start_up_check_counts_every_device_online_in_websocket_mode() -> No
     result = emulate(config, options, task=task)
     assert result.warnings == []
     assert result.summary()["rounds"] == 1 and result.stopped == "rounds_completed"
+
+
+def test_against_a_coordinator_serving_another_task_the_run_stops_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """`--url` without `--task`: the devices' data is built for the default revisit task, the
+    coordinator serves tab_switch (another objective and width). The first assignment stops
+    the run with one line naming both tasks and the fix, exit 2: no traceback, no hang."""
+    port = free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "dandelion", "serve", "--db", str(tmp_path / "state.db"),
+         "--create", "--port", str(port), "--task", str(ROOT / "examples" / "tab-switch.toml"),
+         "--pace-min-s=1.0", "--pace-max-s=30.0", "--tick-s=0.1"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, serve)
+        run = dandelion(
+            "emulate", "--mode", "websocket", "--url", f"ws://127.0.0.1:{port}/ws",
+            "--workers", "20", "--rounds", "1", "--max-wall-s", str(scaled(60.0)),
+        )  # fmt: skip
+    finally:
+        serve.terminate()
+        serve.wait(30)
+    assert run.returncode == 2, run.stderr
+    line = one_line(run)
+    assert line.startswith(f"dandelion emulate: the coordinator at ws://127.0.0.1:{port}/ws ")
+    assert "assigned task 'tab-switch' (objective tab_switch, features cap_s=3600.0" in line
+    assert "model linreg over 276 features" in line
+    assert "built for task 'emulated' (objective revisit_7d" in line
+    assert "model logreg over 1044 features" in line
+    assert "pass --task FILE" in line and "--with PACKAGE" in line
+
+
+def test_with_a_package_of_your_own_the_started_coordinator_serves_it(tmp_path: Path) -> None:
+    """Without `--url`, `--with` builds a worker bundle with the package for the `dandelion
+    serve` the run starts: the package's task trains there."""
+    run = dandelion(
+        "emulate", "--mode", "websocket", "--task", str(EXAMPLE / "task.toml"),
+        "--with", str(EXAMPLE / "engagement"), "--workers", "12", "--cohort", "8",
+        "--rounds", "1", "--max-wall-s", str(scaled(90.0)), "--json",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr and "warning" not in run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["rounds"] == 1 and summary["reports"] >= 8
+    assert summary["final_accuracy"] is not None
+
+
+def test_a_coordinator_that_refuses_to_start_is_one_line_with_its_own_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The `dandelion serve` a run starts refuses the task (no bundle holds its package): the
+    run ends with an EmulationError carrying serve's own line, and nothing else is printed."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    __import__("engagement")
+    task = load_task_file(str(EXAMPLE / "task.toml")).to_dict()
+    task["rounds"].update(goal=8, min_reports=6)
+    config = PopulationConfig(size=12, seed=1, rounds=1, history_days=9.0, test_users=5)
+    empty = tmp_path / "no-bundle"
+    empty.mkdir()
+    options = EmulateOptions(
+        mode="websocket", progress=False, max_wall_s=scaled(60.0),
+        settings={"bundle_dir": str(empty)},
+    )  # fmt: skip
+    with pytest.raises(EmulationError) as raised:
+        emulate(config, options, task=task)
+    message = str(raised.value)
+    assert message.startswith("the dandelion serve started for the run exited with status 2: ")
+    assert message.endswith(
+        "task long-read: objective 'long_read' and model 'relu_net' not known here and no "
+        "bundle is served (dandelion bundle --with PACKAGE)"
+    )
+    assert "\n" not in message and capsys.readouterr().err == ""
