@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,7 @@ from dandelion.emulation import (
 from dandelion.emulation.feasibility import start_check
 from dandelion.emulation.plan import make_plan
 from dandelion.emulation.population import Dist, default_task
+from dandelion.plugins import find_package
 
 from .conftest import free_port, scaled, wait_for_port
 from .test_single_writer import dandelion, one_line
@@ -283,3 +288,73 @@ def test_a_coordinator_that_refuses_to_start_is_one_line_with_its_own_error(
         "bundle is served (dandelion bundle --with PACKAGE)"
     )
     assert "\n" not in message and capsys.readouterr().err == ""
+
+
+def _serving(db: Path) -> int | None:
+    """The pid of the `dandelion serve` holding ``db``, if one runs."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in argv and str(db).encode() in argv:
+            return int(proc.name)
+    return None
+
+
+def test_a_started_coordinator_killed_mid_run_ends_the_run_in_one_line(tmp_path: Path) -> None:
+    """The `dandelion serve` the run started dies (SIGKILL) while devices wait for a round that
+    cannot fill: the run stops at once with an EmulationError naming the exit, not at its
+    wall limit."""
+    task = default_task(20, 1)
+    task["features"] = {"num_buckets": 32}
+    task["rounds"].update(min_reports=20, deadline_s=600.0)
+    config = PopulationConfig(size=5, seed=7, rounds=1, history_days=9.0, test_users=5)
+    db = tmp_path / "state.db"
+    options = EmulateOptions(mode="websocket", db=str(db), progress=False, max_wall_s=600.0)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            emulate(config, options, task=task)
+        except BaseException as exc:  # handed to the test's thread
+            failed.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + scaled(60.0)
+    pid = None
+    while pid is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        pid = _serving(db)
+    assert pid is not None
+    time.sleep(2.0)  # the devices are connected and waiting
+    os.kill(pid, signal.SIGKILL)
+    runner.join(scaled(60.0))
+    assert not runner.is_alive()
+    [error] = failed
+    assert isinstance(error, EmulationError), error
+    assert str(error).startswith("the dandelion serve started for the run exited with status -9")
+
+
+def test_a_package_the_worker_cannot_import_is_refused_before_the_coordinator_starts(
+    tmp_path: Path,
+) -> None:
+    """`--with` a package that imports numpy at module level: building the bundle for the
+    started serve is refused in one line, with the import error, and no serve is started."""
+    heavy = tmp_path / "heavy"
+    heavy.mkdir()
+    (heavy / "__init__.py").write_text("import numpy\n")
+    task = default_task(4, 1)
+    task["features"] = {"num_buckets": 32}
+    config = PopulationConfig(size=5, seed=8, rounds=1, history_days=9.0, test_users=5)
+    db = tmp_path / "state.db"
+    options = EmulateOptions(
+        mode="websocket", db=str(db), progress=False, plugins=(find_package(str(heavy)),)
+    )
+    with pytest.raises(EmulationError) as raised:
+        emulate(config, options, task=task)
+    message = str(raised.value)
+    assert message.startswith("building a worker bundle with heavy for the coordinator failed")
+    assert "No module named 'numpy'" in message and "\n" not in message
+    assert not db.exists()  # nothing was written into the state file

@@ -31,7 +31,7 @@ from .run import EmulationError
 if TYPE_CHECKING:
     from ..plugins import PluginPackage
 
-__all__ = ["ServeOutput", "ServedTaskCheck", "bundle_with", "own_words", "wait_port"]
+__all__ = ["ServeOutput", "ServedTaskCheck", "bundle_with", "exited", "wait_port"]
 
 
 def _describe(name: str, objective: str, features: dict[str, Any], spec: ModelSpec) -> str:
@@ -106,10 +106,10 @@ class ServeOutput:
             self._held.clear()
 
     def last_line(self, timeout: float = 5.0) -> str:
-        """The last non-empty line, once the stream has ended (the process exited)."""
+        """The last non-empty line ("" for none), once the stream has ended (it exited)."""
         self._thread.join(timeout)
         with self._lock:
-            return self._recent[-1] if self._recent else "no output"
+            return self._recent[-1] if self._recent else ""
 
     def close(self, timeout: float = 5.0) -> None:
         """Once the process has exited: read what is left, then close the stream."""
@@ -128,23 +128,27 @@ def bundle_with(out: Path, plugins: tuple[PluginPackage, ...]) -> str:
         assemble_bundle(out, plugins=plugins)
     except (BundleError, PluginError) as exc:
         names = ", ".join(p.name for p in plugins)
-        raise EmulationError(f"a worker bundle with {names} for the coordinator: {exc}") from None
+        raise EmulationError(
+            f"building a worker bundle with {names} for the coordinator failed: {exc}"
+        ) from None
     return str(out)
 
 
-def own_words(line: str) -> str:
-    """The serve's one-line error without its ``dandelion serve:`` prefix."""
-    return line.removeprefix("dandelion serve: ")
+def exited(returncode: int, last_line: str) -> EmulationError:
+    """The error for a started serve that exited: its status and its own last line (without
+    its ``dandelion serve:`` prefix)."""
+    said = last_line.removeprefix("dandelion serve: ")
+    return EmulationError(
+        f"the dandelion serve started for the run exited with status {returncode}"
+        + (f": {said}" if said else " (it printed nothing)")
+    )
 
 
 async def wait_port(port: int, proc: subprocess.Popen[str], output: ServeOutput) -> None:
     for _ in range(300):
         if proc.poll() is not None:
             last = await asyncio.to_thread(output.last_line)
-            raise EmulationError(
-                f"the dandelion serve started for the run exited with status "
-                f"{proc.returncode}: {own_words(last)}"
-            )
+            raise exited(proc.returncode, last)
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()

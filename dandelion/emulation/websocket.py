@@ -48,7 +48,7 @@ from .population import PopulationConfigError
 from .progress import Progress
 from .results import RoundRecord, RunResult
 from .run import EmulationError
-from .served import ServedTaskCheck, ServeOutput, bundle_with, own_words, wait_port
+from .served import ServedTaskCheck, ServeOutput, bundle_with, exited, wait_port
 from .trainer import BatchTrainer, LocalBackend
 
 if TYPE_CHECKING:
@@ -255,16 +255,17 @@ async def _coordinator(plan: EmulationPlan, options: WebSocketOptions) -> Any:
             finally:
                 await runner.cleanup()
             return
+        # Before the state file gets the task: a refused bundle leaves --db as it was.
+        if options.plugins and "bundle_dir" not in options.settings:
+            settings["bundle_dir"] = await asyncio.to_thread(
+                bundle_with, Path(tmp) / "bundle", options.plugins
+            )
         try:
             create_task_in(db, plan.task)
         except ValueError as exc:  # the task is in that file already
             raise PopulationConfigError(
                 f"{db}: {exc}; emulate into a new state file, or serve that one and pass --url"
             ) from None
-        if options.plugins and "bundle_dir" not in options.settings:
-            settings["bundle_dir"] = await asyncio.to_thread(
-                bundle_with, Path(tmp) / "bundle", options.plugins
-            )
         port = _free_port()
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
         proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any worker runs
@@ -278,10 +279,7 @@ async def _coordinator(plan: EmulationPlan, options: WebSocketOptions) -> Any:
 
         def rounds_while_up() -> _Follow:
             if proc.poll() is not None:
-                raise EmulationError(
-                    f"the dandelion serve started for the run exited with status "
-                    f"{proc.returncode}: {own_words(output.last_line())}"
-                )
+                raise exited(proc.returncode, output.last_line())
             return _rounds_in(db, plan)
 
         try:
