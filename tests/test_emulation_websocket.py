@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dandelion.bundle import assemble_bundle
 from dandelion.coordinator import load_task_file
 from dandelion.emulation import (
     EmulateOptions,
@@ -216,16 +217,36 @@ def test_the_start_up_check_counts_every_device_online_in_websocket_mode() -> No
     assert result.summary()["rounds"] == 1 and result.stopped == "rounds_completed"
 
 
+_SERVED = {
+    # A built-in objective of another width, and a package of the user's own that the
+    # emulator's process does not even know (its model kind is unknown here).
+    "builtin": (
+        ROOT / "examples" / "tab-switch.toml",
+        "task 'tab-switch' (objective tab_switch, features cap_s=3600.0 num_buckets=256, "
+        "model linreg over 276 features)",
+    ),
+    "own-package": (
+        EXAMPLE / "task.toml",
+        "task 'long-read' (objective long_read, features num_buckets=256 threshold_s=30.0, "
+        "model relu_net over 263 features)",
+    ),
+}
+
+
+@pytest.mark.parametrize("served", sorted(_SERVED))
 def test_against_a_coordinator_serving_another_task_the_run_stops_in_one_line(
-    tmp_path: Path,
+    tmp_path: Path, served: str
 ) -> None:
     """`--url` without `--task`: the devices' data is built for the default revisit task, the
-    coordinator serves tab_switch (another objective and width). The first assignment stops
-    the run with one line naming both tasks and the fix, exit 2: no traceback, no hang."""
+    coordinator serves another objective and width. The first assignment stops the run with
+    one line naming both tasks and the fix, exit 2: no traceback, no hang."""
+    task_file, described = _SERVED[served]
+    bundle = tmp_path / "bundle"
+    assemble_bundle(bundle, plugins=[find_package(str(EXAMPLE / "engagement"))])
     port = free_port()
     serve = subprocess.Popen(
         [sys.executable, "-m", "dandelion", "serve", "--db", str(tmp_path / "state.db"),
-         "--create", "--port", str(port), "--task", str(ROOT / "examples" / "tab-switch.toml"),
+         "--create", "--port", str(port), "--task", str(task_file), "--bundle-dir", str(bundle),
          "--pace-min-s=1.0", "--pace-max-s=30.0", "--tick-s=0.1"],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
@@ -239,13 +260,13 @@ def test_against_a_coordinator_serving_another_task_the_run_stops_in_one_line(
         serve.terminate()
         serve.wait(30)
     assert run.returncode == 2, run.stderr
-    line = one_line(run)
-    assert line.startswith(f"dandelion emulate: the coordinator at ws://127.0.0.1:{port}/ws ")
-    assert "assigned task 'tab-switch' (objective tab_switch, features cap_s=3600.0" in line
-    assert "model linreg over 276 features" in line
-    assert "built for task 'emulated' (objective revisit_7d" in line
-    assert "model logreg over 1044 features" in line
-    assert "pass --task FILE" in line and "--with PACKAGE" in line
+    assert one_line(run) == (
+        f"dandelion emulate: the coordinator at ws://127.0.0.1:{port}/ws assigned {described}, "
+        "but the devices' data is built for task 'emulated' (objective revisit_7d, features "
+        "horizon_days=7.0 num_buckets=1024, model logreg over 1044 features): pass --task FILE "
+        "with the served task's file (and --with PACKAGE for its objective's package, when it "
+        "is your own)"
+    )
 
 
 def test_with_a_package_of_your_own_the_started_coordinator_serves_it(tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..coordinator import TaskConfig
 from ..protocol import Task
-from ..taskspec.models import ModelSpec
 from .run import EmulationError
 
 if TYPE_CHECKING:
@@ -34,34 +33,28 @@ if TYPE_CHECKING:
 __all__ = ["ServeOutput", "ServedTaskCheck", "bundle_with", "exited", "wait_port"]
 
 
-def _describe(name: str, objective: str, features: dict[str, Any], spec: ModelSpec) -> str:
+def _describe(name: str, objective: str, features: dict[str, Any], model: dict[str, Any]) -> str:
     knobs = " ".join(f"{k}={v}" for k, v in sorted(features.items()))
     return (
-        f"task {name!r} (objective {objective}, features {knobs or 'none'}, model {spec.kind} "
-        f"over {spec.num_features} features)"
+        f"task {name!r} (objective {objective}, features {knobs or 'none'}, model "
+        f"{model.get('kind')} over {model.get('num_features')} features)"
     )
 
 
 class ServedTaskCheck:
-    """Compares each assignment with the run's task; ``found`` holds the first mismatch, in
-    one line that says how to fix it."""
+    """Compares each assignment with the run's task (as the coordinator would send it: its
+    name, objective, complete features and model spec); ``found`` holds the first mismatch,
+    in one line that says how to fix it."""
 
     def __init__(self, task: TaskConfig, url: str) -> None:
-        self.ours = (task.name, task.objective, dict(task.features), task.model)
+        self.ours = (task.name, task.objective, dict(task.features), task.model.to_dict())
         self.url = url
         self.found: str | None = None
 
     def matches(self, task: Task) -> bool:
-        """Whether the devices can run this assignment as the run's task."""
-        try:
-            spec = ModelSpec.from_dict(dict(task.model))
-        except (TypeError, ValueError, KeyError) as exc:
-            if self.found is None:
-                self.found = (
-                    f"the coordinator at {self.url} assigned a model spec it cannot use: {exc}"
-                )
-            return False
-        served = (task.task, task.objective, dict(task.features or {}), spec)
+        """Whether the devices can run this assignment as the run's task. Compared as data:
+        the served model's kind need not be known here."""
+        served = (task.task, task.objective, dict(task.features or {}), dict(task.model))
         if served == self.ours:
             return True
         if self.found is None:

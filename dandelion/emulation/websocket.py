@@ -53,7 +53,7 @@ from .trainer import BatchTrainer, LocalBackend
 
 if TYPE_CHECKING:
     from ..plugins import PluginPackage
-    from ..protocol import Task
+    from ..protocol import Assigned, RetryWindow, WorkerSession
 
 __all__ = ["WebSocketOptions", "raise_open_files_limit", "run_websocket"]
 
@@ -175,18 +175,21 @@ class _SocketHost(Host):
 
 
 class _RunWorker(Worker):
-    """The real worker, refusing an assignment of another task than the run's: its data would
-    not fit (``ServedTaskCheck`` says so and the run stops)."""
+    """The real worker, refusing an assignment of another task than the run's before it reads
+    the task's model spec or examples: neither would fit (``ServedTaskCheck`` says so and the
+    run stops)."""
 
     def __init__(self, *args: Any, check: ServedTaskCheck, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.check = check
 
-    def _local_examples(self, task: Task) -> tuple[Any, list[Any]]:
-        # Every assignment, training or evaluation, reads its examples here first.
-        if not self.check.matches(task):
+    async def _train_and_report(
+        self, conn: Connection, session: WorkerSession, event: Assigned
+    ) -> RetryWindow | None:
+        # Every assignment, training or evaluation, starts here.
+        if not self.check.matches(event.task):
             raise NoLocalData
-        return super()._local_examples(task)
+        return await super()._train_and_report(conn, session, event)
 
 
 def run_websocket(plan: EmulationPlan, options: WebSocketOptions) -> RunResult:
