@@ -165,3 +165,20 @@ def test_with_order_does_not_matter_when_one_package_imports_another(tmp_path: P
     tasks = json.loads((out / "bundle.json").read_text())["tasks"]
     assert {"high_gap", "low_gap"} <= set(tasks["objectives"])
     assert tasks["packages"] == ["highgap", "lowgap"]
+
+
+def test_serve_names_the_nearest_name_the_bundle_has_for_a_misspelt_one(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    assemble_bundle(plain)
+    task = tmp_path / "typo.toml"
+    task.write_text('name = "typo"\nobjective = "revisit_7b"\n')
+    db = tmp_path / "state.db"
+    refused = dandelion(
+        "serve", "--db", str(db), "--port", "0", "--task", str(task), "--bundle-dir", str(plain)
+    )
+    assert refused.returncode == 2
+    assert one_line(refused) == (
+        f"dandelion serve: task typo: objective 'revisit_7b' not in the served bundle {plain} "
+        "(rebuild it: dandelion bundle --with PACKAGE); did you mean objective 'revisit_7d'?"
+    )
+    assert not db.exists()
