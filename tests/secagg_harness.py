@@ -20,6 +20,7 @@ from dandelion.protocol.secagg import (
 from dandelion.protocol.secagg.client import ClientState, SecAggClient
 from dandelion.protocol.secagg.messages import SecAggMessage, encode_secagg, parse_secagg
 from dandelion.protocol.secagg.server import Phase, SecAggServer
+from dandelion.protocol.secagg.sums import MaskedSum
 
 HOST = CryptographyHost()
 Reply = tuple[SecAggMessage, bytes | None]
@@ -42,13 +43,14 @@ class Round:
     threshold: int | None = None
     seed: bytes = bytes(range(32))
     rng: random.Random = field(default_factory=lambda: random.Random(7))
+    sink: MaskedSum | None = None
 
     def __post_init__(self) -> None:
         self.params = SecAggParams.choose(
             self.n, self.d, self.clip, degree=self.degree, threshold=self.threshold
         )
         self.server = SecAggServer(
-            self.params, "demo", 7, HOST, 0.0, ops=NumpyMod32(), seed=self.seed
+            self.params, "demo", 7, HOST, 0.0, ops=NumpyMod32(), seed=self.seed, sink=self.sink
         )
         self.clients = {i: SecAggClient(HOST, StdlibMod32()) for i in range(1, self.n + 1)}
         self.updates = {

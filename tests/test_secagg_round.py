@@ -11,6 +11,7 @@ from dandelion.protocol.secagg import decode_sum
 from dandelion.protocol.secagg.client import ClientState
 from dandelion.protocol.secagg.messages import Abort, Reveal, Unmask
 from dandelion.protocol.secagg.server import Phase
+from dandelion.protocol.secagg.sums import RunningMaskedSum
 
 from .secagg_harness import PHASES, Round
 
@@ -77,6 +78,8 @@ async def test_too_few_surviving_neighbours_of_a_dropped_client_abandon_the_roun
     assert r.server.phase is Phase.ABANDONED
     assert r.server.abandon_reason == "too_few_survivors"
     assert r.server.result is None
+    assert isinstance(r.server.sink, RunningMaskedSum)
+    assert not r.server.sink.holds_sum  # the masked sum is gone too
     with pytest.raises(LookupError):
         r.server.decoded_sum()
     # Nothing revealed: no one was asked for a share, no share left a client.

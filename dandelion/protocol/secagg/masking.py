@@ -15,7 +15,7 @@ from .crypto import CryptoHost
 from .derivation import pairwise_mask, self_mask
 from .vectors import Buffer, Mod32Ops, check_vector_bytes
 
-__all__ = ["cancel_pairwise", "mask_input"]
+__all__ = ["mask_input", "pairwise_correction"]
 
 
 async def mask_input(
@@ -43,19 +43,20 @@ async def mask_input(
     return masked
 
 
-async def cancel_pairwise(
+async def pairwise_correction(
     crypto: CryptoHost,
     ops: Mod32Ops,
-    total: bytearray,
+    correction: bytearray,
     salt: bytes,
     dropped: int,
     s_sk: bytes,
     survivors: Mapping[int, bytes],
     d: int,
 ) -> None:
-    """Remove from ``total`` the masks that ``survivors`` (index → s public key) added for
-    their pair with ``dropped``, whose rebuilt s private key is ``s_sk``."""
+    """Add to ``correction`` (what the server takes away from the sum) the masks that
+    ``survivors`` (index -> s public key) put in for their pair with ``dropped``, whose rebuilt
+    s private key is ``s_sk``. A survivor j added Pair(j, dropped) when dropped > j and
+    subtracted it otherwise."""
     for j in sorted(survivors):
         mask = await pairwise_mask(crypto, salt, s_sk, survivors[j], dropped, j, d)
-        # Survivor j added Pair(j, dropped) when dropped > j: take it away, and the reverse.
-        (ops.sub_into if dropped > j else ops.add_into)(total, mask)
+        (ops.add_into if dropped > j else ops.sub_into)(correction, mask)

@@ -26,7 +26,7 @@ from .derivation import self_mask
 from .errors import ReconstructionError, SecAggViolation
 from .fixedpoint import decode_sum
 from .graph import SEED_BYTES, neighbourhoods, round_salt
-from .masking import cancel_pairwise
+from .masking import pairwise_correction
 from .messages import (
     Abort,
     Advertise,
@@ -43,7 +43,8 @@ from .messages import (
 )
 from .params import SecAggParams
 from .shamir import reconstruct
-from .vectors import Mod32Ops, StdlibMod32, check_vector_bytes
+from .sums import MaskedSum, RunningMaskedSum
+from .vectors import Mod32Ops, StdlibMod32
 
 __all__ = ["Phase", "SecAggServer"]
 
@@ -100,6 +101,7 @@ class SecAggServer:
         *,
         ops: Mod32Ops | None = None,
         seed: bytes | None = None,
+        sink: MaskedSum | None = None,
     ) -> None:
         self.params = params
         self.task = task
@@ -117,7 +119,8 @@ class SecAggServer:
         self._answered: set[int] = set()  # answered the open phase
         self._failed: set[int] = set()  # broke the protocol in the open phase
         self._aborted: set[int] = set()  # told to abort
-        self._total: bytearray | None = None
+        #: Where the masked vectors go; the server itself holds none.
+        self.sink = sink if sink is not None else RunningMaskedSum(params.dimension, self.ops)
         self._s_shares: dict[int, dict[int, bytes]] = {}  # dropped i -> {holder: share}
         self._b_shares: dict[int, dict[int, bytes]] = {}  # survivor i -> {holder: share}
         self.outbox: list[tuple[int, SecAggMessage]] = [
@@ -231,10 +234,7 @@ class SecAggServer:
         d = self.params.dimension
         if head.shape != (d,):
             raise SecAggViolation(f"a masked vector has shape [{d}]", ref_type=msg.TYPE)
-        check_vector_bytes(tensor.payload, d)
-        if self._total is None:
-            self._total = self.ops.zeros(d)
-        self.ops.add_into(self._total, tensor.payload)
+        self.sink.add_masked(tensor.payload)
 
     # -- closing a phase ----------------------------------------------------------------------
 
@@ -319,8 +319,8 @@ class SecAggServer:
 
     async def _close_unmask(self) -> None:
         u2, u3, t = self.live[-3], self.live[-2], self.params.threshold
-        total, d = self._total, self.params.dimension
-        assert total is not None  # U3 is not empty: min_survivors >= 1
+        d = self.params.dimension
+        correction = self.ops.zeros(d)  # the masks' total, taken from the sum at the end
         dropped = sorted(u2 - u3)
         if any(len(self._s_shares.get(i, {})) < t for i in dropped) or any(
             len(self._b_shares.get(i, {})) < t for i in u3
@@ -333,18 +333,18 @@ class SecAggServer:
                 if await self.crypto.x25519_public(s_sk) != self._people[i].s_pk:
                     raise ReconstructionError(f"the rebuilt s key of {i} is not the advertised")
                 survivors = {j: self._people[j].s_pk for j in self._people[i].masked_with & u3}
-                await cancel_pairwise(
-                    self.crypto, self.ops, total, self._salt, i, s_sk, survivors, d
+                await pairwise_correction(
+                    self.crypto, self.ops, correction, self._salt, i, s_sk, survivors, d
                 )
             for i in sorted(u3):
                 seed = reconstruct(self._b_shares[i], t)
-                self.ops.sub_into(total, await self_mask(self.crypto, self._salt, seed, i, d))
+                self.ops.add_into(correction, await self_mask(self.crypto, self._salt, seed, i, d))
         except ReconstructionError:
             self._abandon("reconstruction_failed")
             return
-        self.result = bytes(total)
+        self.result = self.sink.unmask(correction)
         self.phase = _P.DONE
-        self._forget()
+        self._forget_shares()
 
     # -- ends -----------------------------------------------------------------------------------
 
@@ -367,7 +367,10 @@ class SecAggServer:
         self._forget()
 
     def _forget(self) -> None:
-        self._total = None
+        self.sink.discard()
+        self._forget_shares()
+
+    def _forget_shares(self) -> None:
         self._s_shares.clear()
         self._b_shares.clear()
 
