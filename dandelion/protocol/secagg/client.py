@@ -71,6 +71,7 @@ _TRANSITIONS: dict[ClientState, dict[str, ClientState]] = {
 class _Neighbour:
     c_pk: bytes
     s_pk: bytes
+    key: bytes = b""  # the AES-GCM key of share ciphertexts between us, both directions
     s_share: bytes | None = None  # its share of its s key, once relayed
     b_share: bytes | None = None  # its share of its self-mask seed, once relayed
 
@@ -194,10 +195,13 @@ class SecAggClient:
         b_shares = split(self._seed, params.threshold, xs, random)
         out = []
         for j in xs:
-            key = await share_key(
-                self.crypto, self._salt, self._c_sk, self._neighbours[j].c_pk, setup.index, j
+            peer = self._neighbours[j]
+            peer.key = await share_key(
+                self.crypto, self._salt, self._c_sk, peer.c_pk, setup.index, j
             )
-            sealed = await encrypt_share(self.crypto, key, setup.index, j, s_shares[j], b_shares[j])
+            sealed = await encrypt_share(
+                self.crypto, peer.key, setup.index, j, s_shares[j], b_shares[j]
+            )
             out.append(EncryptedShare(j, sealed))
         return Shares(setup.task, setup.round, tuple(out))
 
@@ -216,17 +220,13 @@ class SecAggClient:
             )
         for item in msg.shares:
             peer = self._neighbours[item.peer]
-            key = await share_key(
-                self.crypto, self._salt, self._c_sk, peer.c_pk, setup.index, item.peer
-            )
             peer.s_share, peer.b_share = await decrypt_share(
-                self.crypto, key, item.peer, setup.index, item.ciphertext
+                self.crypto, peer.key, item.peer, setup.index, item.ciphertext
             )
         self._masked_with = frozenset(senders)
 
     def _on_unmask(self, msg: Unmask) -> Reveal:
-        setup = self.setup
-        assert setup is not None
+        setup, _ = self._round()
         dropped, survivors = set(msg.dropped), set(msg.survivors)
         if dropped & survivors:
             raise SecAggViolation(

@@ -117,7 +117,7 @@ class SecAggServer:
         #: The live set of each phase: live[0] = U0, … live[4] = U4.
         self.live: list[set[int]] = [set(self._people)]
         self._answered: set[int] = set()  # answered the open phase
-        self._failed: set[int] = set()  # broke the protocol in the open phase
+        self._waiting: set[int] = set(self._people)  # not yet answered nor failed in it
         self._aborted: set[int] = set()  # told to abort
         #: Where the masked vectors go; the server itself holds none.
         self.sink = sink if sink is not None else RunningMaskedSum(params.dimension, self.ops)
@@ -150,7 +150,7 @@ class SecAggServer:
         """Who the open phase still waits for."""
         if self.finished:
             return set()
-        return self.live[-1] - self._answered - self._failed
+        return set(self._waiting)
 
     # -- input --------------------------------------------------------------------------------
 
@@ -162,7 +162,7 @@ class SecAggServer:
         if self.finished:
             raise SecAggViolation(f"the round is {self.phase.value}", ref_type=msg.TYPE)
         await self.tick(now)
-        if index not in self.expected() or _NEXT[self.phase][0] != msg.TYPE:
+        if self.finished or index not in self._waiting or _NEXT[self.phase][0] != msg.TYPE:
             raise SecAggViolation(
                 f"{msg.TYPE} from {index} is not expected in phase {self.phase.value}",
                 ref_type=msg.TYPE,
@@ -179,7 +179,8 @@ class SecAggServer:
             self._drop(index)
             raise
         self._answered.add(index)
-        if not self.expected():
+        self._waiting.discard(index)
+        if not self._waiting:
             await self._close(now)
 
     async def tick(self, now: float) -> None:
@@ -241,7 +242,7 @@ class SecAggServer:
     async def _close(self, now: float) -> None:
         phase = self.phase
         self.live.append(self._answered & self.live[-1])
-        self._answered, self._failed = set(), set()
+        self._answered = set()
         if phase is _P.ADVERTISE:
             self._close_advertise()
         elif phase is _P.SHARE:
@@ -250,9 +251,11 @@ class SecAggServer:
             self._close_masked()
         elif phase is _P.UNMASK:
             await self._close_unmask()
+        self._waiting = set()
         if not self.finished:
             self.phase = _NEXT[phase][1]
             self.deadline = now + getattr(self.params.timeouts, _TIMEOUT[self.phase])
+            self._waiting = set(self.live[-1])
 
     def _prune(self) -> bool:
         """Drop from the newest live set, until none is left, everyone with fewer than t
@@ -351,7 +354,7 @@ class SecAggServer:
     def _drop(self, index: int) -> None:
         """A participant that broke the protocol in the open phase: it is not in the phase's
         live set. The earlier sets stay as they were (its masks may be in the sum)."""
-        self._failed.add(index)
+        self._waiting.discard(index)
 
     def _tell_abort(self, index: int, reason: str) -> None:
         if index not in self._aborted:

@@ -56,16 +56,44 @@ def split(
     return {x: _evaluate(coefficients, x).to_bytes(SHARE_BYTES, "big") for x in points}
 
 
-def _lagrange_at(points: list[tuple[int, int]], at: int) -> int:
-    total = 0
-    for i, (xi, yi) in enumerate(points):
-        num, den = 1, 1
-        for j, (xj, _) in enumerate(points):
-            if i != j:
-                num = num * (at - xj) % PRIME
-                den = den * (xi - xj) % PRIME
-        total = (total + yi * num * pow(den, -1, PRIME)) % PRIME
-    return total
+class _Interpolation:
+    """Evaluates the polynomial through ``points`` at any x in O(t) multiplications: the
+    Lagrange denominators do not depend on x, so they are inverted once (one modular
+    inversion for all of them, by Montgomery's trick)."""
+
+    def __init__(self, points: list[tuple[int, int]]) -> None:
+        self.xs = [x for x, _ in points]
+        self.ys = [y for _, y in points]
+        dens = []
+        for i, xi in enumerate(self.xs):
+            den = 1
+            for j, xj in enumerate(self.xs):
+                if i != j:
+                    den = den * (xi - xj) % PRIME
+            dens.append(den)
+        # Batch inversion: prefix products, one pow, then walk back.
+        prefix = [1]
+        for den in dens:
+            prefix.append(prefix[-1] * den % PRIME)
+        inv = pow(prefix[-1], -1, PRIME)
+        self.inv_dens = [0] * len(dens)
+        for i in range(len(dens) - 1, -1, -1):
+            self.inv_dens[i] = inv * prefix[i] % PRIME
+            inv = inv * dens[i] % PRIME
+
+    def at(self, x: int) -> int:
+        diffs = [(x - xj) % PRIME for xj in self.xs]
+        if 0 in diffs:
+            return self.ys[diffs.index(0)]
+        n = len(diffs)
+        suffix = [1] * (n + 1)
+        for i in range(n - 1, -1, -1):
+            suffix[i] = suffix[i + 1] * diffs[i] % PRIME
+        total, prefix = 0, 1
+        for i in range(n):
+            total += self.ys[i] * self.inv_dens[i] % PRIME * (prefix * suffix[i + 1] % PRIME)
+            prefix = prefix * diffs[i] % PRIME
+        return total % PRIME
 
 
 def reconstruct(shares: Mapping[int, bytes], threshold: int) -> bytes:
@@ -84,11 +112,11 @@ def reconstruct(shares: Mapping[int, bytes], threshold: int) -> bytes:
         if len(share) != SHARE_BYTES or value >= PRIME or x <= 0:
             raise ReconstructionError(f"share at x = {x} is not an element of the field")
         points.append((x, value))
-    base, extra = points[:threshold], points[threshold:]
+    base, extra = _Interpolation(points[:threshold]), points[threshold:]
     for x, value in extra:
-        if _lagrange_at(base, x) != value:
+        if base.at(x) != value:
             raise ReconstructionError(f"share at x = {x} disagrees with the others")
-    secret = _lagrange_at(base, 0)
+    secret = base.at(0)
     if secret >> (8 * SECRET_BYTES):
         raise ReconstructionError("shares rebuild a value that is not a 32-byte secret")
     return secret.to_bytes(SECRET_BYTES, "big")
