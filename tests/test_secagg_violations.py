@@ -115,9 +115,11 @@ async def test_messages_out_of_turn_or_from_strangers_change_nothing() -> None:
     with pytest.raises(SecAggViolation, match="secagg_advertise from 1 is not expected"):
         await server.receive(1, first, 0.0)  # a second advertisement
     assert server.expected() == set(range(2, 13))
+    with pytest.raises(SecAggViolation, match="a frame follows secagg_masked only"):
+        await server.receive(3, first, 0.0, frame=b"\x00" * 8)
     with pytest.raises(SecAggViolation, match="not demo round 7"):
         await server.receive(2, dataclasses.replace(first, round=6), 0.0)
-    assert server.expected() == set(range(3, 13))  # the sender left the round
+    assert server.expected() == set(range(4, 13))  # the senders left the round
     assert server.phase is Phase.ADVERTISE
 
 

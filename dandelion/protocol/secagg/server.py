@@ -191,6 +191,8 @@ class SecAggServer:
     # -- one message --------------------------------------------------------------------------
 
     def _take(self, p: _Participant, msg: SecAggMessage, frame: bytes | None) -> None:
+        if frame is not None and not isinstance(msg, MaskedInput):
+            raise SecAggViolation(f"a frame follows secagg_masked only, not {msg.TYPE}")
         if isinstance(msg, Advertise):
             p.c_pk, p.s_pk = msg.c_pk, msg.s_pk
         elif isinstance(msg, Shares):
