@@ -264,3 +264,20 @@ async def test_a_setup_the_protocol_cannot_run_is_refused() -> None:
     with pytest.raises(SecAggViolation, match="setup parameters refused: threshold"):
         await client.receive(dataclasses.replace(setup, threshold=4))
     assert client.state is ClientState.ABORTED
+
+
+async def test_a_phase_closes_when_its_last_expected_answer_is_refused() -> None:
+    r = Round(6)
+    await r.phase()  # advertise
+    await r.phase()  # share: relays queued
+    for i, relay in r.server.take_outbox():
+        await r.clients[i].receive(wire(relay))
+    for i in range(1, 6):
+        msg, frame = await r.clients[i].mask(r.updates[i])
+        await r.server.receive(i, wire(msg), 0.0, frame)
+    assert r.server.phase is Phase.MASKED
+    msg, frame = await r.clients[6].mask(r.updates[6])
+    with pytest.raises(SecAggViolation, match="without its masked frame"):
+        await r.server.receive(6, wire(msg), 0.0)
+    assert r.server.phase is Phase.UNMASK  # closed at once, not at the deadline
+    assert r.server.live[3] == {1, 2, 3, 4, 5}

@@ -167,16 +167,18 @@ class SecAggServer:
                 f"{msg.TYPE} from {index} is not expected in phase {self.phase.value}",
                 ref_type=msg.TYPE,
             )
-        if (msg.task, msg.round) != (self.task, self.round):
-            self._drop(index)
-            raise SecAggViolation(
-                f"a message of {msg.task} round {msg.round}, not {self.task} round {self.round}",
-                ref_type=msg.TYPE,
-            )
         try:
+            if (msg.task, msg.round) != (self.task, self.round):
+                raise SecAggViolation(
+                    f"a message of {msg.task} round {msg.round}, not {self.task} round "
+                    f"{self.round}",
+                    ref_type=msg.TYPE,
+                )
             self._take(self._people[index], msg, frame)
         except (SecAggViolation, FrameError):
             self._drop(index)
+            if not self._waiting:  # the last one the phase waited for broke it
+                await self._close(now)
             raise
         self._answered.add(index)
         self._waiting.discard(index)
