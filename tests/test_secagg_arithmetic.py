@@ -278,3 +278,33 @@ def test_params_refuse_bad_dimensions_and_timeouts() -> None:
         Timeouts(share_s=0)
     with pytest.raises(SecAggConfigError, match="timeout masked_s"):
         Timeouts(masked_s=math.inf)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(-50, 50, allow_nan=False),
+            # Exact ties of the rounding: k / 2^f and (k + 1/2) / 2^f.
+            st.integers(-(2**20), 2**20).map(lambda k: k / 2**12),
+            st.integers(-(2**20), 2**20).map(lambda k: (k + 0.5) / 2**12),
+        ),
+        max_size=64,
+    ),
+    st.sampled_from([0.5, 1.0, 10.0, 3.3]),
+    st.integers(0, 24),
+)
+def test_the_numpy_encoding_gives_the_reference_bytes(
+    values: list[float], clip: float, bits: int
+) -> None:
+    assert NumpyMod32().encode(values, clip, bits) == StdlibMod32().encode(values, clip, bits)
+    assert StdlibMod32().encode(values, clip, bits) == encode(values, clip, bits)
+
+
+def test_the_numpy_encoding_refuses_non_finite_values_like_the_reference() -> None:
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(SecAggConfigError) as ref:
+            encode([0.0, bad], 1.0, 4)
+        with pytest.raises(SecAggConfigError) as fast:
+            NumpyMod32().encode([0.0, bad], 1.0, 4)
+        assert str(fast.value) == str(ref.value)

@@ -102,6 +102,7 @@ def test_fixed_point() -> None:
     for e in VECTORS["fixed_point"]:
         raw = encode(e["values"], e["clip_norm"], e["scale_bits"])
         assert raw.hex() == e["encoded"]
+        assert NumpyMod32().encode(e["values"], e["clip_norm"], e["scale_bits"]) == raw
         step = 2.0 ** -e["scale_bits"]
         for got, x in zip(decode_sum(raw, e["scale_bits"]), e["values"], strict=True):
             assert abs(got - max(-e["clip_norm"], min(e["clip_norm"], x))) <= step / 2

@@ -21,7 +21,6 @@ from ..frames import FrameHeader, encode_frame
 from .crypto import KEY_BYTES, CryptoHost
 from .derivation import decrypt_share, encrypt_share, share_key
 from .errors import SecAggConfigError, SecAggViolation
-from .fixedpoint import encode
 from .graph import neighbourhoods, round_salt
 from .masking import mask_input
 from .messages import (
@@ -125,7 +124,7 @@ class SecAggClient:
         setup, params = self._round()
         if len(values) != params.dimension:
             raise SecAggConfigError(f"an update of {params.dimension} values, not {len(values)}")
-        encoded = encode(values, params.clip_norm, params.scale_bits)
+        encoded = self.ops.encode(values, params.clip_norm, params.scale_bits)
         peers = {j: self._neighbours[j].s_pk for j in self._masked_with}
         try:
             masked = await mask_input(

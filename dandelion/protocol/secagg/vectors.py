@@ -1,4 +1,5 @@
-"""Vectors in Z/2^32: d little-endian unsigned 32-bit values in a ``bytearray``.
+"""Vectors in Z/2^32: d little-endian unsigned 32-bit values in a ``bytearray``, and the
+encoding of an update into one.
 
 The protocol adds and subtracts masks through a :class:`Mod32Ops` it is given, so that a host
 can bring a fast path (numpy on CPython: :class:`dandelion.crypto.NumpyMod32`; typed arrays in
@@ -11,6 +12,7 @@ from __future__ import annotations
 import sys
 from abc import ABC, abstractmethod
 from array import array
+from collections.abc import Sequence
 
 from .errors import SecAggViolation
 
@@ -34,6 +36,14 @@ class Mod32Ops(ABC):
     def zeros(self, d: int) -> bytearray:
         """A vector of d zeros."""
         return bytearray(4 * d)
+
+    def encode(self, values: Sequence[float], clip_norm: float, scale_bits: int) -> bytes:
+        """The fixed-point encoding of a clipped update
+        (:func:`~dandelion.protocol.secagg.fixedpoint.encode`). A host may bring a faster one;
+        it must give the same bytes. Raises SecAggConfigError for a non-finite value."""
+        from .fixedpoint import encode  # fixedpoint imports this module's types
+
+        return encode(values, clip_norm, scale_bits)
 
     @abstractmethod
     def add_into(self, acc: bytearray, other: Buffer) -> None:
