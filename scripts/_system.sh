@@ -26,6 +26,8 @@ command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx-light
 command -v openssl >/dev/null 2>&1 || apt_install openssl
 command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
+# The cluster tests: a real redis-server, started by the tests on loopback with no persistence.
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 
 # The npm package `pyodide`, at the version package-lock.json pins.
 want="$(cd "$ROOT" && node -p 'require("./package-lock.json").packages["node_modules/pyodide"].version')"

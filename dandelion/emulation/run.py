@@ -15,14 +15,23 @@ from typing import TYPE_CHECKING, Any
 from .localdata import DataSource
 from .population import PopulationConfig, PopulationConfigError
 from .results import RunResult
+from .trace import Trace
 
 if TYPE_CHECKING:
+    from ..plugins import PluginPackage
     from .plan import EmulationPlan
 
-__all__ = ["EmulateOptions", "emulate"]
+__all__ = ["EmulateOptions", "EmulationError", "emulate"]
 
 MODES = ("inprocess", "websocket")
 BACKENDS = ("local", "processes", "ray")
+
+
+class EmulationError(RuntimeError):
+    """A WebSocket run that cannot go on, in one line saying what to do: the coordinator it
+    started exited (its own error in the message), the worker bundle for it could not be
+    built, or the coordinator at ``url`` assigned another task than the devices' data is
+    built for."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,9 @@ class EmulateOptions:
     progress: bool = True  # a progress bar, and the start-up warnings, on standard error
     max_wall_s: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
+    #: Task packages of your own (``--with``, imported already): in WebSocket mode, the
+    #: coordinator started for the run serves a worker bundle built with them.
+    plugins: tuple[PluginPackage, ...] = ()
 
 
 def emulate(
@@ -46,11 +58,15 @@ def emulate(
     *,
     task: dict[str, Any] | None = None,
     source: DataSource | None = None,
+    trace: Trace | None = None,
 ) -> RunResult:
     """Run one emulation. Raises PopulationConfigError for a population or task that cannot
-    run (the message names the field). What the start-up check finds wrong (a population that
+    run (the message names the field), EmulationError for a WebSocket run whose coordinator
+    cannot run it. What the start-up check finds wrong (a population that
     cannot meet the task's goal, a privacy budget that does not last the rounds) is printed
-    on standard error before the run (with ``progress``) and kept in ``result.warnings``."""
+    on standard error before the run (with ``progress``) and kept in ``result.warnings``.
+    ``source``: the devices' data (a ``TableSource``; default: synthetic); ``trace``: when
+    devices are online, and their bandwidth and speed (in-process mode only)."""
     options = options or EmulateOptions()
     if options.mode not in MODES:
         raise PopulationConfigError(f"mode: one of {list(MODES)}, not {options.mode!r}")
@@ -62,14 +78,21 @@ def emulate(
     from .plan import make_plan
     from .provenance import run_info
 
-    plan = make_plan(config, task=task, source=source)
-    check = start_check(plan)
+    if trace is not None and options.mode != "inprocess":
+        raise PopulationConfigError(
+            "trace: replayed in-process only (WebSocket mode keeps every device online)"
+        )
+    plan = make_plan(config, task=task, source=source, trace=trace)
+    check = start_check(plan, options.mode)
     if options.progress:
         for line in check.warnings:
             print(f"warning: {line}", file=sys.stderr, flush=True)
     started_at = time.time()
     result = _run(plan, options, check.doomed)
-    result.info = run_info(plan, _shaping(options))
+    shaping = _shaping(options)
+    if trace is not None:
+        shaping["trace"] = trace.describe()  # by its bytes' SHA-256, never its path
+    result.info = run_info(plan, shaping)
     result.warnings = [*check.warnings, *result.warnings]
     result.started_at = started_at
     return result
@@ -116,5 +139,6 @@ def _run(plan: EmulationPlan, options: EmulateOptions, doomed: bool) -> RunResul
             max_wall_s=options.max_wall_s or 1800.0,
             settings=dict(options.settings),
             doomed=doomed,
+            plugins=options.plugins,
         ),
     )
