@@ -1,5 +1,6 @@
 """Aggregation maths: the streaming clipped sum, the round aggregate with its byte form, and the
-server optimizers; an evaluation round's bounded metric sums. numpy and scipy only."""
+server optimizers; an evaluation round's bounded metric sums; a secure round's masked sum.
+numpy and scipy only (and the secure-aggregation protocol's interfaces)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .kernel import (
     single_threaded_blas,
     update_weight,
 )
+from .secure import SecureAggregate
 
 __all__ = [
     "AddResult",
@@ -24,6 +26,7 @@ __all__ = [
     "Contribution",
     "EvalBounds",
     "EvalSums",
+    "SecureAggregate",
     "StreamingSum",
     "UpdateRejected",
     "Weighting",

@@ -199,6 +199,8 @@ async def create_task(request: web.Request) -> web.Response:
         await ctx.coordinator.add_task(config)
     except ConflictError:
         raise ApiError(409, f"a task named {config.name!r} exists already") from None
+    except TaskConfigError as exc:  # a task this coordinator cannot run
+        raise ApiError(422, f"invalid task: {exc}") from None
     info = await _task_or_404(ctx, config.name)
     return _json(info, status=201)
 

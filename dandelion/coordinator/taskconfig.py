@@ -1,4 +1,5 @@
-"""A task's configuration: model, local training, server optimizer, round plan and privacy.
+"""A task's configuration: model, local training, server optimizer, round plan, privacy and
+secure aggregation.
 
 Read from a TOML file (``dandelion task create FILE``) or a dict (the API). Every field is
 checked here, once, so the rest of the coordinator can trust it. See ``docs/tasks.md`` for the
@@ -21,6 +22,7 @@ from ..aggregation.optimizers import OPTIMIZERS
 from ..privacy import PrivacyConfig, PrivacyConfigError
 from ..taskspec.models import ModelSpec
 from ..taskspec.tables import unknown_key
+from .secure_config import SecureAggregationPlan, parse_secure_aggregation
 from .taskmodel import MODEL_KEYS, resolve_task_model
 
 __all__ = [
@@ -127,6 +129,8 @@ class TaskConfig:
     #: Whether ``GET /models/{name}`` publishes the released model (docs/models.md).
     public_model: bool = True
     evaluation: EvaluationPlan | None = None  # evaluation rounds (the [evaluation] table)
+    #: SecAgg+ (the [secure_aggregation] table; docs/secure_aggregation.md).
+    secure_aggregation: SecureAggregationPlan | None = None
 
     @property
     def clip_norm(self) -> float:
@@ -157,6 +161,11 @@ class TaskConfig:
             **({"privacy": self.privacy.to_dict()} if self.privacy is not None else {}),
             "public_model": self.public_model,
             **({"evaluation": _evaluation_dict(self.evaluation)} if self.evaluation else {}),
+            **(
+                {"secure_aggregation": self.secure_aggregation.to_dict()}
+                if self.secure_aggregation is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -188,6 +197,7 @@ _TOP = (
     "privacy",
     "public_model",
     "evaluation",
+    "secure_aggregation",
 )
 _HYPER = ("learning_rate", "epochs", "batch_size", "clip_norm", "l2")
 _ROUNDS = (
@@ -267,6 +277,11 @@ def _parse(raw: dict[str, Any]) -> TaskConfig:
             server.optimizer, server.optimizer_params, "uniform", 0, server.clip_norm
         )
     evaluation = _evaluation(raw, rounds, privacy)
+    secure = _secure(raw, rounds, server, privacy, dtype, model.param_count, hyper)
+    if secure is not None:  # the sum of the survivors over their count: no weights
+        server = ServerConfig(
+            server.optimizer, server.optimizer_params, "uniform", 0, server.clip_norm
+        )
     return TaskConfig(
         name,
         objective,
@@ -281,7 +296,45 @@ def _parse(raw: dict[str, Any]) -> TaskConfig:
         privacy,
         public_model,
         evaluation,
+        secure,
     )
+
+
+def _secure(
+    raw: dict[str, Any],
+    rounds: RoundPlan,
+    server: ServerConfig,
+    privacy: PrivacyConfig | None,
+    dtype: str,
+    dimension: int,
+    hyper: dict[str, Any],
+) -> SecureAggregationPlan | None:
+    """The ``[secure_aggregation]`` table (None when absent), and what it rules out: the
+    coordinator sees only the sum, so it cannot weigh, clip or count bits of one update."""
+    if "secure_aggregation" not in raw:
+        return None
+    table = _table(raw, "secure_aggregation")
+    if dtype != "float32":
+        raise TaskConfigError(
+            "update_dtype: float32 with [secure_aggregation] (the masked vector is uint32)"
+        )
+    if _table(raw, "server").get("weighting", "uniform") != "uniform":
+        raise TaskConfigError(
+            'server.weighting: must be "uniform" with [secure_aggregation] (a weight would '
+            "reveal one worker's number of examples; the sum is divided by its count)"
+        )
+    if privacy is not None and privacy.clipping != "fixed":
+        raise TaskConfigError(
+            'privacy.clipping: "fixed" with [secure_aggregation] (adaptive clipping needs each '
+            "update's unclipped bit, which the coordinator no longer sees)"
+        )
+    clip = server.clip_norm or float(hyper["clip_norm"])
+    try:
+        return parse_secure_aggregation(
+            table, largest=rounds.max_assigned, dimension=dimension, clip_norm=clip
+        )
+    except ValueError as exc:
+        raise TaskConfigError(str(exc)) from None
 
 
 _EVALUATION = (
