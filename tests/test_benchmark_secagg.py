@@ -1,4 +1,4 @@
-"""benchmarks/secagg.py measures a real round: small sizes finish, sum what the plain path
+"""benchmarks/secagg_vs_plain.py measures a real round: small sizes finish, sum what the plain path
 sums (it raises otherwise), and report every figure its JSON promises."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("secagg_bench", ROOT / "benchmarks" / "secagg.py")
+    spec = importlib.util.spec_from_file_location("secagg_bench", ROOT / "benchmarks" / "secagg_vs_plain.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -19,7 +19,7 @@ unmask), so the run rebuilds dropped participants' mask keys.
 
 Not here yet: the browser (Pyodide, WebCrypto) and Flower's SecAgg+ side by side.
 
-    python benchmarks/secagg.py [--quick] [--json] [--repeats 3]
+    python benchmarks/secagg_vs_plain.py [--quick] [--json] [--repeats 3]
 """
 
 from __future__ import annotations
