@@ -90,3 +90,16 @@ def test_encode_refuses_a_payload_of_the_wrong_length() -> None:
 def test_arbitrary_bytes_never_raise_anything_but_frame_error(data: bytes) -> None:
     with contextlib.suppress(FrameError):
         decode_frame(data)
+
+
+def test_a_masked_frame_carries_uint32_and_only_it_does() -> None:
+    values = bytes(range(16))
+    frame = decode_frame(encode_frame(_header(4, "uint32", "masked"), values))
+    assert (frame.header.type, frame.header.dtype, bytes(frame.payload)) == (
+        "masked",
+        "uint32",
+        values,
+    )
+    for dtype, ftype in (("uint32", "update"), ("uint32", "model"), ("float32", "masked")):
+        with pytest.raises(FrameError, match="uint32 goes with type masked"):
+            decode_frame(encode_frame(_header(4, dtype, ftype), values))

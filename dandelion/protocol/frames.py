@@ -42,12 +42,15 @@ __all__ = [
     "payload_from_floats",
 ]
 
-Dtype = Literal["float32", "float16"]
-FrameType = Literal["model", "update"]
+Dtype = Literal["float32", "float16", "uint32"]
+FrameType = Literal["model", "update", "masked"]
 
 #: Bytes per value of each dtype a frame may carry.
-DTYPE_SIZES: dict[str, int] = {"float32": 4, "float16": 2}
-FRAME_TYPES: frozenset[str] = frozenset({"model", "update"})
+DTYPE_SIZES: dict[str, int] = {"float32": 4, "float16": 2, "uint32": 4}
+FRAME_TYPES: frozenset[str] = frozenset({"model", "update", "masked"})
+#: A secure-aggregation masked vector (docs/secure_aggregation.md) is values mod 2^32, and
+#: only it is: model and update frames carry floats.
+_MASKED_DTYPE = "uint32"
 #: A header longer than this is refused before it is parsed.
 MAX_HEADER_BYTES = 4096
 _PREFIX = struct.Struct("<I")
@@ -160,6 +163,8 @@ def header_from_dict(raw: object) -> FrameHeader:
         raise FrameError("frame nonce must be a string of 1-64 characters")
     if dtype not in DTYPE_SIZES:
         raise FrameError(f"frame dtype must be one of {sorted(DTYPE_SIZES)}")
+    if (ftype == "masked") != (dtype == _MASKED_DTYPE):
+        raise FrameError("frame dtype uint32 goes with type masked, and only with it")
     if (
         not isinstance(shape, list)
         or not 1 <= len(shape) <= 4
