@@ -1,7 +1,8 @@
 """The Pyodide host: a browser WebSocket through ``js.WebSocket`` and ``pyodide.ffi``.
 
-The only module of ``browser_worker`` that imports ``js`` or ``pyodide``; it is imported by
-``browser_worker.browser`` inside Pyodide only. The browser owns the event loop: nothing here
+With :mod:`.webcrypto` (secure aggregation's crypto), the only modules of ``browser_worker``
+that import ``js`` or ``pyodide``; it is imported by ``browser_worker.browser`` inside Pyodide
+only. The browser owns the event loop: nothing here
 blocks or calls ``asyncio.run``. Persistent storage and logging go through a *bridge*, a small
 JS object the Web Worker glue passes in (``kvGet``, ``kvSet``, ``kvDelete``, ``kvClear``,
 ``log``), so the page or extension decides where state lives (localStorage, chrome.storage).
