@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("secagg_bench", ROOT / "benchmarks" / "secagg_vs_plain.py")
+    spec = importlib.util.spec_from_file_location(
+        "secagg_bench", ROOT / "benchmarks" / "secagg_vs_plain.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
