@@ -92,7 +92,7 @@ def main() -> None:
 
     # --- client side (runs in the Ray actors; records go to one file per process) ----------
 
-    fit_spent = [0.0]
+    fit_spent = [0.0, 0.0]  # wall, CPU
 
     def content_bytes(msg: Message) -> int:
         return 0 if msg.has_error() else recorddict_to_proto(msg.content).ByteSize()
@@ -106,11 +106,12 @@ def main() -> None:
         model = sum(
             array_record_to_proto(rec).ByteSize() for rec in msg.content.array_records.values()
         )
-        fit_spent[0] = 0.0
-        t0 = time.perf_counter()
+        fit_spent[:] = [0.0, 0.0]
+        t0, c0 = time.perf_counter(), time.process_time()
         out = call_next(msg, ctxt)
         spent = time.perf_counter() - t0 - fit_spent[0]
-        line = {"pid": pid, "stage": stage, "s": spent, "fit_s": fit_spent[0]}
+        cpu = time.process_time() - c0 - fit_spent[1]
+        line = {"pid": pid, "stage": stage, "s": spent, "cpu_s": cpu, "fit_s": fit_spent[0]}
         line |= {"received": received, "model": model, "sent": content_bytes(out)}
         line["error"] = out.has_error()
         with open(out_dir / f"clients-{os.getpid()}.jsonl", "a") as f:
@@ -128,9 +129,10 @@ def main() -> None:
         return call_next(msg, ctxt)
 
     def fit_timer_mod(msg: Message, ctxt: Any, call_next: Any) -> Message:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = call_next(msg, ctxt)
         fit_spent[0] += time.perf_counter() - t0
+        fit_spent[1] += time.process_time() - c0
         return out
 
     class Client(NumPyClient):  # type: ignore[misc]
@@ -152,33 +154,39 @@ def main() -> None:
 
     # --- server side --------------------------------------------------------------------------
 
+    # Each figure is a pair: wall time (perf_counter) and the process's CPU time (process_time,
+    # which also counts the threads Flower's Shamir code starts).
     server: dict[str, Any] = {"stages": {}, "waits": {}, "excluded": {}}
+
+    def clock() -> np.ndarray:
+        return np.array([time.perf_counter(), time.process_time()])
 
     class TimedGrid:
         """The grid, with the time spent in ``send_and_receive`` counted."""
 
         def __init__(self, grid: Any) -> None:
-            self._grid, self.waited = grid, 0.0
+            self._grid, self.waited = grid, np.zeros(2)
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self._grid, name)
 
         def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
-            t0 = time.perf_counter()
+            t0 = clock()
             out = list(self._grid.send_and_receive(messages, timeout=timeout))
-            self.waited += time.perf_counter() - t0
+            self.waited += clock() - t0
             return out
+
+    def excluded() -> np.ndarray:
+        return sum(server["excluded"].values(), np.zeros(2))
 
     class TimedSecAggPlus(SecAggPlusWorkflow):  # type: ignore[misc]
         def _timed(self, name: str, stage: Any, grid: Any, context: Any, state: Any) -> bool:
             timed = TimedGrid(grid)
-            before = sum(server["excluded"].values())
-            t0 = time.perf_counter()
+            before = excluded()
+            t0 = clock()
             ok = bool(stage(timed, context, state))
-            wall = time.perf_counter() - t0
-            in_strategy = sum(server["excluded"].values()) - before
-            server["stages"][name] = wall - timed.waited - in_strategy
-            server["waits"][name] = timed.waited
+            spent = clock() - t0 - timed.waited - (excluded() - before)
+            server["stages"][name], server["waits"][name] = spent, timed.waited
             return ok
 
         def setup_stage(self, grid: Any, context: Any, state: Any) -> bool:
@@ -199,17 +207,17 @@ def main() -> None:
 
     class TimedFedAvg(FedAvg):  # type: ignore[misc]
         def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
-            t0 = time.perf_counter()
+            t0 = clock()
             out = super().configure_fit(server_round, parameters, client_manager)
-            server["excluded"]["configure_fit"] = time.perf_counter() - t0
+            server["excluded"]["configure_fit"] = clock() - t0
             return out
 
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
-            t0 = time.perf_counter()
+            t0 = clock()
             out = super().aggregate_fit(server_round, results, failures)
-            server["excluded"]["aggregate_fit"] = time.perf_counter() - t0
+            server["excluded"]["aggregate_fit"] = clock() - t0
             server["results"], server["failures"] = len(results), len(failures)
-            t0 = time.perf_counter()
+            t0 = clock()
             if results:  # every result carries the unmasked mean: check it against the plain one
                 got = parameters_to_ndarrays(results[0][1].parameters)[0].astype(np.float64)
                 want = np.zeros(d)
@@ -218,7 +226,7 @@ def main() -> None:
                         want += _update(seed, pid + 1, d)
                 want /= n - len(dropped)
                 server["max_abs_error"] = float(np.max(np.abs(got - want)))
-            server["excluded"]["check"] = time.perf_counter() - t0
+            server["excluded"]["check"] = clock() - t0
             return out
 
     app = ServerApp()
@@ -264,15 +272,24 @@ def main() -> None:
             modulus_range=2**32,
         )
         DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
+
+        def wall(pairs: dict[str, np.ndarray]) -> dict[str, float]:
+            return {name: float(pair[0]) for name, pair in pairs.items()}
+
+        def cpu(pairs: dict[str, np.ndarray]) -> dict[str, float]:
+            return {name: float(pair[1]) for name, pair in pairs.items()}
+
         stages = server["stages"]
         _emit(
             "round",
             {
                 "wall_s": server.get("round_end", 0.0) - server.get("round_start", 0.0),
-                "server_s": sum(stages.values()),
-                "stages_s": stages,
-                "waits_s": server["waits"],
-                "excluded_s": server["excluded"],
+                "server_s": sum(wall(stages).values()),
+                "server_cpu_s": sum(cpu(stages).values()),
+                "stages_s": wall(stages),
+                "stages_cpu_s": cpu(stages),
+                "waits_s": wall(server["waits"]),
+                "excluded_s": wall(server["excluded"]),
                 "results": server.get("results"),
                 "failures": server.get("failures"),
                 "max_abs_error": server.get("max_abs_error"),
@@ -290,8 +307,10 @@ def main() -> None:
     for path in out_dir.glob("clients-*.jsonl"):
         for raw in path.read_text().splitlines():
             rec = json.loads(raw)
-            c = per_client.setdefault(rec["pid"], dict.fromkeys(("s", "rx", "tx", "model"), 0.0))
+            keys = ("s", "cpu_s", "rx", "tx", "model")
+            c = per_client.setdefault(rec["pid"], dict.fromkeys(keys, 0.0))
             c["s"] += rec["s"]
+            c["cpu_s"] += rec["cpu_s"]
             c["rx"] += rec["received"]
             c["tx"] += rec["sent"]
             c["model"] += rec["model"]
@@ -313,6 +332,7 @@ def main() -> None:
             "client_s": statistics.median(times),
             "client_s_max": max(times),
             "client_s_q1_q3": statistics.quantiles(times, n=4)[::2] if len(times) > 1 else times,
+            "client_cpu_s": statistics.median(c["cpu_s"] for c in survivors),
             "client_received_bytes": statistics.median(c["rx"] for c in survivors),
             "client_model_bytes": statistics.median(c["model"] for c in survivors),
             "client_sent_bytes": statistics.median(c["tx"] for c in survivors),

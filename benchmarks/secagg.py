@@ -72,22 +72,24 @@ class Timed:
 
     def __init__(self) -> None:
         self.client = SecAggClient(HOST, NumpyMod32())
-        self.spent = 0.0
+        self.spent = self.cpu = 0.0
 
     @property
     def state(self) -> ClientState:
         return self.client.state
 
     async def receive(self, msg: SecAggMessage) -> list[SecAggMessage]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = await self.client.receive(msg)
         self.spent += time.perf_counter() - t0
+        self.cpu += time.process_time() - c0
         return out
 
     async def mask(self, values: list[float]) -> tuple[SecAggMessage, bytes]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = await self.client.mask(values)
         self.spent += time.perf_counter() - t0
+        self.cpu += time.process_time() - c0
         return out
 
 
@@ -142,7 +144,7 @@ async def secure_round(
 
     sent = dict.fromkeys(clients, 0)
     got = dict.fromkeys(clients, 0)
-    server_s, now, phase_no = 0.0, 0.0, 0
+    server_s, server_cpu, now, phase_no = 0.0, 0.0, 0.0, 0
     while not server.finished:
         phase = server.phase
         replies: list[tuple[int, SecAggMessage, int, bytes | None]] = []
@@ -159,14 +161,16 @@ async def secure_round(
                 replies.append((i, m, size, frame))
         for i, m, size, frame in replies:
             sent[i] += size + (len(frame) if frame else 0)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             await server.receive(i, m, now, frame)
             server_s += time.perf_counter() - t0
+            server_cpu += time.process_time() - c0
         if server.phase is phase:
             now = server.deadline
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             await server.tick(now)
             server_s += time.perf_counter() - t0
+            server_cpu += time.process_time() - c0
         phase_no += 1
     for i, msg in server.take_outbox():
         got[i] += wire(msg)[1]
@@ -176,6 +180,7 @@ async def secure_round(
         spent = json.loads(await page.evaluate("(c) => window.__run(c)", "secagg_spent()"))
         browser_s = [spent[str(i)] / 1000 for i in sorted(in_browser)]
     cpython_s = [clients[i].spent for i in cpython if i not in dropped]
+    cpython_cpu = [clients[i].cpu for i in cpython if i not in dropped]
     survivors = [i for i in clients if i not in dropped]
     return {
         "n": n,
@@ -185,9 +190,11 @@ async def secure_round(
         "dropped": len(dropped),
         "cpython_client_s": statistics.median(cpython_s),
         "cpython_client_s_max": max(cpython_s),
+        "cpython_client_cpu_s": statistics.median(cpython_cpu),
         "pyodide_client_s": statistics.median(browser_s) if browser_s else None,
         "pyodide_client_s_all": browser_s,
         "coordinator_s": server_s,
+        "coordinator_cpu_s": server_cpu,
         "scale_bits": params.scale_bits,
         "clip_norm": params.clip_norm,
         "client_sent_bytes": statistics.median(sent[i] for i in survivors),
@@ -272,6 +279,8 @@ def flower_figures(r: dict[str, Any], f: dict[str, Any]) -> dict[str, Any]:
         "flower_startup_s": startup.get("launch_to_ready_s"),
         "flower_round_wall_s": rnd.get("wall_s"),
         "flower_coordinator_s": rnd.get("server_s"),
+        "flower_coordinator_cpu_s": rnd.get("server_cpu_s"),
+        "flower_coordinator_stages_cpu_s": rnd.get("stages_cpu_s"),
         "flower_coordinator_stages_s": rnd.get("stages_s"),
         "flower_coordinator_waits_s": rnd.get("waits_s"),
         "flower_excluded_s": rnd.get("excluded_s"),
@@ -279,6 +288,7 @@ def flower_figures(r: dict[str, Any], f: dict[str, Any]) -> dict[str, Any]:
         "flower_results": rnd.get("results"),
         "flower_client_s": summary.get("client_s"),
         "flower_client_s_max": summary.get("client_s_max"),
+        "flower_client_cpu_s": summary.get("client_cpu_s"),
         "flower_client_s_q1_q3": summary.get("client_s_q1_q3"),
         "flower_client_sent_bytes": summary.get("client_sent_bytes"),
         "flower_client_received_bytes": summary.get("client_received_bytes"),
@@ -288,6 +298,8 @@ def flower_figures(r: dict[str, Any], f: dict[str, Any]) -> dict[str, Any]:
     theirs, ours = out["flower_coordinator_s"], r["coordinator_s"]
     out["coordinator_speedup_vs_flower"] = theirs / ours if theirs and ours else None
     out["coordinator_vs_flower"] = ours / theirs if theirs and ours else None
+    theirs, ours = out["flower_coordinator_cpu_s"], r.get("coordinator_cpu_s")
+    out["coordinator_cpu_speedup_vs_flower"] = theirs / ours if theirs and ours else None
     return out
 
 
@@ -315,6 +327,19 @@ def print_table(results: list[dict[str, Any]]) -> None:
             f"{r['client_sent_bytes']:12,} {_s(r.get('flower_client_sent_bytes'), ',.0f'):>10} | "
             f"{_s(r.get('flower_startup_s'), '.1f'):>14} "
             f"{_s(r.get('flower_round_wall_s'), '.1f'):>12}{timed_out}",
+            file=sys.stderr,
+        )
+    print(
+        "CPU time (process_time; the machine is shared, wall times above include waiting for a "
+        "core):",
+        file=sys.stderr,
+    )
+    for r in results:
+        print(
+            f"{r['n']:5d} {r['d']:7d} | client CPython {r['cpython_client_cpu_s']:.3f} s, Flower "
+            f"{_s(r.get('flower_client_cpu_s'))} s | coordinator ours {r['coordinator_cpu_s']:.3f}"
+            f" s, Flower {_s(r.get('flower_coordinator_cpu_s'))} s, Flower/ours "
+            f"{_s(r.get('coordinator_cpu_speedup_vs_flower'), '.2f')}",
             file=sys.stderr,
         )
     if any("flower_client_s" in r for r in results):
@@ -385,7 +410,8 @@ async def main() -> None:
             print(
                 f"  Flower n={r['n']:5d} d={r['d']:7d}: start-up {_s(f['flower_startup_s'], '.1f')}"
                 f" s, round wall {_s(f['flower_round_wall_s'], '.1f')} s, client "
-                f"{_s(f['flower_client_s'])} s, coordinator {_s(f['flower_coordinator_s'])} s, "
+                f"{_s(f['flower_client_s'])} s (CPU {_s(f['flower_client_cpu_s'])}), coordinator "
+                f"{_s(f['flower_coordinator_s'])} s (CPU {_s(f['flower_coordinator_cpu_s'])}), "
                 f"sends {_s(f['flower_client_sent_bytes'], ',.0f')} B, max error of the mean "
                 f"{_s(f['flower_max_abs_error'], '.2e')}"
                 + (f" — stopped after {f['flower_ran_s']:.0f} s" if f["flower_timed_out"] else "")
@@ -454,10 +480,13 @@ async def main() -> None:
             if r["pyodide_client_s"] is not None:
                 out[f"pyodide_client_s_{tag}"] = round(r["pyodide_client_s"], 4)
             out[f"coordinator_s_{tag}"] = round(r["coordinator_s"], 3)
+            out[f"cpython_client_cpu_s_{tag}"] = round(r["cpython_client_cpu_s"], 4)
+            out[f"coordinator_cpu_s_{tag}"] = round(r["coordinator_cpu_s"], 3)
             out[f"client_sent_bytes_{tag}"] = r["client_sent_bytes"]
             if r.get("flower_client_s") is not None:
                 out[f"flower_client_s_{tag}"] = round(r["flower_client_s"], 4)
                 out[f"flower_client_sent_bytes_{tag}"] = r["flower_client_sent_bytes"]
+                out[f"flower_client_cpu_s_{tag}"] = round(r["flower_client_cpu_s"], 4)
             if r.get("flower_coordinator_s") is not None:
                 out[f"flower_coordinator_s_{tag}"] = round(r["flower_coordinator_s"], 3)
                 out[f"flower_startup_s_{tag}"] = round(r["flower_startup_s"], 1)
@@ -466,6 +495,10 @@ async def main() -> None:
                     r["coordinator_speedup_vs_flower"], 2
                 )
                 out[f"coordinator_vs_flower_{tag}"] = round(r["coordinator_vs_flower"], 3)
+                out[f"flower_coordinator_cpu_s_{tag}"] = round(r["flower_coordinator_cpu_s"], 3)
+                out[f"coordinator_cpu_speedup_vs_flower_{tag}"] = round(
+                    r["coordinator_cpu_speedup_vs_flower"], 2
+                )
             elif r.get("flower_timed_out"):
                 out[f"flower_stopped_after_s_{tag}"] = round(r["flower_ran_s"])
         print(json.dumps(out))
