@@ -368,6 +368,7 @@ async def main() -> None:
         "--flower-timeout", type=float, default=900.0, help="seconds before a Flower run stops"
     )
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--details", help="write every figure of every size as JSON to this file")
     args = ap.parse_args()
     flower = ensure_flower(Path(args.flower_venv)) if args.flower else None
     sizes = [int(x) for x in args.sizes.split(",")]
@@ -415,6 +416,8 @@ async def main() -> None:
                 f"sends {_s(f['flower_client_sent_bytes'], ',.0f')} B, max error of the mean "
                 f"{_s(f['flower_max_abs_error'], '.2e')}"
                 + (f" — stopped after {f['flower_ran_s']:.0f} s" if f["flower_timed_out"] else "")
+                + f"\n    Flower's server by stage, wall s {f['flower_coordinator_stages_s']}, "
+                f"CPU s {f['flower_coordinator_stages_cpu_s']}; left out {f['flower_excluded_s']}"
                 + (f"\n{f['flower_error']}" if f["flower_error"] else ""),
                 file=sys.stderr,
                 flush=True,
@@ -472,6 +475,8 @@ async def main() -> None:
                 await server.stop()
                 coord.stop()
     print_table(results)
+    if args.details:
+        Path(args.details).write_text(json.dumps(results, indent=1, default=str))
     if args.json:
         out: dict[str, Any] = {}
         for r in results:
