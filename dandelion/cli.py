@@ -330,8 +330,16 @@ def _backup(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from .backup import BackupError, backup, restore
+    from .storage.location import is_postgres_url
 
     db = _settings(args).db
+    if is_postgres_url(db):
+        print(
+            f"dandelion {args.command}: a PostgreSQL state is backed up and restored with "
+            "PostgreSQL's own pg_dump and pg_restore (docs/operations.md, Backups)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         info = backup(db, args.dest) if args.command == "backup" else restore(args.source, db)
     except BackupError as exc:
@@ -352,11 +360,12 @@ def _token(args: argparse.Namespace) -> int:
 
     from .api.auth import hash_token, new_token
     from .serve_cli import migrating
-    from .storage import ConflictError, SQLiteStore
+    from .storage import ConflictError
+    from .storage.location import open_state
 
     db = _settings(args).db
     with migrating(f"token {args.token_command}", db):
-        store = SQLiteStore(db)
+        store = open_state(db)
     try:
         if args.token_command == "create":
             if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.name):
@@ -469,6 +478,11 @@ def _demo(args: argparse.Namespace) -> int:
         db=args.db,
         progress=not args.json or sys.stderr.isatty(),
     )
+    if args.db is not None and args.db.startswith(("postgresql://", "postgres://")):
+        print(
+            "dandelion demo: --db is a SQLite file (the demo keeps its own state)", file=sys.stderr
+        )
+        return 2
     if args.db is None:
         result = asyncio.run(run_demo(options))
     else:

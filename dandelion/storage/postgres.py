@@ -24,34 +24,18 @@ import os
 import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import TupleRow
 
 from .errors import ConflictError, StorageError
+from .location import is_postgres_url, redacted
 from .pg_migrations import PG_MIGRATIONS
 from .sql import SQLStore
 
-__all__ = ["PostgresStore", "is_postgres_url", "redacted"]
+__all__ = ["PostgresStore", "connect"]
 
-_SCHEMES = ("postgresql://", "postgres://")
 _CONNECT_TIMEOUT_S = 10
-
-
-def is_postgres_url(db: str) -> bool:
-    """Whether ``--db`` names a PostgreSQL database (else it is a SQLite file's path)."""
-    return db.startswith(_SCHEMES)
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @contextlib.contextmanager
@@ -68,6 +52,17 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def connect(url: str, name: str) -> psycopg.Connection[TupleRow]:
+    """An autocommit connection to ``url`` that names itself ``name`` in
+    ``pg_stat_activity``. Raises StorageError naming the server (never its password)."""
+    try:
+        return psycopg.connect(
+            url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S, application_name=name[:63]
+        )
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot connect to {redacted(url)}: {_first_line(exc)}") from None
+
+
 class PostgresStore(SQLStore):
     """State in one PostgreSQL database. One instance per thread (one connection each)."""
 
@@ -78,7 +73,7 @@ class PostgresStore(SQLStore):
         if not is_postgres_url(url):
             raise ValueError(f"not a postgresql:// URL: {url!r}")
         self.url = url
-        self._name = f"dandelion {command} {os.getpid()}@{socket.gethostname()}".strip()
+        self._name = f"dandelion {command or 'state'} {os.getpid()}@{socket.gethostname()}"
         self._depth = 0  # transactions open on this connection (nested ones are savepoints)
         self._sql: dict[str, str] = {}
         self._pg = self._connect()
@@ -87,17 +82,7 @@ class PostgresStore(SQLStore):
                 PG_MIGRATIONS.apply(self._pg)
 
     def _connect(self) -> psycopg.Connection[TupleRow]:
-        try:
-            return psycopg.connect(
-                self.url,
-                autocommit=True,
-                connect_timeout=_CONNECT_TIMEOUT_S,
-                application_name=self._name[:63],
-            )
-        except psycopg.Error as exc:
-            raise StorageError(
-                f"cannot connect to {redacted(self.url)}: {_first_line(exc)}"
-            ) from None
+        return connect(self.url, self._name)
 
     def _connection(self) -> psycopg.Connection[TupleRow]:
         if self._pg.broken and self._depth == 0:
