@@ -63,3 +63,39 @@ def test_readme_commands_exist_and_ci_runs_the_test_command() -> None:
     for script in found:
         assert (ROOT / script).exists(), script
     assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+WORKED = ROOT / "docs" / "worked_example.md"
+WORKED_FILES = (
+    ("task.toml", "toml"),
+    ("engagement/__init__.py", "python"),
+    ("engagement/objective.py", "python"),
+    ("engagement/model.py", "python"),
+)
+
+
+def render_worked_example() -> str:
+    """docs/worked_example.md: the example package's files, verbatim."""
+    parts = [
+        "# The worked example, in full\n\n"
+        "Every file of `examples/engagement/`, the task package of [tasks.md](tasks.md#the-worked-"
+        "example-examplesengagement), as it is in the repository (`tests/test_docs.py` checks that "
+        "this page and the files agree; `python tests/test_docs.py` rewrites it). Copy the folder "
+        "structure below to start a package of your own:\n\n"
+        "```\nexamples/engagement/\n  task.toml            the task file\n  engagement/          "
+        "the package that goes into the worker wheel (dandelion bundle --with)\n    __init__.py    "
+        "    importing it registers both plugins\n    objective.py       long_read\n    model.py  "
+        "         relu_net\n```\n"
+    ]
+    for name, lang in WORKED_FILES:
+        text = (ROOT / "examples" / "engagement" / name).read_text()
+        parts.append(f"\n## `{name}`\n\n```{lang}\n{text.rstrip()}\n```\n")
+    return "".join(parts)
+
+
+def test_the_worked_example_page_holds_the_example_files_verbatim() -> None:
+    assert WORKED.read_text() == render_worked_example(), "run: python tests/test_docs.py"
+
+
+if __name__ == "__main__":
+    WORKED.write_text(render_worked_example())

@@ -12,7 +12,16 @@ from __future__ import annotations
 from .models import Example, Model, ModelSpec, init_params
 from .objective import Objective
 from .registry import UnknownPlugin, model, objective, register_model, register_objective
-from .signals import Bookmark, PageTime, Signals, TabEvent, VisitRecord, parse_signals
+from .signals import (
+    Bookmark,
+    PageTime,
+    Signals,
+    SignalsError,
+    TabEvent,
+    VisitRecord,
+    parse_signals,
+    register_signal,
+)
 
 __all__ = [
     "Bookmark",
@@ -22,6 +31,7 @@ __all__ = [
     "Objective",
     "PageTime",
     "Signals",
+    "SignalsError",
     "TabEvent",
     "UnknownPlugin",
     "VisitRecord",
@@ -31,4 +41,5 @@ __all__ = [
     "parse_signals",
     "register_model",
     "register_objective",
+    "register_signal",
 ]
