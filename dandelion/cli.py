@@ -291,12 +291,14 @@ def _operator_error(exc: Exception) -> int | None:
     from .serving import ServingError
     from .storage import StorageError
     from .storage.lease import LeaseError, LeaseHeldError
+    from .storage.location import StateURLError
+    from .storage.pg_migrations import SchemaError
     from .storage.statefile import StateFileError
 
     if isinstance(exc, LeaseHeldError | ServingError):
         return 1  # something else holds the file or the port: it may let go
-    if isinstance(exc, StateFileError | LeaseError):
-        return 2  # the file must be restored, or --db (its folder) corrected
+    if isinstance(exc, StateFileError | LeaseError | StateURLError | SchemaError):
+        return 2  # the file must be restored, or --db (its folder, its URL) corrected
     if isinstance(exc, StorageError):
         return 1  # the disk failed
     return None

@@ -27,7 +27,7 @@ from .coordinator import TaskConfig, change_status, create_task, edit_task
 from .privacy.config import privacy_config
 from .privacy.guarantee import guarantee
 from .storage import SQLiteStore, StateStore
-from .storage.location import open_state
+from .storage.location import is_postgres_url, open_state
 
 __all__ = [
     "change_status_in",
@@ -63,6 +63,11 @@ def _writing(db: str) -> Iterator[StateStore]:
     if not isinstance(store, SQLiteStore):
         try:
             with store.transaction():
+                if is_postgres_url(db):
+                    from .storage.postgres import PostgresStore  # psycopg only for a URL
+
+                    assert isinstance(store, PostgresStore)
+                    store.lock_tasks()  # the write lock, before anything is read
                 yield store
         finally:
             store.close()

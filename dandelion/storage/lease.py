@@ -99,7 +99,10 @@ class LeaseHeldError(LeaseError):
         else:
             advice = f"wait for that `dandelion {holder.command}` to finish"
         # ``what`` says what else is true of the file, e.g. "needs schema migrations (m004) and ".
-        super().__init__(f"state file {self.db} {what}is held by {who}; {advice}")
+        where = (
+            "the database" if self.db.startswith(("postgresql://", "postgres://")) else "state file"
+        )
+        super().__init__(f"{where} {self.db} {what}is held by {who}; {advice}")
 
 
 class Lease(Protocol):

@@ -27,7 +27,6 @@ from typing import Self
 import psycopg
 from psycopg.rows import TupleRow
 
-from .errors import StorageError
 from .lease import Holder, LeaseError, LeaseHeldError
 from .location import redacted
 from .postgres import connect
@@ -53,15 +52,13 @@ class PostgresLease:
     def acquire(self) -> Holder:
         """Take the lease; return who holds it now (this process).
 
-        Raises LeaseHeldError naming the holder, LeaseError when the server cannot be reached.
+        Raises LeaseHeldError naming the holder, StorageError when the server cannot be
+        reached, LeaseError when it refuses the lock.
         """
         if self._conn is not None:
             raise LeaseError(f"the lease on {redacted(self.url)} is already held here")
         me = Holder(os.getpid(), socket.gethostname(), time.time(), self.command)
-        try:
-            conn = connect(self.url, f"dandelion {self.command} {me.pid}@{me.host}")
-        except StorageError as exc:
-            raise LeaseError(str(exc)) from None
+        conn = connect(self.url, f"dandelion {self.command} {me.pid}@{me.host}")
         try:
             row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LEASE_KEY).fetchone()
             if row is None or not row[0]:

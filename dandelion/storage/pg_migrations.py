@@ -81,10 +81,11 @@ class PgMigrations:
         ).fetchall()
         tables = {str(r[0]) for r in rows}
         if _TABLE not in tables:
-            if "tasks" in tables or "rounds" in tables:
+            if tables:  # as with a SQLite file: Dandelion's migrations never write among others'
+                shown = ", ".join(sorted(tables)[:3]) + (", …" if len(tables) > 3 else "")
                 raise SchemaError(
-                    "the database holds tables of another program (tasks, rounds) and no "
-                    f"{_TABLE}: not a Dandelion state; give Dandelion its own database"
+                    f"the database holds another program's tables ({shown}) and no {_TABLE}: "
+                    "not a Dandelion state; give Dandelion a database of its own (createdb)"
                 )
             return ()
         done = tuple(
@@ -107,6 +108,7 @@ class PgMigrations:
         names. Raises SchemaError, psycopg.Error."""
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            self.applied(conn)  # SchemaError for another program's tables, before adding ours
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {_TABLE} (id integer PRIMARY KEY, "
                 'name text COLLATE "C" NOT NULL UNIQUE, applied_at double precision NOT NULL)'

@@ -78,8 +78,12 @@ class PostgresStore(SQLStore):
         self._sql: dict[str, str] = {}
         self._pg = self._connect()
         if not readonly:
-            with _translated():
-                PG_MIGRATIONS.apply(self._pg)
+            try:
+                with _translated():
+                    PG_MIGRATIONS.apply(self._pg)
+            except BaseException:
+                self._pg.close()  # a refused database keeps no session of ours open
+                raise
 
     def _connect(self) -> psycopg.Connection[TupleRow]:
         return connect(self.url, self._name)
@@ -130,3 +134,10 @@ class PostgresStore(SQLStore):
     def applied_migrations(self) -> tuple[str, ...]:
         with _translated():
             return PG_MIGRATIONS.applied(self._connection())
+
+    def lock_tasks(self) -> None:
+        """Inside :meth:`transaction`: hold the tasks table against other writers until it
+        ends (SQLite's ``BEGIN IMMEDIATE``, for a command that reads a task, then changes it)."""
+        if self._depth == 0:
+            raise RuntimeError("lock_tasks outside a transaction")
+        self._exec("LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE")
