@@ -34,7 +34,10 @@ def postgres_bin() -> Path:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     if initdb is None:
-        raise RuntimeError("PostgreSQL is not installed (scripts/test installs it: postgresql)")
+        # Loud on purpose: a test that needs PostgreSQL errors, it is never skipped.
+        raise RuntimeError(
+            "PostgreSQL is not installed: scripts/test installs it (apt-get install postgresql)"
+        )
     return Path(initdb).parent
 
 
@@ -62,7 +65,13 @@ class PostgresServer:
 
     def start(self) -> None:
         if self.run_as is not None:
-            user = pwd.getpwnam(self.run_as)
+            try:
+                user = pwd.getpwnam(self.run_as)
+            except KeyError:
+                raise RuntimeError(
+                    "PostgreSQL refuses to run as root and there is no postgres user: "
+                    "install Debian's postgresql package (scripts/test does)"
+                ) from None
             os.chown(self.folder, user.pw_uid, user.pw_gid)
         self._run(
             "initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "--no-sync", "-E", "UTF8"
