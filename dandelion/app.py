@@ -112,6 +112,10 @@ def make_app(
         return web.json_response(body, status=503 if failure else 200, dumps=dumps)
 
     async def on_shutdown(app: web.Application) -> None:
+        # Reports waiting for a checkpoint that will not come are let go first, so that every
+        # connection's handler can return before the server waits for them.
+        if COORDINATOR in app:
+            app[COORDINATOR].release_waiting()
         if ENDPOINT in app:
             await app[ENDPOINT].close_all()
 

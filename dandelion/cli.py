@@ -1,5 +1,5 @@
 """The ``dandelion`` command: serve, task (``task_commands.py``), model, bundle, privacy, demo,
-emulate.
+emulate, data (``data_cli.py``).
 
 Every setting of ``dandelion.settings.SETTINGS`` is a flag of ``serve`` (and of ``demo`` where it
 applies) and an environment variable; ``docs/cli.md`` lists the commands and a test keeps it in
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .data_cli import add_data_parser, run_data
 from .serve_cli import print_result as _print
 from .settings import SETTINGS, Settings, SettingsError, load_settings
 from .task_commands import add_task_parser, run_task
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", default=None, help="Keep the demo's SQLite state here [a temporary file]."
     )
     _add_emulate(sub)
+    add_data_parser(sub)
     _add_model(sub)
     return parser
 
@@ -218,7 +220,17 @@ def _add_emulate(sub: Any) -> None:
     emulate.add_argument(
         "--db", help="websocket: that coordinator's state file (to follow rounds)."
     )
-    emulate.add_argument("--data", metavar="NPZ", help="Devices' data from this table file.")
+    emulate.add_argument(
+        "--data",
+        metavar="NPZ",
+        help="Devices' data from this table file (dandelion data convert; docs/emulation.md).",
+    )
+    emulate.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="Replay when devices are online, their bandwidth and speed from this session "
+        "trace, CSV or JSON (in-process; docs/emulation.md).",
+    )
     emulate.add_argument(
         "--out",
         metavar="DIR",
@@ -273,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _emulate(args)
         if args.command == "model":
             return _model(args)
+        if args.command == "data":
+            return run_data(args)
     except SettingsError as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
@@ -309,6 +323,7 @@ def _command(args: argparse.Namespace) -> str:
         getattr(args, "task_command", None)
         or getattr(args, "token_command", None)
         or getattr(args, "model_command", None)
+        or getattr(args, "data_command", None)
     )
     return f"{args.command} {sub}" if sub else str(args.command)
 
@@ -520,9 +535,16 @@ def _emulate(args: argparse.Namespace) -> int:
     )
     from .emulation.localdata import TableSource
     from .emulation.population import default_task
+    from .emulation.trace import load_trace
 
     try:
         config = load_population(args.population) if args.population else PopulationConfig()
+        source = TableSource(args.data) if args.data else None
+        trace = load_trace(args.trace) if args.trace else None
+        if args.workers is None and not _sets_size(args.population):
+            # A table or a trace says how many devices there are.
+            args.workers = source.devices if source is not None else None
+            args.workers = args.workers or (trace.devices if trace is not None else None)
         changes = {
             k: v
             for k, v in {"size": args.workers, "rounds": args.rounds, "seed": args.seed}.items()
@@ -550,8 +572,7 @@ def _emulate(args: argparse.Namespace) -> int:
             progress=True,  # on standard error, in every mode: stdout keeps the summary
             max_wall_s=args.max_wall_s,
         )
-        source = TableSource(args.data) if args.data else None
-        result = emulate(config, options, task=task or None, source=source)
+        result = emulate(config, options, task=task or None, source=source, trace=trace)
     except (PopulationConfigError, TaskConfigError) as exc:
         print(f"dandelion emulate: {exc}", file=sys.stderr)
         return 2
@@ -593,6 +614,19 @@ def _model(args: argparse.Namespace) -> int:
     )
     _print(info, args.json, line)
     return 0
+
+
+def _sets_size(population: str | None) -> bool:
+    """Whether the population file gives ``population.size`` (it has been read once already,
+    so it parses)."""
+    if not population:
+        return False
+    import tomllib
+
+    text = Path(population).read_text()
+    raw = json.loads(text) if population.endswith(".json") else tomllib.loads(text)
+    section = raw.get("population", {})
+    return isinstance(section, dict) and "size" in section
 
 
 def _nest(changes: dict[str, Any]) -> dict[str, Any]:

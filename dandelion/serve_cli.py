@@ -211,12 +211,13 @@ def _bundle_refusal(
 ) -> str | None:
     """The one line refusing the first task whose objective or model the served bundle (or, with
     none served, this process) lacks; None when every task can run."""
-    from .bundle.contents import missing, unknown_here
+    from .bundle.contents import missing, near_miss, unknown_here
 
     for name, objective, kind in needs:
         if bundle is not None:
             lacking = missing(bundle, objective, kind)
-            where = f"{bundle_dir} (rebuild it: dandelion bundle --with PACKAGE)"
+            hint = near_miss(bundle, objective, kind)
+            where = f"{bundle_dir} (rebuild it: dandelion bundle --with PACKAGE){hint}"
         else:
             lacking, where = unknown_here(objective, kind), "(dandelion bundle --with PACKAGE)"
         if lacking is not None:

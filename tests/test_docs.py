@@ -52,7 +52,7 @@ def test_every_cli_command_is_documented() -> None:
     for name, sub in commands.items():
         assert f"dandelion {name}" in page, name
         for child in (
-            _subparsers(sub).keys() if name in ("task", "privacy", "token", "model") else []
+            _subparsers(sub).keys() if name in ("task", "privacy", "token", "model", "data") else []
         ):
             assert f"dandelion {name} {child}" in page, child
 

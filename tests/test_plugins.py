@@ -127,3 +127,20 @@ def test_a_package_that_needs_numpy_at_import_is_refused_by_bundle(tmp_path: Pat
     assert done.returncode == 2, done.stderr
     assert "heavy: ModuleNotFoundError: No module named 'numpy'" in one_line(done)
     assert "standard library alone" in one_line(done)
+
+
+def test_serve_names_the_nearest_name_the_bundle_has_for_a_misspelt_one(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    assemble_bundle(plain)
+    task = tmp_path / "typo.toml"
+    task.write_text('name = "typo"\nobjective = "revisit_7b"\n')
+    db = tmp_path / "state.db"
+    refused = dandelion(
+        "serve", "--db", str(db), "--port", "0", "--task", str(task), "--bundle-dir", str(plain)
+    )
+    assert refused.returncode == 2
+    assert one_line(refused) == (
+        f"dandelion serve: task typo: objective 'revisit_7b' not in the served bundle {plain} "
+        "(rebuild it: dandelion bundle --with PACKAGE); did you mean objective 'revisit_7d'?"
+    )
+    assert not db.exists()

@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from ..export import ExportError, Release, public_document
+from ..export.release import UnknownModelError
 from ..storage import RoundRecord, StateStore
 from .admin import CONTEXT, AdminContext
 from .errors import ApiError
@@ -118,6 +119,13 @@ class PublicModels:
                 sha256=digest,
                 created_at=bucket(release.created_at, settings.monitor_bucket_s),
             )
+        except UnknownModelError:
+            # created with a package this coordinator's bundle lacks: it is not run here
+            raise ApiError(
+                503,
+                f"task {name!r} is not run by this coordinator: its model is not in the "
+                "served bundle",
+            ) from None
         except ExportError as exc:
             raise ApiError(500, f"task {name!r}: {exc}") from None
         body = dumps(document).encode()

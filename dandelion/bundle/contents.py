@@ -24,6 +24,7 @@ __all__ = [
     "BundleContentsError",
     "bundle_tasks",
     "missing",
+    "near_miss",
     "read_bundle_tasks",
     "unknown_here",
     "use_bundle_plugins",
@@ -128,6 +129,22 @@ def missing(tasks: dict[str, Any], objective_ref: str, model_kind: str) -> str |
         ("model", model_kind, not model_kind or _has(tasks, "models", model_kind)),
     )
     return f"{lacking} not in the served bundle" if lacking else None
+
+
+def near_miss(tasks: dict[str, Any], objective_ref: str, model_kind: str) -> str:
+    """``"; did you mean objective 'x'?"`` when a name the bundle lacks is close to one it
+    has (a misspelling); "" otherwise."""
+    import difflib
+
+    for what, ref, names in (
+        ("objective", objective_ref, "objectives"),
+        ("model", model_kind, "models"),
+    ):
+        if ref and ":" not in ref and not _has(tasks, names, ref):
+            close = difflib.get_close_matches(ref, tasks.get(names, []), n=1)
+            if close:
+                return f"; did you mean {what} {close[0]!r}?"
+    return ""
 
 
 def _lacking(*checks: tuple[str, str, bool]) -> str:

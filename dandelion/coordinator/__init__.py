@@ -5,7 +5,7 @@ from __future__ import annotations
 from .coordinator import Coordinator, RoundListener
 from .entropy import Entropy, SeededEntropy
 from .evaluation import EvalRound
-from .lifecycle import RoundAbandoned, RoundLifecycle
+from .lifecycle import CoordinatorStopping, RoundAbandoned, RoundLifecycle
 from .pace import PaceSteering
 from .registry import TaskRegistry, create_task
 from .replies import CLOSE_TRY_LATER, Reply
@@ -25,6 +25,7 @@ __all__ = [
     "ACTIONS",
     "CLOSE_TRY_LATER",
     "Coordinator",
+    "CoordinatorStopping",
     "Entropy",
     "EvalRound",
     "EvaluationPlan",

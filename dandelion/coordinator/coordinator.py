@@ -325,8 +325,21 @@ class Coordinator:
         if lapsed:
             await self.store.record_events(lapsed)
 
+    def release_waiting(self) -> int:
+        """At a stop, before connections are awaited: the reports still waiting for their first
+        or next checkpoint get no answer (CoordinatorStopping) instead of waiting for ever;
+        checkpoints under way finish. Returns how many reports were let go."""
+        released = 0
+        for runtime in self.tasks.values():
+            if runtime.round is not None:
+                released += self.lifecycle.release_waiting(runtime.round)
+        if released:
+            log.info("stopping: %d report(s) not yet stored will be sent again", released)
+        return released
+
     async def close(self) -> None:
         """Wait for checkpoints and commits under way; open rounds stay open (they resume)."""
+        self.release_waiting()
         await self.lifecycle.close()
 
 

@@ -43,7 +43,7 @@ from .pace import PaceSteering
 from .rounds import Batch, RoundState
 from .runtime import Round, RoundOutcome, TaskRuntime
 
-__all__ = ["RoundAbandoned", "RoundLifecycle", "RoundListener"]
+__all__ = ["CoordinatorStopping", "RoundAbandoned", "RoundLifecycle", "RoundListener"]
 
 log = logging.getLogger("dandelion.coordinator")
 
@@ -52,6 +52,12 @@ RoundListener = Callable[[RoundOutcome], None]
 
 class RoundAbandoned(Exception):
     """The round closed below its minimum: the reports waiting for its commit do not count."""
+
+
+class CoordinatorStopping(Exception):
+    """The coordinator stops while a report waits for its batch to be stored: the report is not
+    acknowledged (nothing about it was stored); its worker sends it again to the coordinator
+    that comes back, where the open round resumes from its last checkpoint."""
 
 
 class RoundLifecycle:
@@ -537,6 +543,18 @@ class RoundLifecycle:
             if event is not None:
                 out.append(event)
         return out
+
+    def release_waiting(self, rnd: Round) -> int:
+        """At a stop: the reports in ``rnd``'s open batch (not yet sealed for a checkpoint)
+        are dropped and their waits end with CoordinatorStopping, so that no connection's
+        handler waits for a checkpoint that will never come. Returns how many."""
+        batch: Batch[Any] = rnd.batch
+        if not rnd.open or batch.count == 0:
+            return 0
+        count = batch.count
+        rnd.dropped_batch(batch)
+        _settle(batch, CoordinatorStopping())
+        return count
 
     # -- background work -------------------------------------------------------------------------
 

@@ -67,16 +67,32 @@ class TaskRegistry:
         self.store = store
         self.entropy = entropy or Entropy()
         self.tasks: dict[str, TaskRuntime] = {}
+        #: Tasks in storage this process cannot run (an objective or model it does not have):
+        #: name -> (config version, why). Tried again when the task's config version changes.
+        self.unrunnable: dict[str, tuple[int, str]] = {}
 
     async def refresh(self) -> list[TaskRuntime]:
         """Load tasks added in storage (by the CLI or the API) since the last look and follow
-        status changes; return the runtimes that are new."""
+        status changes; return the runtimes that are new. A task that does not load here (a
+        task created with ``--with`` a package the served bundle lacks) is left out with one
+        warning, not retried at every tick."""
         records: list[TaskRecord] = await self.store.read(lambda s: s.list_tasks())
         new: list[TaskRuntime] = []
         for record in records:
             runtime = self.tasks.get(record.name)
             if runtime is None:
-                runtime = self.tasks[record.name] = await self.load(record)
+                known = self.unrunnable.get(record.name)
+                if known is not None and known[0] == record.config_version:
+                    continue
+                try:
+                    runtime = await self.load(record)
+                except (ValueError, LookupError, RuntimeError) as exc:
+                    self.unrunnable[record.name] = (record.config_version, str(exc))
+                    if record.status != "archived":
+                        log.warning("task %s is not run here: %s", record.name, exc)
+                    continue
+                self.unrunnable.pop(record.name, None)
+                self.tasks[record.name] = runtime
                 new.append(runtime)
             else:
                 if runtime.status != record.status:

@@ -10,6 +10,7 @@ from .population import PopulationConfig, PopulationConfigError, load_population
 from .resultfiles import write_results
 from .results import RoundRecord, RunResult
 from .run import EmulateOptions, emulate
+from .trace import load_trace
 
 __all__ = [
     "EmulateOptions",
@@ -19,5 +20,6 @@ __all__ = [
     "RunResult",
     "emulate",
     "load_population",
+    "load_trace",
     "write_results",
 ]

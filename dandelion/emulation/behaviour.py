@@ -156,9 +156,12 @@ class Behaviour:
         """Time from receiving the model to training: loading, reading the history."""
         return self.lognormal(self.config.startup_s, device, "startup", round_)
 
+    def speed(self, device: int) -> float:
+        """Training speed: examples x epochs per second."""
+        return self.lognormal(self.config.examples_per_s, device, "speed")
+
     def train_s(self, device: int, round_: int, examples: int, epochs: int) -> float:
-        speed = self.lognormal(self.config.examples_per_s, device, "speed")
-        seconds = examples * epochs / speed
+        seconds = examples * epochs / self.speed(device)
         if self.uniform(device, "straggler", round_) < self.config.straggler_share:
             seconds = (seconds + self.startup_s(device, round_)) * self.config.straggler_slowdown
         return seconds
@@ -179,12 +182,16 @@ class Behaviour:
 
     # -- network -------------------------------------------------------------------------------
 
-    def transfer_s(self, device: int, nbytes: int, *, upload: bool) -> float:
+    def link(self, device: int, *, upload: bool) -> tuple[float, float]:
+        """(bandwidth in Mbit/s, latency in seconds) of the device's frames one way."""
         c = self.config
         mbps = self.lognormal(
             c.up_mbps if upload else c.down_mbps, device, "up" if upload else "down"
         )
-        latency = self.lognormal(c.latency_ms, device, "latency") / 1000.0
+        return mbps, self.lognormal(c.latency_ms, device, "latency") / 1000.0
+
+    def transfer_s(self, device: int, nbytes: int, *, upload: bool) -> float:
+        mbps, latency = self.link(device, upload=upload)
         return latency + nbytes * 8.0 / (mbps * 1e6)
 
     def eligibility(self, device: int) -> dict[str, bool]:

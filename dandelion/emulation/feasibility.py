@@ -79,6 +79,9 @@ def start_check(plan: EmulationPlan) -> StartCheck:
     config, task = plan.config, plan.task
     rounds, privacy = task.rounds, task.privacy
     best = capacity(config, task)
+    if plan.trace is not None:  # online at once: the trace's peak, not the diurnal model's
+        share = best.eligible / config.size
+        best = Capacity(best.eligible, plan.trace.peak_online() * share)
     minimum = rounds.minimum
     out: list[str] = []
     per_device = best.online / config.size

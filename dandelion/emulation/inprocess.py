@@ -33,7 +33,6 @@ from ..aggregation import single_threaded_blas
 from ..coordinator import Coordinator, RoundOutcome, SeededEntropy
 from ..settings import load_settings
 from ..transport import MemoryTransport, SchemaValidator
-from .behaviour import Behaviour
 from .clock import run_virtual
 from .feasibility import AbandonWatch
 from .links import LinkConnection, link_pair
@@ -130,7 +129,7 @@ class _Emulation:
         self.plan = plan
         self.options = options
         self.config = plan.config
-        self.behaviour = Behaviour(plan.config, plan.epoch)
+        self.behaviour = plan.behaviour()
         self.settings = load_settings(
             environ={}, overrides={**EMULATION_SETTINGS, **options.settings}
         )

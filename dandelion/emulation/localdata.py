@@ -7,7 +7,8 @@ instead of thousands of ``Example`` objects (about 10x less memory), and read ba
 ``Example`` objects on demand, so the pure-Python trainer and the vectorized one see exactly
 the same data.
 
-Rules of this file: no I/O beyond an optional ``.npz`` data file; deterministic per seed.
+Rules of this file: no I/O beyond an optional ``.npz`` data table (its format and checks:
+``tableformat.py``); deterministic per seed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from browser_worker.datasets import EPOCH
 
 from ..taskspec.models import Example
 from ..taskspec.registry import objective
+from .tableformat import read_table
 
 __all__ = [
     "DataSource",
@@ -169,8 +171,10 @@ class SyntheticSource(DataSource):
 
 
 class TableSource(DataSource):
-    """Devices' data from a table made beforehand (``save_table``): the benchmark gives every
-    framework the same data this way."""
+    """Devices' data from a table made beforehand (``save_table``, ``dandelion data convert``,
+    ``flower_table``; the format: ``tableformat.py``): the benchmark gives every framework the
+    same data this way. Device ``d`` of the population is the table's device ``d``. Reading a
+    malformed table raises ``TableError`` naming the array at fault."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -209,9 +213,16 @@ class TableSource(DataSource):
         return LocalData(t["test_indices"], t["test_values"], t["test_labels"], targets)
 
 
-def save_table(path: str | Path, users: Sequence[LocalData], test: LocalData, nf: int) -> None:
+def save_table(
+    path: str | Path,
+    users: Sequence[LocalData],
+    test: LocalData,
+    nf: int,
+    names: dict[str, Sequence[str]] | None = None,
+) -> None:
     """Write devices' data (one LocalData per device, any row widths) and a test set, with a
-    regression objective's targets if they have any."""
+    regression objective's targets if they have any; ``names``: the optional ``device_ids``,
+    ``feature_names`` and ``class_names`` arrays."""
     k = max([u.indices.shape[1] for u in users] + [test.indices.shape[1]])
 
     def widen(a: np.ndarray, fill: float) -> np.ndarray:
@@ -240,12 +251,14 @@ def save_table(path: str | Path, users: Sequence[LocalData], test: LocalData, nf
     if any(u.targets is not None for u in [*users, test]):
         arrays["targets"] = np.concatenate([targets(u) for u in users])
         arrays["test_targets"] = targets(test)
+    for name, strings in (names or {}).items():
+        arrays[name] = np.asarray([str(s) for s in strings], dtype=np.str_)
     np.savez(path, **arrays)
 
 
 def load_table(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {name: data[name] for name in data.files}
+    """The arrays of a table file, checked (raises ``TableError`` naming what is wrong)."""
+    return read_table(path)
 
 
 class DeviceData(Sequence[Example]):

@@ -18,8 +18,11 @@ from dandelion.taskspec.models import ModelSpec
 from ..coordinator import TaskConfig, TaskConfigError
 from ..taskspec.objective import Objective
 from ..taskspec.registry import objective
-from .localdata import DataSource, LocalData, SyntheticSource
+from .behaviour import Behaviour
+from .localdata import DataSource, LocalData, SyntheticSource, TableSource
 from .population import PopulationConfig, PopulationConfigError, default_task
+from .tableformat import check_for_task
+from .trace import Trace
 
 __all__ = ["EmulationPlan", "Evaluator", "make_plan"]
 
@@ -32,10 +35,19 @@ class EmulationPlan:
     task: TaskConfig
     source: DataSource
     epoch: float  # UTC seconds at virtual time 0
+    trace: Trace | None = None  # availability, bandwidth and speed replayed from a trace
 
     @property
     def size(self) -> int:
         return self.config.size
+
+    def behaviour(self) -> Behaviour:
+        """The devices' behaviour: the population file's model, or the trace's replay."""
+        if self.trace is None:
+            return Behaviour(self.config, self.epoch)
+        from .tracebehaviour import TraceBehaviour
+
+        return TraceBehaviour(self.config, self.epoch, self.trace)
 
 
 def make_plan(
@@ -43,11 +55,14 @@ def make_plan(
     *,
     task: dict[str, Any] | None = None,
     source: DataSource | None = None,
+    trace: Trace | None = None,
 ) -> EmulationPlan:
     """The task (``task``, else the population file's ``[task]``, else the default revisit task
     with a goal of a tenth of the population) and the data source its features need. A task's
     ``[evaluation]`` is left out: the emulator scores every round's model on held-out users
-    itself (:class:`Evaluator`), and its devices hold nothing out."""
+    itself (:class:`Evaluator`), and its devices hold nothing out. A data table must hold
+    at least ``size`` devices and labels the task's model can learn; a trace may name only
+    devices below ``size``."""
     raw = task or config.task or default_task(max(1, min(1000, config.size // 10)), config.rounds)
     raw = {k: v for k, v in raw.items() if k != "evaluation"}
     raw = {**raw, "rounds": {**raw.get("rounds", {})}}
@@ -77,8 +92,25 @@ def make_plan(
             f"task.model: {task_config.model.num_features} features, but the devices' data has "
             f"{source.num_features}"
         )
+    if isinstance(source, TableSource):
+        if source.devices < config.size:
+            raise PopulationConfigError(
+                f"population.size: {config.size} devices, but the data table {source.path} "
+                f"holds {source.devices} (use --workers {source.devices} or fewer)"
+            )
+        check_for_task(
+            source.table,
+            source.path,
+            num_classes=task_config.model.num_classes,
+            regression=task_config.model.model.task == "regression",
+        )
+    if trace is not None and trace.devices > config.size:
+        raise PopulationConfigError(
+            f"population.size: {config.size} devices, but the trace names device "
+            f"{trace.devices - 1} (devices are 0 .. size - 1)"
+        )
     epoch = EPOCH + config.history_days * _DAY + config.start_hour_utc * 3600.0
-    return EmulationPlan(config, task_config, source, epoch)
+    return EmulationPlan(config, task_config, source, epoch, trace)
 
 
 class Evaluator:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .localdata import DataSource
 from .population import PopulationConfig, PopulationConfigError
 from .results import RunResult
+from .trace import Trace
 
 if TYPE_CHECKING:
     from .plan import EmulationPlan
@@ -46,11 +47,14 @@ def emulate(
     *,
     task: dict[str, Any] | None = None,
     source: DataSource | None = None,
+    trace: Trace | None = None,
 ) -> RunResult:
     """Run one emulation. Raises PopulationConfigError for a population or task that cannot
     run (the message names the field). What the start-up check finds wrong (a population that
     cannot meet the task's goal, a privacy budget that does not last the rounds) is printed
-    on standard error before the run (with ``progress``) and kept in ``result.warnings``."""
+    on standard error before the run (with ``progress``) and kept in ``result.warnings``.
+    ``source``: the devices' data (a ``TableSource``; default: synthetic); ``trace``: when
+    devices are online, and their bandwidth and speed (in-process mode only)."""
     options = options or EmulateOptions()
     if options.mode not in MODES:
         raise PopulationConfigError(f"mode: one of {list(MODES)}, not {options.mode!r}")
@@ -62,14 +66,21 @@ def emulate(
     from .plan import make_plan
     from .provenance import run_info
 
-    plan = make_plan(config, task=task, source=source)
+    if trace is not None and options.mode != "inprocess":
+        raise PopulationConfigError(
+            "trace: replayed in-process only (WebSocket mode keeps every device online)"
+        )
+    plan = make_plan(config, task=task, source=source, trace=trace)
     check = start_check(plan)
     if options.progress:
         for line in check.warnings:
             print(f"warning: {line}", file=sys.stderr, flush=True)
     started_at = time.time()
     result = _run(plan, options, check.doomed)
-    result.info = run_info(plan, _shaping(options))
+    shaping = _shaping(options)
+    if trace is not None:
+        shaping["trace"] = trace.describe()  # by its bytes' SHA-256, never its path
+    result.info = run_info(plan, shaping)
     result.warnings = [*check.warnings, *result.warnings]
     result.started_at = started_at
     return result

@@ -23,7 +23,14 @@ from ..storage import ModelVersion, StateStore
 from ..taskspec.models import ModelSpec
 from ..taskspec.registry import UnknownPlugin, objective
 
-__all__ = ["DTYPE", "ExportError", "Release", "public_document", "read_release"]
+__all__ = [
+    "DTYPE",
+    "ExportError",
+    "Release",
+    "UnknownModelError",
+    "public_document",
+    "read_release",
+]
 
 #: The weights' encoding everywhere they are given out: float32, little-endian.
 DTYPE = "float32"
@@ -31,6 +38,10 @@ DTYPE = "float32"
 
 class ExportError(Exception):
     """The task, the version or the model cannot be given out in the form asked for."""
+
+
+class UnknownModelError(ExportError):
+    """The task's model (or objective) is not known in this process: its package is not here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +65,7 @@ class Release:
         try:
             spec = ModelSpec.from_dict(config["model"])
         except UnknownPlugin as exc:
-            raise ExportError(f"{exc}; import its package with --with") from None
+            raise UnknownModelError(f"{exc}; import its package with --with") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ExportError(f"task {version.task!r}: its model does not load: {exc}") from None
         if len(version.params) != 4 * spec.param_count:
@@ -79,7 +90,7 @@ class Release:
         try:
             found = objective(self.objective)
         except UnknownPlugin as exc:
-            raise ExportError(f"{exc}; import its package with --with") from None
+            raise UnknownModelError(f"{exc}; import its package with --with") from None
         return [str(name) for name in found.outputs(self.features)]
 
     @property

@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..coordinator import CLOSE_TRY_LATER, Coordinator, Reply
+from ..coordinator import CLOSE_TRY_LATER, Coordinator, CoordinatorStopping, Reply
 from ..protocol import (
     Ack,
     CheckinReceived,
@@ -210,6 +210,10 @@ class Conversation:
         counters.messages += 1
         try:
             reply = await self._ask(event)
+        except CoordinatorStopping:
+            # The report was never stored and the connection is closing (1001): no answer;
+            # the worker sends it again when it reconnects.
+            return
         except StorageError:
             # The state file cannot be written (the store has logged why): nothing was
             # recorded. Say so; a worker retries later. A hello cannot be answered at all.
