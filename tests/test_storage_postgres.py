@@ -8,13 +8,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from dandelion.storage import SQLiteStore, StorageError, TaskRecord
+from dandelion.storage import FencedError, SQLiteStore, StorageError, TaskRecord
 from dandelion.storage.lease import LeaseHeldError
 from dandelion.storage.location import StateURLError, check_url, open_state, redacted
 from dandelion.storage.pg_lease import PostgresLease
@@ -197,3 +198,32 @@ def test_a_holder_killed_by_sigkill_leaves_no_lease_behind(postgres: PostgresSer
             time.sleep(0.05)
     assert lease.held
     lease.release()
+
+
+def test_two_leaders_racing_to_commit_serialise_on_the_epoch(postgres: PostgresServer) -> None:
+    """A newer leader's commit is open when a deposed one's arrives: the late one waits for the
+    row, then reads the newer epoch and is refused (READ COMMITTED re-reads the updated row)."""
+    url = postgres.database()
+    newer, older = PostgresStore(url), PostgresStore(url)
+    newer.create_task(TaskRecord("t1", {}, "active", 1.0))
+    outcome: list[BaseException | None] = []
+
+    def late() -> None:
+        try:
+            with older.transaction():
+                older.fence("t1", 4)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with newer.transaction():
+        newer.fence("t1", 5)
+        racer = threading.Thread(target=late)
+        racer.start()
+        racer.join(scaled(1.0))
+        assert racer.is_alive()  # it waits on the row the open transaction holds
+    racer.join(scaled(10))
+    assert len(outcome) == 1 and isinstance(outcome[0], FencedError), outcome
+    assert older.leader_epoch("t1") == 5
+    newer.close()
+    older.close()

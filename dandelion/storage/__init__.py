@@ -3,7 +3,7 @@ and the asyncio wrapper that keeps SQLite off the event loop."""
 
 from __future__ import annotations
 
-from .errors import ConflictError, StorageError
+from .errors import ConflictError, FencedError, StorageError
 from .interface import StateStore
 from .memory import MemoryStore
 from .records import (
@@ -37,6 +37,7 @@ __all__ = [
     "AsyncStore",
     "ConflictError",
     "EvaluationRecord",
+    "FencedError",
     "LedgerEntry",
     "MemoryStore",
     "ModelVersion",

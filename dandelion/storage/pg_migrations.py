@@ -192,3 +192,9 @@ def m001_initial(conn: Connection) -> None:
     ]
     for statement in statements:
         conn.execute(statement)  # our own literal DDL
+
+
+@PG_MIGRATIONS()
+def m002_leader_epochs(conn: Connection) -> None:
+    # SQLite's m008: the fencing epoch each task last committed with (see migrations.py).
+    conn.execute(f"CREATE TABLE leader_epochs (task {_TASK} PRIMARY KEY, epoch bigint NOT NULL)")

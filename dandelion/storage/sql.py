@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from .errors import ConflictError
+from .errors import ConflictError, FencedError
 from .interface import StateStore
 from .records import (
     ROUND_KINDS,
@@ -325,6 +325,25 @@ class SQLStore(StateStore):
         selected = {w for w, e in rows if e == "selected"}
         reported = {w for w, e in rows if e == "reported"}
         return selected, reported
+
+    def fence(self, task: str, epoch: int) -> None:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"a fencing epoch is a positive integer, not {epoch!r}")
+        # One statement, so two leaders racing serialise on the row: the later one reads the
+        # epoch the earlier one wrote (in PostgreSQL too, under READ COMMITTED).
+        cur = self._exec(
+            "INSERT INTO leader_epochs (task, epoch) VALUES (?, ?) ON CONFLICT (task) "
+            "DO UPDATE SET epoch = excluded.epoch WHERE leader_epochs.epoch <= excluded.epoch",
+            (task, epoch),
+        )
+        if cur.rowcount != 1:
+            raise FencedError(
+                f"task {task!r}: epoch {epoch} is fenced off by epoch {self.leader_epoch(task)}"
+            )
+
+    def leader_epoch(self, task: str) -> int | None:
+        row = self._exec("SELECT epoch FROM leader_epochs WHERE task = ?", (task,)).fetchone()
+        return None if row is None else int(row[0])
 
     def task_secret(self, task: str, name: str, make: str) -> str:
         self._exec(
