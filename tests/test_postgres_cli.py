@@ -5,11 +5,14 @@ but never its password."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
+import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -19,7 +22,7 @@ from safetensors.numpy import load_file
 from dandelion.cli import main
 from dandelion.storage.location import open_state
 
-from .conftest import free_port, toy_task_file, wait_for_port
+from .conftest import RawClient, free_port, scaled, toy_task_file, wait_for_port
 from .pg_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +109,29 @@ def test_a_missing_database_is_named(postgres: PostgresServer) -> None:
     assert 'database "nosuch" does not exist' in err
 
 
+async def _checkin(port: int) -> str:
+    """What a new worker's check-in for ``t1`` is answered with (a task, or come_back: why)."""
+    client = await RawClient.connect(f"ws://127.0.0.1:{port}/ws")
+    try:
+        assert (await client.hello(f"pg-cli-{secrets.token_hex(4)}"))["type"] == "welcome"
+        await client.send({"type": "checkin", "v": 1, "tasks": ["t1"]})
+        answer = await client.recv_json()
+        return str(answer["type"] if answer["type"] != "come_back" else answer["reason"])
+    finally:
+        await client.ws.close()
+
+
+async def _paused(port: int) -> bool:
+    """Whether check-ins are answered "paused" within a few seconds (the coordinator reads
+    changes made beside it about every two)."""
+    deadline = time.monotonic() + scaled(15)
+    while time.monotonic() < deadline:
+        if await _checkin(port) == "paused":
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
 def _serve(url: str, port: int, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "dandelion", "serve", "--db", url, "--port", str(port), *extra],
@@ -143,11 +169,54 @@ def test_serve_refuses_what_is_not_its_database_and_a_second_coordinator(
         )
         assert second.returncode == 1
         assert f"the database {empty} is held by pid {first.pid}" in second.stderr
-        # The operator's commands run beside the coordinator, as with a SQLite file.
+        # The operator's commands run beside the coordinator, as with a SQLite file, and the
+        # coordinator acts on them: a paused task assigns no more work.
+        assert asyncio.run(_checkin(port)) == "task"
         status, _out, err = run("task", "pause", "t1", "--reason", "r", "--db", empty)
         assert status == 0, err
+        assert asyncio.run(_paused(port))
     finally:
         first.terminate()
         output, _ = first.communicate(timeout=60)
     assert first.returncode == 0, output
     assert f"created a new state in {empty}" in output
+
+
+def test_emulate_in_websocket_mode_runs_its_coordinator_on_a_database(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.database()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dandelion",
+            "emulate",
+            "--mode",
+            "websocket",
+            "--workers",
+            "20",
+            "--rounds",
+            "3",
+            "--cohort",
+            "5",
+            "--db",
+            url,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=scaled(300),
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["rounds"], summary["reports"]) == (3, 15)
+    # The rounds it reports are the ones the coordinator committed to the database.
+    store = open_state(url, readonly=True)
+    try:
+        (task,) = store.list_tasks()
+        completed = [r for r in store.list_rounds(task.name, 100) if r.status == "completed"]
+        assert len(completed) >= 3
+        assert [v.version for v in store.list_model_versions(task.name)][:4] == [0, 1, 2, 3]
+    finally:
+        store.close()
