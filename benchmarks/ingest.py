@@ -109,7 +109,7 @@ def _task_file(tmp: Path, d: int, clients: int) -> Path:
     path.write_text(
         f"""
 name = "bench"
-objective = "bench"
+objective = "page_examples"  # the clients send updates; what they learn from is theirs
 [model]
 kind = "logreg"
 num_features = {d - 1}

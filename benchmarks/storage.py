@@ -9,13 +9,17 @@ one repeat of each that warms them up and is not counted:
     only after its COMMIT; callers queued meanwhile share the next transaction).
 (b) checkpoints: one round checkpoint of a ``d``-float32 aggregate with the events of the reports
     it covers, in one transaction, awaited one after another — a round's durable step.
+(c) ingest: the real coordinator (``dandelion serve`` in its own process) on each backend, fed
+    by the same clients as ``benchmarks/ingest.py`` (each round every client sends one update
+    and waits for its ack; only that reporting phase is timed), ``ingest_rounds`` per repeat.
 
     python benchmarks/storage.py --json                  # a temporary PostgreSQL is started
     python benchmarks/storage.py --pg-url postgresql://… # or an existing, empty database
 
 With ``--json`` the last line is one JSON object with ``pg_vs_sqlite_events`` (events per second,
 PostgreSQL / SQLite: the median of the per-repeat ratios, and their range) and
-``pg_vs_sqlite_checkpoint`` (checkpoint time, PostgreSQL / SQLite).
+``pg_vs_sqlite_checkpoint`` (checkpoint time, PostgreSQL / SQLite) and ``pg_vs_sqlite_ingest``
+(the coordinator's acknowledged updates per second, PostgreSQL / SQLite).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import json
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.ingest import _run_clients, _task_file, _wait_healthy  # noqa: E402
 from dandelion.storage import (  # noqa: E402
     AsyncStore,
     ModelVersion,
@@ -92,6 +98,41 @@ async def _checkpoints(store: AsyncStore, count: int, d: int, events: int, first
     return statistics.median(times)
 
 
+async def _ingest(db: str, folder: Path, clients: int, rounds: int, d: int) -> float:
+    """The coordinator's acknowledged updates per second on the state ``db``."""
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "dandelion",
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        db,
+        "--task",
+        str(_task_file(folder, d, clients)),
+        "--tick-s",
+        "0.01",
+        "--pace-min-s",
+        "0.005",
+        "--pace-max-s",
+        "0.05",
+        "--log-level",
+        "WARNING",
+        "--max-handshakes-per-address",
+        str(2 * clients + 100),
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    try:
+        await _wait_healthy(port, proc)
+        phase = await _run_clients(f"ws://127.0.0.1:{port}/ws", proc.pid, clients, rounds, d, True)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return phase.updates / phase.wall
+
+
 def _spread(values: list[float]) -> dict[str, float]:
     return {
         "median": round(statistics.median(values), 3),
@@ -121,11 +162,16 @@ async def _run(args: argparse.Namespace, pg_url: str, folder: Path) -> dict[str,
     finally:
         for store in stores.values():
             await store.close()
+    ingest: dict[str, list[float]] = {name: [] for name in stores}
+    ingest_dbs = {"sqlite": str(folder / "ingest.db"), "postgresql": args.ingest_pg_url}
+    for _ in range(args.repeats if args.ingest_rounds else 0):
+        for name, db in ingest_dbs.items():
+            ingest[name].append(await _ingest(db, folder, args.clients, args.ingest_rounds, args.d))
     event_ratio = [p / s for p, s in zip(rates["postgresql"], rates["sqlite"], strict=True)]
     ckpt_ratio = [
         p / s for p, s in zip(checkpoints["postgresql"], checkpoints["sqlite"], strict=True)
     ]
-    return {
+    result: dict[str, Any] = {
         "callers": args.callers,
         "events_per_repeat": args.callers * args.per_caller,
         "d": args.d,
@@ -138,6 +184,17 @@ async def _run(args: argparse.Namespace, pg_url: str, folder: Path) -> dict[str,
         "pg_checkpoint_ms": _spread([t * 1000 for t in checkpoints["postgresql"]]),
         "pg_vs_sqlite_checkpoint": _spread(ckpt_ratio),
     }
+    if args.ingest_rounds:
+        result.update(
+            ingest_clients=args.clients,
+            ingest_rounds=args.ingest_rounds,
+            sqlite_ingest_updates_per_s=_spread(ingest["sqlite"]),
+            pg_ingest_updates_per_s=_spread(ingest["postgresql"]),
+            pg_vs_sqlite_ingest=_spread(
+                [p / q for p, q in zip(ingest["postgresql"], ingest["sqlite"], strict=True)]
+            ),
+        )
+    return result
 
 
 def _factory(db: str) -> Callable[[], StateStore]:
@@ -153,6 +210,10 @@ def main() -> int:
     parser.add_argument("--reports", type=int, default=10, help="events per checkpoint")
     parser.add_argument("--d", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=100, help="ingest: WebSocket clients")
+    parser.add_argument(
+        "--ingest-rounds", type=int, default=10, help="ingest: rounds per repeat (0: skip)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dandelion-bench-storage-") as tmp:
@@ -164,6 +225,10 @@ def main() -> int:
             server = PostgresServer(_free_port())
             server.start()
             url = server.database()
+            args.ingest_pg_url = server.database()
+        else:
+            args.ingest_pg_url = None
+            args.ingest_rounds = 0  # an existing database holds one state: (a) and (b) only
         try:
             result = asyncio.run(_run(args, url, Path(tmp)))
         finally:
