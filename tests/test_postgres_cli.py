@@ -83,6 +83,11 @@ def test_the_state_commands_work_on_a_database(postgres: PostgresServer, tmp_pat
     # Backups of a database are PostgreSQL's own tools' work.
     status, out, err = run("backup", str(tmp_path / "b.db"), "--db", url)
     assert status == 2 and "pg_dump" in err and not (tmp_path / "b.db").exists()
+    status, out, err = run("restore", str(tmp_path / "b.db"), "--db", url)
+    assert status == 2 and "pg_restore" in err
+    # The demo keeps a state of its own, in a SQLite file.
+    status, out, err = run("demo", "--db", url)
+    assert status == 2 and "SQLite file" in err
 
 
 @pytest.mark.parametrize(
