@@ -71,3 +71,38 @@ async def test_cpython_workers_and_a_sigkill_on_postgresql(
         if server.proc is not None and server.proc.poll() is None:
             server.proc.terminate()
             server.proc.wait()
+
+
+async def test_the_coordinator_carries_on_after_postgresql_restarts(tmp_path: Path) -> None:
+    """The database server goes down and comes back under a running coordinator (its own
+    server here, not the session's): the sessions it held are gone, the store opens new ones,
+    and the next round completes — nothing committed before is lost."""
+    from .conftest import free_port
+
+    server_pg = PostgresServer(free_port())
+    server_pg.start()
+    try:
+        url = server_pg.database()
+        server = Server(tmp_path, TASK, *K2, "--pace-max-s", "0.1", db=url)
+        try:
+            await server.start()
+            done = await _reports(server.url, ["worker-a", "worker-b", "worker-c"])
+            assert [s.updates_accepted for s in done] == [1, 1, 1]
+            await _versions(server.state, 2)
+            # As after a crash of the database server: stopped at once, then recovered.
+            server_pg.restart()
+            again = await _reports(server.url, ["worker-d", "worker-e", "worker-f"])
+            assert [s.updates_accepted for s in again] == [1, 1, 1]
+            await _versions(server.state, 3)
+            assert server.proc is not None and server.proc.poll() is None  # it never stopped
+            final = _snapshot(server.state)
+            assert final["versions"] == [0, 1, 2]
+            assert sorted(final["rounds"].values()).count("completed") == 2
+            log = server.log.read_text()  # the outage was met, and the store recovered
+            assert "the state cannot be written" in log and "the state is writable again" in log
+        finally:
+            if server.proc is not None and server.proc.poll() is None:
+                server.proc.terminate()
+                server.proc.wait()
+    finally:
+        server_pg.stop()
