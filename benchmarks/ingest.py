@@ -1,23 +1,32 @@
-"""Ingest benchmark: the aggregation kernel, the coordinator's ingest, and its memory.
+"""Ingest benchmark: the aggregation kernel, the coordinator's CPU per update, and its memory.
 
 Three measurements, each side by side in one run:
 
 (a) kernel: decode + norm + clip + saxpy-add of a d-float32 update vs a plain memory copy of the
     same payload (``benchmarks/kernel.py``).
-(b) ingest: the real coordinator (``dandelion serve`` in its own process, SQLite state) vs a bare
-    aiohttp WebSocket server that only receives (``benchmarks/bare_ws_server.py``), fed by the
-    same clients from this process. Each round every client sends one update (a text message and
-    a d-float32 frame) and waits for its answer; only that reporting phase is timed, and the
-    server's own CPU time over it is read from /proc. For the coordinator every update is
-    validated, decoded, clipped, added, recorded in SQLite and acknowledged.
-(c) memory: the coordinator's peak RSS (VmHWM) after the first round (``clients`` updates) and
-    after all rounds (``clients * rounds`` updates): O(d), not O(updates).
+(b) CPU per update: the real coordinator (``dandelion serve`` in its own process, SQLite state)
+    vs a bare aiohttp WebSocket server (``benchmarks/bare_ws_server.py``), both running at once
+    and fed by the same number of clients from this process. Every round each client goes
+    through a worker's whole round — check-in, the task message and a d-float32 model frame,
+    the update (a text message and a d-float32 frame), the ack — and both servers move the same
+    bytes (the clients count them). The server's own CPU time is read from /proc over two
+    windows of every round (``benchmarks/ingest_rounds.py``): the whole round, check-in → ack,
+    and update → ack alone (the figure this benchmark reported first). The two sides run in
+    interleaved blocks of ``--block-rounds`` rounds (bare, coordinator; then coordinator, bare;
+    …), ``--repeats`` pairs of blocks: each pair gives one ratio, reported as the median with
+    its quartiles and extremes.
+(c) memory: the coordinator's peak RSS (VmHWM) after its first round (``clients`` updates) and
+    after all rounds: O(d), not O(updates).
 
-    python benchmarks/ingest.py --json            # 100 clients x 100 rounds, d = 100,000
+What each side's clock leaves out is in ``EXCLUDES`` and in the output.
 
-With ``--json`` the last line is one JSON object with ``kernel_vs_copy``, ``ingest_vs_bare``
-(updates per second, coordinator / bare), ``server_cpu_ratio`` (server CPU per update, bare /
-coordinator) and ``rss_ratio``.
+    python benchmarks/ingest.py --json            # 100 clients, 10 x 10 rounds a side, d = 100,000
+
+With ``--json`` the last line is one JSON object with ``kernel_vs_copy``, ``round_server_cpu_ratio``
+(server CPU per update over the whole round, bare / coordinator, median of the pairs) and its
+``round_server_cpu_ratio_spread``, the same for update → ack alone (``server_cpu_ratio``,
+``server_cpu_ratio_spread``; ``ingest_vs_bare`` is that window's updates per second,
+coordinator / bare), the bytes each side moved per update, and ``rss_ratio``.
 """
 
 from __future__ import annotations
@@ -25,68 +34,45 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
-import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.ingest_rounds import Block, Side, peak_rss_mb  # noqa: E402
 from benchmarks.kernel import measure_kernel  # noqa: E402
-from dandelion.protocol import FrameHeader, encode_frame  # noqa: E402
+from benchmarks.paired import pair_order, paired_ratios  # noqa: E402
 
-_TICK = os.sysconf("SC_CLK_TCK")
+#: What each side's CPU windows leave out (both: the clients, which run in this process; the
+#: connections' opening and hello, before the first window).
+EXCLUDES = {
+    "coordinator": (
+        "its start, the task's set-up and each connection's handshake and hello/welcome; the "
+        "idle time between blocks (its round timer ticks then, untimed); nothing of a round: "
+        "check-ins answered with come_back while the next round opens, selection, the task "
+        "message and model frame, schema validation, decode, clip, add, the participation "
+        "events and checkpoints in SQLite, the round's aggregation and commit are all inside"
+    ),
+    "bare": (
+        "everything a coordinator does beyond moving bytes: no parsing, schema validation, "
+        "session state, selection, decode, clip or aggregate, no storage; its task message is "
+        "a formatted string and its model frame is encoded once at start and resent as it is"
+    ),
+}
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def bytes_written(pid: int) -> int:
-    """Bytes the process caused to be sent to the storage layer (``write_bytes`` of
-    /proc/PID/io: the state file, its WAL and its checkpoints)."""
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
-            return int(line.split()[1])
-    raise RuntimeError("no write_bytes")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
-
-
-@dataclass
-class Phase:
-    """Timing of the reporting phases of one server."""
-
-    wall: float = 0.0
-    cpu: float = 0.0
-    updates: int = 0
-    rss_first_mb: float = 0.0
-    rss_last_mb: float = 0.0
-    marks: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)  # update sent -> answer, seconds
-    written: int = 0  # bytes the server sent to storage over the timed phases
 
 
 async def _wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -109,7 +95,9 @@ def _task_file(tmp: Path, d: int, clients: int) -> Path:
     path.write_text(
         f"""
 name = "bench"
-objective = "page_examples"  # the clients send updates; what they learn from is theirs
+objective = "revisit_7d"
+[features]
+num_buckets = {d - 21}
 [model]
 kind = "logreg"
 num_features = {d - 1}
@@ -125,155 +113,111 @@ deadline_s = 600.0
     return path
 
 
-def _update(task: str, rnd: int, nonce: str, values: np.ndarray) -> tuple[str, bytes]:
-    text = json.dumps(
-        {
-            "type": "update",
-            "v": 1,
-            "task": task,
-            "round": rnd,
-            "nonce": nonce,
-            "num_examples": 10,
-            "metrics": {"loss": 0.5},
-            "unclipped": False,
-        }
-    )
-    header = FrameHeader("update", task, rnd, nonce, "float32", (values.size,))
-    return text, encode_frame(header, values.tobytes())
+def _commands(tmp: Path, d: int, clients: int) -> dict[str, tuple[list[str], int]]:
+    ports = {"bare": _free_port(), "coordinator": _free_port()}
+    bare = [sys.executable, str(ROOT / "benchmarks" / "bare_ws_server.py"), str(ports["bare"])]
+    coordinator = [sys.executable, "-m", "dandelion", "serve", "--port", str(ports["coordinator"])]
+    coordinator += ["--db", str(tmp / "bench.db"), "--task", str(_task_file(tmp, d, clients))]
+    coordinator += ["--tick-s", "0.01", "--pace-min-s", "0.005", "--pace-max-s", "0.05"]
+    coordinator += ["--log-level", "WARNING"]
+    coordinator += ["--max-handshakes-per-address", str(2 * clients + 100)]
+    return {
+        "bare": ([*bare, str(d)], ports["bare"]),
+        "coordinator": (coordinator, ports["coordinator"]),
+    }
 
 
-async def _run_clients(
-    url: str, pid: int, clients: int, rounds: int, d: int, coordinator: bool
-) -> Phase:
-    phase = Phase()
-    barrier = asyncio.Barrier(clients)
-    rng = np.random.default_rng(0)
-    payloads = [rng.normal(size=d).astype("<f4") for _ in range(4)]
-    marks: dict[str, float] = {}
-
-    async def mark_start() -> None:
-        if await barrier.wait() == 0:
-            marks["t"], marks["c"] = time.perf_counter(), cpu_seconds(pid)
-            marks["w"] = bytes_written(pid)
-
-    async def mark_end(rnd_index: int) -> None:
-        if await barrier.wait() == 0:
-            phase.wall += time.perf_counter() - marks["t"]
-            phase.cpu += cpu_seconds(pid) - marks["c"]
-            phase.written += bytes_written(pid) - int(marks["w"])
-            phase.updates += clients
-            if rnd_index == 0:
-                phase.rss_first_mb = peak_rss_mb(pid)
-
-    async def one(i: int) -> None:
-        async with websockets.connect(url, compression=None, max_size=2**26) as ws:
-            if coordinator:
-                await ws.send(
-                    json.dumps(
-                        {
-                            "type": "hello",
-                            "v": 1,
-                            "worker_id": f"bench-{i:06d}",
-                            "versions": [1],
-                            "runtime": {"kind": "cpython"},
-                            "consent": "opted_in",
-                        }
-                    )
-                )
-                assert json.loads(await ws.recv())["type"] == "welcome"
-            for r in range(rounds):
-                task, rnd, nonce = "bench", r + 1, f"nonce-{i:06d}-{r:06d}"
-                if coordinator:
-                    while True:
-                        await ws.send('{"type":"checkin","v":1}')
-                        msg = json.loads(await ws.recv())
-                        if msg["type"] == "task":
-                            await ws.recv()  # the model frame
-                            task, rnd, nonce = msg["task"], msg["round"], msg["nonce"]
-                            break
-                        await asyncio.sleep(msg["retry_window"]["min_s"])
-                text, frame = _update(task, rnd, nonce, payloads[(i + r) % len(payloads)])
-                await mark_start()
-                sent = time.perf_counter()
-                await ws.send(text)
-                await ws.send(frame)
-                reply = json.loads(await ws.recv())
-                phase.latencies.append(time.perf_counter() - sent)
-                assert reply["type"] == "ack", reply
-                await mark_end(r)
-
-    await asyncio.gather(*(one(i) for i in range(clients)))
-    phase.rss_last_mb = peak_rss_mb(pid)
-    return phase
-
-
-async def measure_ingest(clients: int, rounds: int, d: int, bare_rounds: int) -> dict[str, Any]:
-    results: dict[str, Phase] = {}
+async def measure_ingest(clients: int, repeats: int, block_rounds: int, d: int) -> dict[str, Any]:
+    """Run both servers, ``repeats`` interleaved pairs of ``block_rounds`` rounds a side."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     with tempfile.TemporaryDirectory(prefix="dandelion-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        for kind in ("bare", "coordinator"):
-            port = _free_port()
-            if kind == "bare":
-                cmd = [sys.executable, str(ROOT / "benchmarks" / "bare_ws_server.py"), str(port)]
-            else:
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "dandelion",
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--db",
-                    str(tmp / "bench.db"),
-                    "--task",
-                    str(_task_file(tmp, d, clients)),
-                    "--tick-s",
-                    "0.01",
-                    "--pace-min-s",
-                    "0.005",
-                    "--pace-max-s",
-                    "0.05",
-                    "--log-level",
-                    "WARNING",
-                    "--max-handshakes-per-address",
-                    str(2 * clients + 100),
-                ]
-            proc = subprocess.Popen(cmd, cwd=ROOT)
-            try:
-                await _wait_healthy(port, proc)
-                n = rounds if kind == "coordinator" else bare_rounds
-                results[kind] = await _run_clients(
-                    f"ws://127.0.0.1:{port}/ws", proc.pid, clients, n, d, kind == "coordinator"
-                )
-            finally:
+        try:
+            sides: dict[str, Side] = {}
+            for kind, (cmd, port) in _commands(Path(tmp_name), d, clients).items():
+                procs[kind] = subprocess.Popen(cmd, cwd=ROOT)
+                await _wait_healthy(port, procs[kind])
+                url = f"ws://127.0.0.1:{port}/ws"
+                sides[kind] = Side(url, procs[kind].pid, clients, d, welcomes=kind == "coordinator")
+                await sides[kind].connect()
+            # One untimed round a side: first connections' buffers, the coordinator's first
+            # round and its first checkpoint.
+            for side in sides.values():
+                await side.run(1)
+            rss_first = peak_rss_mb(procs["coordinator"].pid)
+            blocks: dict[str, list[Block]] = {"bare": [], "coordinator": []}
+            for rep in range(repeats):
+                for k in pair_order(rep):
+                    kind = ("bare", "coordinator")[k]
+                    blocks[kind].append(await sides[kind].run(block_rounds))
+            rss_last = peak_rss_mb(procs["coordinator"].pid)
+            for side in sides.values():
+                await side.close()
+        finally:
+            for proc in procs.values():
                 proc.terminate()
                 proc.wait()
-    bare, coord = results["bare"], results["coordinator"]
-    bare_us = 1e6 * bare.cpu / bare.updates
-    coord_us = 1e6 * coord.cpu / coord.updates
     return {
         "clients": clients,
         "d": d,
-        "updates": coord.updates,
-        "bare_server_cpu_us_per_update": round(bare_us, 1),
-        "coordinator_cpu_us_per_update": round(coord_us, 1),
-        "bare_updates_per_s": round(bare.updates / bare.wall, 1),
-        "coordinator_updates_per_s": round(coord.updates / coord.wall, 1),
-        # Ingest rate: the coordinator's updates per second over the bare server's.
-        "ingest_vs_bare": round((coord.updates / coord.wall) / (bare.updates / bare.wall), 3),
-        # Server CPU per update, bare over coordinator: the extra work per update, isolated.
-        "server_cpu_ratio": round(bare_us / coord_us, 3),
-        # An ack waits for the checkpoint that holds its update (at least k = 10 reports).
-        "bare_answer_ms_median": _ms(bare.latencies, 50),
-        "coordinator_ack_ms_median": _ms(coord.latencies, 50),
-        "coordinator_ack_ms_p95": _ms(coord.latencies, 95),
-        "coordinator_bytes_written_per_update": round(coord.written / coord.updates),
+        "repeats": repeats,
+        "block_rounds": block_rounds,
+        **figures(blocks["bare"], blocks["coordinator"]),
         "update_bytes": 4 * d,
-        "rss_after_first_round_mb": round(coord.rss_first_mb, 1),
-        "rss_after_all_mb": round(coord.rss_last_mb, 1),
+        "rss_after_first_round_mb": round(rss_first, 1),
+        "rss_after_all_mb": round(rss_last, 1),
         "updates_at_first_mark": clients,
-        "rss_ratio": round(coord.rss_last_mb / coord.rss_first_mb, 3),
+        "rss_ratio": round(rss_last / rss_first, 3),
+        "excludes": EXCLUDES,
     }
+
+
+def figures(bare: list[Block], coord: list[Block]) -> dict[str, Any]:
+    """The side-by-side figures of paired blocks (``bare[i]`` beside ``coord[i]``)."""
+    b_round = [b.whole.cpu_us_per_update() for b in bare]
+    c_round = [b.whole.cpu_us_per_update() for b in coord]
+    b_update = [b.update.cpu_us_per_update() for b in bare]
+    c_update = [b.update.cpu_us_per_update() for b in coord]
+    round_ratio = paired_ratios(b_round, c_round)
+    update_ratio = paired_ratios(b_update, c_update)
+    # The coordinator's CPU per update that falls outside update -> ack, within each block.
+    outside = paired_ratios([c - u for c, u in zip(c_round, c_update, strict=True)], c_round)
+    latencies = [x for b in bare for x in b.latencies]
+    acks = [x for b in coord for x in b.latencies]
+    c_updates = sum(b.whole.updates for b in coord)
+    return {
+        "updates": c_updates,
+        # Whole round, check-in -> ack: server CPU per update.
+        "round_bare_cpu_us_per_update": _median(b_round),
+        "round_coordinator_cpu_us_per_update": _median(c_round),
+        "round_server_cpu_ratio": round_ratio["median"],
+        "round_server_cpu_ratio_spread": round_ratio,
+        "coordinator_cpu_share_outside_update_to_ack": outside["median"],
+        "round_bare_updates_per_s": _median([b.whole.updates_per_s() for b in bare]),
+        "round_coordinator_updates_per_s": _median([b.whole.updates_per_s() for b in coord]),
+        "round_bytes_per_update": {
+            "bare": round(sum(b.moved for b in bare) / sum(b.whole.updates for b in bare)),
+            "coordinator": round(sum(b.moved for b in coord) / c_updates),
+        },
+        # Update -> ack alone (the ingest window), labelled as such.
+        "bare_server_cpu_us_per_update": _median(b_update),
+        "coordinator_cpu_us_per_update": _median(c_update),
+        "server_cpu_ratio": update_ratio["median"],
+        "server_cpu_ratio_spread": update_ratio,
+        "bare_updates_per_s": _median([b.update.updates_per_s() for b in bare]),
+        "coordinator_updates_per_s": _median([b.update.updates_per_s() for b in coord]),
+        "ingest_vs_bare": paired_ratios(
+            [b.update.updates_per_s() for b in coord], [b.update.updates_per_s() for b in bare]
+        )["median"],
+        # An ack waits for the checkpoint that holds its update (at least k = 10 reports).
+        "bare_answer_ms_median": _ms(latencies, 50),
+        "coordinator_ack_ms_median": _ms(acks, 50),
+        "coordinator_ack_ms_p95": _ms(acks, 95),
+        "coordinator_bytes_written_per_update": round(sum(b.written for b in coord) / c_updates),
+    }
+
+
+def _median(values: list[float]) -> float:
+    return round(float(np.median(values)), 1)
 
 
 def _ms(values: list[float], q: float) -> float:
@@ -283,14 +227,18 @@ def _ms(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=100, help="coordinator rounds [100]")
-    parser.add_argument("--bare-rounds", type=int, default=30, help="bare server rounds [30]")
+    parser.add_argument("--repeats", type=int, default=10, help="pairs of blocks [10]")
+    parser.add_argument("--block-rounds", type=int, default=10, help="rounds per block [10]")
     parser.add_argument("--d", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.repeats < 2:
+        parser.error("--repeats must be at least 2 (a spread needs more than one pair)")
     kernel = measure_kernel(args.d)
     print(f"kernel: {kernel}", file=sys.stderr)
-    ingest = asyncio.run(measure_ingest(args.clients, args.rounds, args.d, args.bare_rounds))
+    ingest = asyncio.run(measure_ingest(args.clients, args.repeats, args.block_rounds, args.d))
+    for side, text in EXCLUDES.items():
+        print(f"{side} leaves out: {text}", file=sys.stderr)
     print(f"ingest: {ingest}", file=sys.stderr)
     result = {"kernel_vs_copy": kernel["kernel_vs_copy"], **ingest, "kernel": kernel}
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))

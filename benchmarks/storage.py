@@ -9,9 +9,11 @@ one repeat of each that warms them up and is not counted:
     only after its COMMIT; callers queued meanwhile share the next transaction).
 (b) checkpoints: one round checkpoint of a ``d``-float32 aggregate with the events of the reports
     it covers, in one transaction, awaited one after another — a round's durable step.
-(c) ingest: the real coordinator (``dandelion serve`` in its own process) on each backend, fed
-    by the same clients as ``benchmarks/ingest.py`` (each round every client sends one update
-    and waits for its ack; only that reporting phase is timed), ``ingest_rounds`` per repeat.
+(c) ingest: the real coordinator (``dandelion serve`` in its own process) on each backend, both
+    running at once, fed by ``benchmarks/ingest.py``'s clients (``ingest_rounds.Side``: each
+    round every client checks in, takes the model, sends one update and waits for its ack;
+    the update -> ack window is timed), ``ingest_rounds`` rounds a side per repeat, in
+    alternating order.
 
     python benchmarks/storage.py --json                  # a temporary PostgreSQL is started
     python benchmarks/storage.py --pg-url postgresql://… # or an existing, empty database
@@ -40,7 +42,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.ingest import _run_clients, _task_file, _wait_healthy  # noqa: E402
+from benchmarks.ingest import _task_file, _wait_healthy  # noqa: E402
+from benchmarks.ingest_rounds import Side  # noqa: E402
+from benchmarks.paired import pair_order  # noqa: E402
 from dandelion.storage import (  # noqa: E402
     AsyncStore,
     ModelVersion,
@@ -98,39 +102,46 @@ async def _checkpoints(store: AsyncStore, count: int, d: int, events: int, first
     return statistics.median(times)
 
 
-async def _ingest(db: str, folder: Path, clients: int, rounds: int, d: int) -> float:
-    """The coordinator's acknowledged updates per second on the state ``db``."""
+def _serve(db: str, folder: Path, clients: int, d: int) -> tuple[list[str], int]:
     port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "dandelion",
-        "serve",
-        "--port",
-        str(port),
-        "--db",
-        db,
-        "--task",
-        str(_task_file(folder, d, clients)),
-        "--tick-s",
-        "0.01",
-        "--pace-min-s",
-        "0.005",
-        "--pace-max-s",
-        "0.05",
-        "--log-level",
-        "WARNING",
-        "--max-handshakes-per-address",
-        str(2 * clients + 100),
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
+    cmd = [sys.executable, "-m", "dandelion", "serve", "--port", str(port), "--db", db]
+    cmd += ["--task", str(_task_file(folder, d, clients))]
+    cmd += ["--tick-s", "0.01", "--pace-min-s", "0.005", "--pace-max-s", "0.05"]
+    cmd += ["--log-level", "WARNING", "--max-handshakes-per-address", str(2 * clients + 100)]
+    return cmd, port
+
+
+async def _ingest(
+    dbs: dict[str, str], folder: Path, clients: int, rounds: int, repeats: int, d: int
+) -> dict[str, list[float]]:
+    """Both coordinators at once, one per state; ``repeats`` interleaved blocks of ``rounds``
+    rounds a side after one untimed round: acknowledged updates per second (update -> ack)."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    rates: dict[str, list[float]] = {name: [] for name in dbs}
     try:
-        await _wait_healthy(port, proc)
-        phase = await _run_clients(f"ws://127.0.0.1:{port}/ws", proc.pid, clients, rounds, d, True)
+        sides: dict[str, Side] = {}
+        for name, db in dbs.items():
+            cmd, port = _serve(db, folder, clients, d)
+            procs[name] = subprocess.Popen(cmd, cwd=ROOT)
+            await _wait_healthy(port, procs[name])
+            sides[name] = Side(
+                f"ws://127.0.0.1:{port}/ws", procs[name].pid, clients, d, welcomes=True
+            )
+            await sides[name].connect()
+        for side in sides.values():
+            await side.run(1)
+        names = list(dbs)
+        for rep in range(repeats):
+            for k in pair_order(rep):
+                block = await sides[names[k]].run(rounds)
+                rates[names[k]].append(block.update.updates_per_s())
+        for side in sides.values():
+            await side.close()
     finally:
-        proc.terminate()
-        proc.wait()
-    return phase.updates / phase.wall
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait()
+    return rates
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -163,10 +174,9 @@ async def _run(args: argparse.Namespace, pg_url: str, folder: Path) -> dict[str,
         for store in stores.values():
             await store.close()
     ingest: dict[str, list[float]] = {name: [] for name in stores}
-    ingest_dbs = {"sqlite": str(folder / "ingest.db"), "postgresql": args.ingest_pg_url}
-    for _ in range(args.repeats if args.ingest_rounds else 0):
-        for name, db in ingest_dbs.items():
-            ingest[name].append(await _ingest(db, folder, args.clients, args.ingest_rounds, args.d))
+    if args.ingest_rounds:
+        dbs = {"sqlite": str(folder / "ingest.db"), "postgresql": args.ingest_pg_url}
+        ingest = await _ingest(dbs, folder, args.clients, args.ingest_rounds, args.repeats, args.d)
     event_ratio = [p / s for p, s in zip(rates["postgresql"], rates["sqlite"], strict=True)]
     ckpt_ratio = [
         p / s for p, s in zip(checkpoints["postgresql"], checkpoints["sqlite"], strict=True)

@@ -31,7 +31,10 @@ final models and Dandelion's, check that the three did the same arithmetic.
     python benchmarks/vs_flower.py --json
 
 With ``--json`` the last line is one JSON object: ``results`` (one entry per framework, N, d),
-``dandelion_clients_per_s_n<N>_d<d>`` (steady state), ``speedup_vs_flower_steady_n<N>_d<d>`` and
+``dandelion_clients_per_s_n<N>_d<d>`` (steady state, the median of Dandelion's runs: it runs
+before the peers and again after each, and each peer is compared with the mean of the two runs
+around it, so that a change of load during a long peer run moves both sides alike),
+``speedup_vs_flower_steady_n<N>_d<d>`` and
 ``speedup_vs_pfl_steady_n<N>_d<d>`` (None where the peer completed fewer than two rounds), their
 spread and first-round ratios under ``speedups``, and ``arithmetic`` (accuracies and model
 distances per configuration).
@@ -184,7 +187,9 @@ def _figures(n: int, start: float | None, ends: list[float]) -> dict[str, Any]:
     return round_figures(n, start, ends)
 
 
-def run_dandelion(table: Path, n: int, rounds: int, timeout: float, work: Path) -> dict[str, Any]:
+def run_dandelion(
+    table: Path, n: int, rounds: int, timeout: float, work: Path, tag: str = ""
+) -> dict[str, Any]:
     from dandelion.emulation.localdata import TableSource
 
     nf = TableSource(table).num_features
@@ -216,7 +221,7 @@ def run_dandelion(table: Path, n: int, rounds: int, timeout: float, work: Path) 
             },
         },
     }
-    out_dir = work / f"dandelion_n{n}"
+    out_dir = work / f"dandelion_n{n}{tag}"
     spec = work / f"population_n{n}.json"
     spec.write_text(json.dumps(population))
     cmd = [sys.executable, "-m", "dandelion", "emulate", "--population", str(spec)]
@@ -239,6 +244,26 @@ def run_dandelion(table: Path, n: int, rounds: int, timeout: float, work: Path) 
         "timed_out": timed_out,
         "peak_tree_rss_mb": round(peak, 1),
     }
+
+
+def bracket(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Dandelion's figures for a peer that ran between two of its runs: the mean of the two
+    steady rates, the spread over both runs' steady rounds, so that a change of the machine's
+    load during the peer's run moves both sides alike."""
+    rates = [r["steady_clients_per_s"] for r in (before, after) if r.get("steady_clients_per_s")]
+    if len(rates) < 2:
+        return before if before.get("steady_clients_per_s") else after
+    out = dict(before)
+    out["steady_clients_per_s"] = sum(rates) / 2
+    ra, rb = before["steady_round_clients_per_s"], after["steady_round_clients_per_s"]
+    out["steady_round_clients_per_s"] = {
+        "min": min(ra["min"], rb["min"]),
+        "max": max(ra["max"], rb["max"]),
+    }
+    firsts = [r.get("first_round_clients_per_s") for r in (before, after)]
+    if all(firsts):
+        out["first_round_clients_per_s"] = sum(firsts) / 2  # type: ignore[arg-type]
+    return out
 
 
 def run_peer(
@@ -350,25 +375,35 @@ def main() -> None:
             for n in sizes:
                 part = make_subtable(table, n, data_dir)
                 key = f"n{n}_d{d}"
-                ours = run_dandelion(part, n, args.rounds, 3600.0, work)
-                row = [ours]
+                # Dandelion runs before each peer and again after it (D, Flower, D, pfl, D):
+                # each peer is compared with the two Dandelion runs around it.
+                ours_runs = [run_dandelion(part, n, args.rounds, 3600.0, work, "_0")]
                 peers: list[dict[str, Any]] = []
+                plan = []
                 if flower is not None and n in flower_sizes:
-                    peers.append(
-                        run_peer("flower", flower, part, n, args.rounds, args.peer_timeout, work)
-                    )
+                    plan.append(("flower", flower))
                 if pfl is not None:
-                    peers.append(
-                        run_peer("pfl", pfl, part, n, args.rounds, args.peer_timeout, work)
-                    )
-                row += peers
-                summary[f"dandelion_clients_per_s_{key}"] = ours.get("steady_clients_per_s")
-                for theirs in peers:
-                    peer = theirs["framework"]
+                    plan.append(("pfl", pfl))
+                for peer, python in plan:
+                    theirs = run_peer(peer, python, part, n, args.rounds, args.peer_timeout, work)
+                    peers.append(theirs)
+                    tag = f"_{len(ours_runs)}"
+                    ours_runs.append(run_dandelion(part, n, args.rounds, 3600.0, work, tag))
+                    ours = bracket(ours_runs[-2], ours_runs[-1])
                     ratio = speedup(ours, theirs)
                     summary[f"speedup_vs_{peer}_steady_{key}"] = ratio["steady"] if ratio else None
                     speedups[f"{peer}_{key}"] = ratio
-                    checks[f"{peer}_{key}"] = arithmetic(ours, theirs)
+                    checks[f"{peer}_{key}"] = arithmetic(ours_runs[-2], theirs)
+                for i, r in enumerate(ours_runs):
+                    r["run"] = i
+                steady = sorted(
+                    r["steady_clients_per_s"] for r in ours_runs if r.get("steady_clients_per_s")
+                )
+                summary[f"dandelion_clients_per_s_{key}"] = (
+                    steady[len(steady) // 2] if steady else None
+                )
+                summary[f"dandelion_clients_per_s_runs_{key}"] = [round(x, 1) for x in steady]
+                row = [*ours_runs, *peers]
                 for r in row:
                     r["d"] = d
                     r.pop("model", None)

@@ -527,6 +527,7 @@ def _emulate(args: argparse.Namespace) -> int:
     from .coordinator import TaskConfigError, load_task_file
     from .emulation import (
         EmulateOptions,
+        EmulationError,
         PopulationConfig,
         PopulationConfigError,
         emulate,
@@ -571,9 +572,10 @@ def _emulate(args: argparse.Namespace) -> int:
             db=args.db,
             progress=True,  # on standard error, in every mode: stdout keeps the summary
             max_wall_s=args.max_wall_s,
+            plugins=tuple(getattr(args, "plugins", [])),
         )
         result = emulate(config, options, task=task or None, source=source, trace=trace)
-    except (PopulationConfigError, TaskConfigError) as exc:
+    except (PopulationConfigError, TaskConfigError, EmulationError) as exc:
         print(f"dandelion emulate: {exc}", file=sys.stderr)
         return 2
     summary = result.summary()

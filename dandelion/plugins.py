@@ -78,12 +78,15 @@ def find_package(spec: str) -> PluginPackage:
 
 def use_plugins(specs: list[str] | None) -> list[PluginPackage]:
     """Import each package named by ``--with`` (its folder's parent goes on ``sys.path``) and
-    the installed ones declared under the ``dandelion.tasks`` entry points."""
+    the installed ones declared under the ``dandelion.tasks`` entry points. Every folder goes
+    on ``sys.path`` before any package is imported, so that one package may import another
+    whatever the order of the flags (the wheel holds them all, in the worker too)."""
     packages = [find_package(spec) for spec in specs or []]
     for package in packages:
         parent = str(package.path.parent)
         if parent not in sys.path:
             sys.path.insert(0, parent)
+    for package in packages:
         try:
             importlib.import_module(package.name)
         except Exception as exc:

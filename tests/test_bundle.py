@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from dandelion.bundle import BundleError, assemble_bundle, assemble_extension, f
 from dandelion.bundle.assemble import _connect_sources
 from dandelion.bundle.wheel import build_wheel
 from dandelion.cli import main
+
+from .conftest import scaled
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,3 +191,28 @@ def test_cli_bundle_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert info["path"] == str(tmp_path / "wb")
     assert info["wheel"].startswith("dandelion_worker-") and info["bytes"] > 5_000_000
     assert main(["bundle", "--out", str(tmp_path / "x"), "--pyodide", str(tmp_path)]) == 2
+
+
+def test_a_failed_build_leaves_the_existing_bundle_and_extension_untouched(
+    tmp_path: Path,
+) -> None:
+    """Building into a good bundle's folder with a package the worker cannot import (numpy at
+    module level) is refused, and the folder keeps the old bundle, byte for byte."""
+    heavy = tmp_path / "pkg" / "heavy"
+    heavy.mkdir(parents=True)
+    (heavy / "__init__.py").write_text("import numpy\n")
+    for flags in ([], ["--extension"]):
+        out = tmp_path / ("ext" if flags else "wb")
+        assert main(["bundle", "--out", str(out), *flags]) == 0
+        before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        failed = subprocess.run(
+            [sys.executable, "-m", "dandelion", "bundle", "--out", str(out), *flags,
+             "--with", str(heavy)],
+            capture_output=True, text=True, timeout=scaled(120),
+        )  # fmt: skip
+        assert failed.returncode == 2, failed.stderr
+        assert "No module named 'numpy'" in failed.stderr and "Traceback" not in failed.stderr
+        after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        assert after == before
+    # Nothing half-built is left beside them.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext", "pkg", "wb"]

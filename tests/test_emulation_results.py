@@ -108,6 +108,31 @@ def test_the_same_seed_gives_byte_identical_result_files(tmp_path: Path, private
         assert (tmp_path / "c" / "result.json").read_bytes() != (a / "result.json").read_bytes()
 
 
+def test_a_small_always_online_population_runs_the_same_however_fast_the_machine(
+    tmp_path: Path,
+) -> None:
+    """Few devices checking in often: the coordinator's per-connection rate limit runs on the
+    emulation's virtual clock, so no message is dropped as too fast for the wall clock (which
+    made runs of one seed differ with the machine's speed)."""
+    config = PopulationConfig(
+        size=7,
+        seed=1,
+        rounds=40,
+        history_days=9.0,
+        test_users=5,
+        availability="always",
+        dropout=0.0,
+        straggler_share=0.0,
+    )
+    task = default_task(3, 40)
+    runs = [_run_into(tmp_path / name, config, task) for name in ("a", "b")]
+    for name in SAME_BYTES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    counters = runs[0].summary()["counters"]
+    assert counters.get("protocol_error", 0) == 0, counters
+    assert runs[0].summary()["rounds"] == 40
+
+
 def test_a_data_table_is_named_by_its_digest_not_its_path(tmp_path: Path) -> None:
     source = SyntheticSource(seed=3, num_buckets=32, history_days=9.0, test_users=3)
     users = [source.local(d) for d in range(4)]

@@ -129,6 +129,44 @@ def test_a_package_that_needs_numpy_at_import_is_refused_by_bundle(tmp_path: Pat
     assert "standard library alone" in one_line(done)
 
 
+_LOW = """from dandelion.taskspec import register_objective
+from dandelion.taskspec.objectives.revisit import Revisit
+
+
+@register_objective("low_gap")
+class LowGap(Revisit):
+    pass
+"""
+_HIGH = """from dandelion.taskspec import register_objective
+from lowgap import LowGap
+
+
+@register_objective("high_gap")
+class HighGap(LowGap):
+    pass
+"""
+
+
+def test_with_order_does_not_matter_when_one_package_imports_another(tmp_path: Path) -> None:
+    """`highgap` imports `lowgap`, each from a folder of its own: naming `highgap` first works
+    for `task check` and for `bundle` (every folder is on the path before any import)."""
+    for folder, name, source in (("one", "lowgap", _LOW), ("two", "highgap", _HIGH)):
+        (tmp_path / folder / name).mkdir(parents=True)
+        (tmp_path / folder / name / "__init__.py").write_text(source)
+    high, low = str(tmp_path / "two" / "highgap"), str(tmp_path / "one" / "lowgap")
+    task = tmp_path / "task.toml"
+    task.write_text('name = "high-gap"\nobjective = "high_gap"\n[model]\nkind = "logreg"\n')
+    checked = dandelion("task", "check", str(task), "--with", high, "--with", low)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith("ok: task high-gap")
+    out = tmp_path / "b"
+    built = dandelion("bundle", "--out", str(out), "--with", high, "--with", low)
+    assert built.returncode == 0, built.stderr
+    tasks = json.loads((out / "bundle.json").read_text())["tasks"]
+    assert {"high_gap", "low_gap"} <= set(tasks["objectives"])
+    assert tasks["packages"] == ["highgap", "lowgap"]
+
+
 def test_serve_names_the_nearest_name_the_bundle_has_for_a_misspelt_one(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     assemble_bundle(plain)

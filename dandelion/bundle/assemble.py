@@ -16,11 +16,13 @@ Pyodide runtime is missing or incomplete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,15 +130,47 @@ def _describe(folder: Path) -> dict[str, dict[str, Any]]:
     }
 
 
+@contextlib.contextmanager
+def _replacing(out: Path) -> Iterator[Path]:
+    """A new folder beside ``out`` to build into; once the build is complete it takes the place
+    of ``out`` (folders renamed, so a failed build leaves an existing ``out`` as it was)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    new, old = out.parent / f".{out.name}.new-{tag}", out.parent / f".{out.name}.old-{tag}"
+    new.mkdir()  # with the umask's mode, as the folder it replaces had
+    try:
+        yield new
+        if out.exists():
+            os.replace(out, old)
+            try:
+                os.replace(new, out)
+            except OSError:
+                os.replace(old, out)
+                raise
+            shutil.rmtree(old)
+        else:
+            os.replace(new, out)
+    finally:
+        if new.exists():
+            shutil.rmtree(new)
+
+
 def assemble_bundle(
     out: Path, pyodide_dir: str | Path | None = None, plugins: Sequence[PluginPackage] = ()
 ) -> BundleInfo:
-    """(Re)build the bundle in ``out``: the folder is replaced whole. ``plugins``: task
+    """(Re)build the bundle in ``out``: the folder is replaced whole, and only once the new
+    bundle is complete (a failed build leaves the old one untouched). ``plugins``: task
     packages of your own that go into the worker wheel (``--with``; imported already)."""
     runtime = find_pyodide(pyodide_dir)
     version = _pyodide_version(runtime)
-    if out.exists():
-        shutil.rmtree(out)
+    with _replacing(out) as building:
+        info = _lay_out(building, runtime, version, plugins)
+    return BundleInfo(out, info.pyodide_version, info.wheel, info.total_bytes, info.files)
+
+
+def _lay_out(
+    out: Path, runtime: Path, version: str, plugins: Sequence[PluginPackage]
+) -> BundleInfo:
     folder = f"pyodide-{version}"
     target = out / folder
     target.mkdir(parents=True)
@@ -229,12 +263,12 @@ def assemble_extension(
         raise BundleError(f"no extension sources in {source}")
     if coordinator_url is not None:
         _check_coordinator_url(coordinator_url)
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(source, out)
-    bundle = assemble_bundle(out / "worker", pyodide_dir, plugins)
-    (out / "config.json").write_text(json.dumps({"coordinatorUrl": coordinator_url}) + "\n")
-    _write_manifest(out, coordinator_url)
-    files = _describe(out)
+    with _replacing(out) as building:
+        shutil.copytree(source, building, dirs_exist_ok=True)
+        bundle = assemble_bundle(building / "worker", pyodide_dir, plugins)
+        config = json.dumps({"coordinatorUrl": coordinator_url}) + "\n"
+        (building / "config.json").write_text(config)
+        _write_manifest(building, coordinator_url)
+        files = _describe(building)
     total = sum(f["bytes"] for f in files.values())
     return BundleInfo(out, bundle.pyodide_version, bundle.wheel, total, files)

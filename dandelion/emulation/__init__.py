@@ -9,11 +9,12 @@ from __future__ import annotations
 from .population import PopulationConfig, PopulationConfigError, load_population
 from .resultfiles import write_results
 from .results import RoundRecord, RunResult
-from .run import EmulateOptions, emulate
+from .run import EmulateOptions, EmulationError, emulate
 from .trace import load_trace
 
 __all__ = [
     "EmulateOptions",
+    "EmulationError",
     "PopulationConfig",
     "PopulationConfigError",
     "RoundRecord",

@@ -4,7 +4,8 @@ and, during the run, when to give up on rounds that keep being abandoned.
 
 Each problem is one line that says what to change. The figures are upper bounds (every
 eligible device online at its busiest hour, and checking in during the round), so a warning
-means the goal cannot be met, not merely that it may not be.
+means the goal cannot be met, not merely that it may not be. WebSocket mode starts every
+device opted in and keeps it online: there only eligibility (and privacy sampling) limits them.
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ class Capacity:
     online: float
 
 
-def capacity(config: PopulationConfig, task: TaskConfig) -> Capacity:
-    share = 1.0 if config.opt_in_per_day > 0 else config.initially_opted_in
+def capacity(config: PopulationConfig, task: TaskConfig, *, all_online: bool = False) -> Capacity:
+    """``all_online``: every device opted in and online, as in WebSocket mode (which starts
+    every device's worker and keeps it connected); eligibility still applies."""
+    share = 1.0 if config.opt_in_per_day > 0 or all_online else config.initially_opted_in
     for fact, wanted in sorted(task.eligibility.items()):
         if wanted:
             share *= float(getattr(config, fact))
     eligible = config.size * share
-    return Capacity(eligible, eligible * _online_share(config))
+    return Capacity(eligible, eligible if all_online else eligible * _online_share(config))
 
 
 def _online_share(config: PopulationConfig) -> float:
@@ -75,10 +78,12 @@ class StartCheck:
     doomed: bool
 
 
-def start_check(plan: EmulationPlan) -> StartCheck:
+def start_check(plan: EmulationPlan, mode: str = "inprocess") -> StartCheck:
+    """The start-up check for a run in ``mode``: in-process, the population file's consent and
+    availability (or the trace's); in WebSocket mode, every device opted in and online."""
     config, task = plan.config, plan.task
     rounds, privacy = task.rounds, task.privacy
-    best = capacity(config, task)
+    best = capacity(config, task, all_online=mode == "websocket")
     if plan.trace is not None:  # online at once: the trace's peak, not the diurnal model's
         share = best.eligible / config.size
         best = Capacity(best.eligible, plan.trace.peak_online() * share)

@@ -18,12 +18,20 @@ from .results import RunResult
 from .trace import Trace
 
 if TYPE_CHECKING:
+    from ..plugins import PluginPackage
     from .plan import EmulationPlan
 
-__all__ = ["EmulateOptions", "emulate"]
+__all__ = ["EmulateOptions", "EmulationError", "emulate"]
 
 MODES = ("inprocess", "websocket")
 BACKENDS = ("local", "processes", "ray")
+
+
+class EmulationError(RuntimeError):
+    """A WebSocket run that cannot go on, in one line saying what to do: the coordinator it
+    started exited (its own error in the message), the worker bundle for it could not be
+    built, or the coordinator at ``url`` assigned another task than the devices' data is
+    built for."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,9 @@ class EmulateOptions:
     progress: bool = True  # a progress bar, and the start-up warnings, on standard error
     max_wall_s: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
+    #: Task packages of your own (``--with``, imported already): in WebSocket mode, the
+    #: coordinator started for the run serves a worker bundle built with them.
+    plugins: tuple[PluginPackage, ...] = ()
 
 
 def emulate(
@@ -50,7 +61,8 @@ def emulate(
     trace: Trace | None = None,
 ) -> RunResult:
     """Run one emulation. Raises PopulationConfigError for a population or task that cannot
-    run (the message names the field). What the start-up check finds wrong (a population that
+    run (the message names the field), EmulationError for a WebSocket run whose coordinator
+    cannot run it. What the start-up check finds wrong (a population that
     cannot meet the task's goal, a privacy budget that does not last the rounds) is printed
     on standard error before the run (with ``progress``) and kept in ``result.warnings``.
     ``source``: the devices' data (a ``TableSource``; default: synthetic); ``trace``: when
@@ -71,7 +83,7 @@ def emulate(
             "trace: replayed in-process only (WebSocket mode keeps every device online)"
         )
     plan = make_plan(config, task=task, source=source, trace=trace)
-    check = start_check(plan)
+    check = start_check(plan, options.mode)
     if options.progress:
         for line in check.warnings:
             print(f"warning: {line}", file=sys.stderr, flush=True)
@@ -127,5 +139,6 @@ def _run(plan: EmulationPlan, options: EmulateOptions, doomed: bool) -> RunResul
             max_wall_s=options.max_wall_s or 1800.0,
             settings=dict(options.settings),
             doomed=doomed,
+            plugins=options.plugins,
         ),
     )

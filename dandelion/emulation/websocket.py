@@ -10,7 +10,9 @@ virtual time (``inprocess``); here every device stays online and connected, whic
 tests a server: all N connections open at once.
 
 A disconnect the emulator did not ask for (closed by the coordinator, a failed handshake, a
-missed pong) is counted in ``unexpected_disconnects``.
+missed pong) is counted in ``unexpected_disconnects``. A ``dandelion serve`` started here that
+exits, or an assignment of another task than the run's (``served.py``), stops the run with an
+``EmulationError`` in one line.
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from browser_worker.host import ConnectFailed, Connection, ConnectionClosed, Host, KeyValueStore
 from browser_worker.host.cpython import CPythonHost
-from browser_worker.worker import Worker, WorkerConfig
+from browser_worker.worker import NoLocalData, Worker, WorkerConfig
 
 from ..coordinator import Coordinator, RoundOutcome
 from ..storage.location import open_state
@@ -45,7 +47,13 @@ from .plan import EmulationPlan, Evaluator, worker_rng
 from .population import PopulationConfigError
 from .progress import Progress
 from .results import RoundRecord, RunResult
+from .run import EmulationError
+from .served import ServedTaskCheck, ServeOutput, bundle_with, exited, wait_port
 from .trainer import BatchTrainer, LocalBackend
+
+if TYPE_CHECKING:
+    from ..plugins import PluginPackage
+    from ..protocol import Assigned, RetryWindow, WorkerSession
 
 __all__ = ["WebSocketOptions", "raise_open_files_limit", "run_websocket"]
 
@@ -64,6 +72,7 @@ class WebSocketOptions:
     max_wall_s: float = 600.0
     settings: dict[str, Any] = field(default_factory=dict)
     doomed: bool = False  # the start-up check says rounds cannot meet their minimum
+    plugins: tuple[PluginPackage, ...] = ()  # --with: bundled for the coordinator started here
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +174,24 @@ class _SocketHost(Host):
         return self.inner.storage
 
 
+class _RunWorker(Worker):
+    """The real worker, refusing an assignment of another task than the run's before it reads
+    the task's model spec or examples: neither would fit (``ServedTaskCheck`` says so and the
+    run stops)."""
+
+    def __init__(self, *args: Any, check: ServedTaskCheck, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.check = check
+
+    async def _train_and_report(
+        self, conn: Connection, session: WorkerSession, event: Assigned
+    ) -> RetryWindow | None:
+        # Every assignment, training or evaluation, starts here.
+        if not self.check.matches(event.task):
+            raise NoLocalData
+        return await super()._train_and_report(conn, session, event)
+
+
 def run_websocket(plan: EmulationPlan, options: WebSocketOptions) -> RunResult:
     return asyncio.run(_run(plan, options))
 
@@ -231,6 +258,11 @@ async def _coordinator(plan: EmulationPlan, options: WebSocketOptions) -> Any:
             finally:
                 await runner.cleanup()
             return
+        # Before the state file gets the task: a refused bundle leaves --db as it was.
+        if options.plugins and "bundle_dir" not in options.settings:
+            settings["bundle_dir"] = await asyncio.to_thread(
+                bundle_with, Path(tmp) / "bundle", options.plugins
+            )
         try:
             create_task_in(db, plan.task)
         except ValueError as exc:  # the task is in that file already
@@ -242,16 +274,29 @@ async def _coordinator(plan: EmulationPlan, options: WebSocketOptions) -> Any:
         proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any worker runs
             [sys.executable, "-m", "dandelion", "serve", "--db", db, "--port", str(port), *flags],
             stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        assert proc.stderr is not None
+        output = ServeOutput(proc.stderr)
+
+        def rounds_while_up() -> _Follow:
+            if proc.poll() is not None:
+                raise exited(proc.returncode, output.last_line())
+            return _rounds_in(db, plan)
+
         try:
-            await _wait_port(port, proc)
-            yield f"ws://127.0.0.1:{port}/ws", lambda: _rounds_in(db, plan)
+            await wait_port(port, proc, output)
+            output.pass_through()
+            yield f"ws://127.0.0.1:{port}/ws", rounds_while_up
         finally:
             proc.terminate()
             try:
                 await asyncio.to_thread(proc.wait, 30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                await asyncio.to_thread(proc.wait)
+            await asyncio.to_thread(output.close)
 
 
 def _from_outcome(o: RoundOutcome, coordinator: Coordinator) -> _Closed:
@@ -319,19 +364,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"the coordinator exited with status {proc.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the coordinator did not start listening")
-
-
 async def _emulate(
     plan: EmulationPlan, options: WebSocketOptions, url: str, rounds_of: Any
 ) -> RunResult:
@@ -355,10 +387,12 @@ async def _emulate(
     started = time.perf_counter()
     ramp = options.ramp_s or plan.size / 500.0
 
+    check = ServedTaskCheck(plan.task, url)
+
     def start(device: int) -> None:
         counts["sessions"] += 1
         host = _SocketHost(counts)
-        worker = Worker(
+        worker = _RunWorker(
             host,
             WorkerConfig(
                 url,
@@ -369,6 +403,7 @@ async def _emulate(
             lambda objective, features, at: DeviceData(device, cache),
             rng=worker_rng(config.seed, device, counts["sessions"]),
             trainer=trainer,
+            check=check,
         )
         workers[device] = worker
         tasks[device] = loop.create_task(worker.run())
@@ -403,6 +438,8 @@ async def _emulate(
                 stop("wall_limit")
                 break
             await asyncio.sleep(0.5)
+            if check.found is not None:
+                raise EmulationError(check.found)
             peak_open = max(peak_open, sum(1 for t in tasks.values() if not t.done()))
             seen, status = await asyncio.to_thread(rounds_of)
             closed = [r for r in seen if r.round not in earlier]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -101,10 +100,12 @@ class ConversationDriver:
         self._by_worker: dict[str, Conversation] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    def open(self, link: Link, *, clock: Any = time.monotonic) -> Conversation:
-        """Start the conversation of a new connection."""
+    def open(self, link: Link, *, clock: Any = None) -> Conversation:
+        """Start the conversation of a new connection. Its rate limit runs on ``clock``, by
+        default the event loop's: ``time.monotonic`` on a real loop, the virtual clock in an
+        emulation (where a wall-clock limit would depend on how fast the machine runs it)."""
         self.counters.connections_opened += 1
-        return Conversation(self, link, clock)
+        return Conversation(self, link, clock or asyncio.get_running_loop().time)
 
     def conversation_of(self, worker_id: str) -> Conversation | None:
         return self._by_worker.get(worker_id)
