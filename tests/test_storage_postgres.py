@@ -227,3 +227,17 @@ def test_two_leaders_racing_to_commit_serialise_on_the_epoch(postgres: PostgresS
     assert older.leader_epoch("t1") == 5
     newer.close()
     older.close()
+
+
+def test_a_sqlite_state_never_loads_the_postgresql_driver(tmp_path: Path) -> None:
+    """psycopg is an optional extra: the commands on a SQLite file must not import it."""
+    code = (
+        "import sys\n"
+        "from dandelion.cli import main\n"
+        f"assert main(['task', 'list', '--db', {str(tmp_path / 's.db')!r}]) == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
