@@ -18,7 +18,7 @@ from typing import Any
 
 from dandelion.taskspec.models import Example, ModelSpec
 from dandelion.taskspec.registry import UnknownPlugin, load_plugins, objective
-from dandelion.taskspec.signals import Signals, parse_signals
+from dandelion.taskspec.signals import Signals, parse_signals, unknown_signal_keys
 
 from .host.pyodide import PyodideHost
 from .predict import params_from_weights
@@ -27,7 +27,7 @@ from .worker import Worker, WorkerConfig, WorkerStatus
 
 __all__ = ["opt_out", "predict", "set_signals", "start", "stop"]
 
-_state: dict[str, Any] = {"worker": None, "task": None, "signals": Signals()}
+_state: dict[str, Any] = {"worker": None, "task": None, "signals": Signals(), "bridge": None}
 
 
 def _examples(name: str, features: dict[str, Any], now: float) -> list[Example]:
@@ -40,9 +40,14 @@ def _examples(name: str, features: dict[str, Any], now: float) -> list[Example]:
 
 
 def set_signals(signals_json: str) -> int:
-    """Replace the local signals; returns the number of usable items."""
+    """Replace the local signals; returns the number of usable items. A key nothing reads is
+    ignored, with a warning through the bridge's log (the page's ``log`` event)."""
     load_plugins()
     _state["signals"] = parse_signals(signals_json)
+    bridge = _state["bridge"]
+    if bridge is not None:
+        for line in unknown_signal_keys(signals_json):
+            bridge.log("warning", line)
     return len(_state["signals"])
 
 
@@ -54,8 +59,14 @@ def predict(model_json: str, weights: Any, signals_json: str | None = None) -> s
     model = json.loads(model_json)
     signals = parse_signals(signals_json) if signals_json else _state["signals"]
     raw = weights.to_py() if hasattr(weights, "to_py") else weights
-    params = params_from_weights(bytes(raw), ModelSpec.from_dict(model["model"]))
-    return json.dumps(predict_scores(model, params, signals, time.time()))
+    try:
+        params = params_from_weights(bytes(raw), ModelSpec.from_dict(model["model"]))
+        return json.dumps(predict_scores(model, params, signals, time.time()))
+    except UnknownPlugin as exc:
+        raise ValueError(
+            f"{exc}: this bundle does not hold the task's code "
+            "(rebuild it: dandelion bundle --with PACKAGE)"
+        ) from None
 
 
 def _worker(config: dict[str, Any], bridge: Any) -> Worker:
@@ -83,6 +94,7 @@ def start(config_json: str, signals_json: str, bridge: Any) -> int:
     if _state["worker"] is not None:
         raise RuntimeError("the worker is already running; stop() it first")
     worker = _worker(config, bridge)
+    _state["bridge"] = bridge
     count = set_signals(signals_json)
     _state["worker"] = worker
     task = asyncio.ensure_future(worker.run())

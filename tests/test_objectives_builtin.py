@@ -271,7 +271,8 @@ def test_the_emulators_evaluation_gives_the_workers_figures(name: str, tmp_path:
     else:
         assert fast_accuracy == pytest.approx(accuracy, rel=1e-12)
     # A table file keeps what the evaluation needs, a regression's targets too.
-    save_table(tmp_path / "t.npz", [pack(made[:50]), pack(made[50:])], pack(made), 7)
+    nf = config.model.num_features
+    save_table(tmp_path / "t.npz", [pack(made[:50]), pack(made[50:])], pack(made), nf)
     table = TableSource(tmp_path / "t.npz")
     assert list(table.local(1)) == made[50:] and list(table.test_set()) == made
 

@@ -37,6 +37,7 @@ def test_an_unknown_objective_is_refused_in_one_line() -> None:
     assert "\n" not in message
     assert message.startswith("objective: objective 'next_sites' is not known here (known: ")
     assert "revisit_7d" in message
+    assert message.endswith("; did you mean 'next_site'?")
 
 
 @pytest.mark.parametrize(
@@ -52,7 +53,7 @@ def test_an_unknown_objective_is_refused_in_one_line() -> None:
         ({"model": {"kind": "softmax", "hidden": 4}}, "model: hidden is for mlp only"),
         ({"model": {"kind": "mlp"}}, "model: mlp needs hidden >= 1"),
         ({"features": {"num_bucket": 16}}, "features.num_bucket: unknown key; did you mean"),
-        ({"features": {"num_buckets": "many"}}, "features.num_buckets: a int"),
+        ({"features": {"num_buckets": "many"}}, "features.num_buckets: an int"),
         ({"model": {"kind": "logreg", "depth": 2}}, "model.depth: unknown key"),
     ],
 )

@@ -156,3 +156,16 @@ async def test_no_url_title_or_time_leaves_the_worker() -> None:
     blob = b"".join(m if isinstance(m, bytes) else m.encode() for m in sent)
     for needle in [*secret_hosts, "private", "title", "path-", str(int(visits[0].visit_time))]:
         assert needle.encode() not in blob, needle
+
+
+def test_keys_nothing_reads_are_named_with_the_nearest_known_one() -> None:
+    from dandelion.taskspec.registry import load_plugins
+    from dandelion.taskspec.signals import unknown_signal_keys
+
+    load_plugins()  # the built-in objectives' own signal types (examples, predict) too
+    assert unknown_signal_keys({"visits": [], "examples": [], "tzOffsetMin": 0}) == []
+    (line,) = unknown_signal_keys('{"tab": [], "pageTimes": []}')
+    assert line.startswith("signals: unknown key 'tab' ignored; did you mean 'tabs'? (known: ")
+    assert unknown_signal_keys({"zzzzzz": 1})[0].startswith(
+        "signals: unknown key 'zzzzzz' ignored ("
+    )

@@ -98,6 +98,15 @@ const bridge = {
   log: (level, message) => post({ type: "log", level, message }),
 };
 
+// An error for the page, in one line: a Python exception arrives as its whole traceback, of
+// which the last line ("ValueError: why") is what a person needs.
+function inWords(error) {
+  const text = String(error?.message ?? error).trim();
+  if (error?.name !== "PythonError") return text;
+  const lines = text.split("\n").filter((line) => line.trim() !== "");
+  return lines[lines.length - 1] ?? text;
+}
+
 async function handle(message) {
   switch (message.type) {
     case "boot": {
@@ -153,7 +162,7 @@ async function handle(message) {
         );
         post({ type: "predicted", id: message.id, result: JSON.parse(answer) });
       } catch (error) {
-        post({ type: "predicted", id: message.id, error: String(error?.message ?? error) });
+        post({ type: "predicted", id: message.id, error: inWords(error) });
       }
       break;
     default:
@@ -162,5 +171,5 @@ async function handle(message) {
 }
 
 self.onmessage = (event) => {
-  handle(event.data).catch((error) => post({ type: "error", message: String(error?.message ?? error) }));
+  handle(event.data).catch((error) => post({ type: "error", message: inWords(error) }));
 };

@@ -56,17 +56,49 @@ export function memoryAdapter() {
   };
 }
 
-/** Start the worker. Throws unless `consent` is "opted_in" and `coordinatorUrl` is ws(s)://. */
-export async function start({
-  coordinatorUrl,
-  signals = { visits: [] },
-  consent,
-  storage = localStorageAdapter(),
-  tasks,
-  eligibility,
-  workerUrl = new URL("./dandelion-worker.mjs", import.meta.url),
-  onStatus,
-} = {}) {
+const START_OPTIONS = [
+  "coordinatorUrl", "consent", "signals", "storage", "tasks", "eligibility", "workerUrl", "onStatus",
+];
+const PREDICT_OPTIONS = ["task", "coordinatorUrl", "modelUrl", "signals", "workerUrl"];
+
+// The edit distance of two short names (for "did you mean").
+function distance(a, b) {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length];
+}
+
+/** Throw for an option `fn` does not take, naming the nearest one it does. */
+function checkOptions(fn, options, known) {
+  for (const key of Object.keys(options ?? {})) {
+    if (known.includes(key)) continue;
+    const near = known.reduce((best, k) => (distance(key, k) < distance(key, best) ? k : best));
+    const hint = distance(key, near) <= 2 ? `; did you mean ${JSON.stringify(near)}?` : "";
+    throw new Error(`${fn}: unknown option ${JSON.stringify(key)}${hint} (known: ${known.join(", ")})`);
+  }
+}
+
+/** Start the worker. Throws unless `consent` is "opted_in" and `coordinatorUrl` is ws(s)://,
+ *  and for an option it does not know. Resolves once the Web Worker is started (before Pyodide
+ *  has booted: the status says "loading" until then). */
+export async function start(options = {}) {
+  checkOptions("start()", options, START_OPTIONS);
+  const {
+    coordinatorUrl,
+    signals = { visits: [] },
+    consent,
+    storage = localStorageAdapter(),
+    tasks,
+    eligibility,
+    workerUrl = new URL("./dandelion-worker.mjs", import.meta.url),
+    onStatus,
+  } = options;
   if (consent !== "opted_in") {
     throw new Error("Dandelion runs only after the user opts in: pass consent: \"opted_in\".");
   }
@@ -198,6 +230,17 @@ export function modelUrlFor(coordinatorUrl, task) {
   return url.href;
 }
 
+// The coordinator's own words for a failed request ({"error": {"message"}}), with the status.
+async function httpError(response) {
+  try {
+    const message = (await response.json())?.error?.message;
+    if (typeof message === "string" && message) return `${message} (HTTP ${response.status})`;
+  } catch {
+    // not JSON: the status is all there is
+  }
+  return `HTTP ${response.status}`;
+}
+
 async function sha256Hex(buffer) {
   const digest = await crypto.subtle.digest("SHA-256", buffer);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -235,23 +278,25 @@ function ask(worker, message, answerType, timeoutMs = 120000) {
  *  {task, version, objective, outputs: [names], predictions: [{item, scores}], now}: `now`
  *  is the moment (seconds since the epoch) the features describe, so the same model and
  *  signals give the same scores elsewhere. */
-export async function predict({
-  task,
-  coordinatorUrl = current?.config?.coordinatorUrl,
-  modelUrl,
-  signals,
-  workerUrl = new URL("./dandelion-worker.mjs", import.meta.url),
-} = {}) {
+export async function predict(options = {}) {
+  checkOptions("predict()", options, PREDICT_OPTIONS);
+  const {
+    task,
+    coordinatorUrl = current?.config?.coordinatorUrl,
+    modelUrl,
+    signals,
+    workerUrl = new URL("./dandelion-worker.mjs", import.meta.url),
+  } = options;
   if (!task && !modelUrl) throw new Error("predict() needs a task (or a modelUrl).");
   if (!modelUrl && !/^wss?:\/\//.test(coordinatorUrl ?? "")) {
     throw new Error("predict() needs coordinatorUrl (ws:// or wss://) or modelUrl.");
   }
   const url = modelUrl ?? modelUrlFor(coordinatorUrl, task);
   const response = await fetch(url);
-  if (!response.ok) throw new Error(`model of ${task ?? url}: HTTP ${response.status}`);
+  if (!response.ok) throw new Error(`model of ${task ?? url}: ${await httpError(response)}`);
   const model = await response.json();
   const weightsResponse = await fetch(new URL(model.weights, url));
-  if (!weightsResponse.ok) throw new Error(`model weights: HTTP ${weightsResponse.status}`);
+  if (!weightsResponse.ok) throw new Error(`model weights: ${await httpError(weightsResponse)}`);
   const weights = await weightsResponse.arrayBuffer();
   if (model.sha256 && (await sha256Hex(weights)) !== model.sha256) {
     throw new Error("model weights: sha256 mismatch");

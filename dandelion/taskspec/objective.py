@@ -50,7 +50,9 @@ class Objective:
             if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
                 value, type(default) if not isinstance(default, float) else (int, float)
             ):
-                raise ValueError(f"{key}: a {type(default).__name__}, like {default!r}")
+                kind = type(default).__name__
+                article = "an" if kind[0] in "aeiou" else "a"
+                raise ValueError(f"{key}: {article} {kind}, like {default!r}")
             out[key] = float(value) if isinstance(default, float) else value
         return out
 

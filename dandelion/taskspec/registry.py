@@ -97,8 +97,12 @@ def _resolve(table: dict[str, Any], base: type, what: str, ref: str) -> Any:
         found = table.get(ref)
         if found is not None:
             return found
-        known = ", ".join(sorted(table))
-        raise UnknownPlugin(f"{what} {ref!r} is not known here (known: {known})")
+        import difflib
+
+        names = sorted(name for name in table if NAME.match(name))
+        close = difflib.get_close_matches(ref, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownPlugin(f"{what} {ref!r} is not known here (known: {', '.join(names)}){hint}")
     if not REFERENCE.match(ref):
         raise UnknownPlugin(f"{what} {ref!r}: a registered name or package.module:attribute")
     module_name, attr = ref.split(":")
@@ -147,6 +151,7 @@ def load_plugins() -> list[str]:
     """Import every package declared in the ``dandelion.tasks`` entry-point group (once) and
     return their names. A package that fails to import is skipped (its names stay unknown)."""
     global _plugins_loaded
+    _builtins()  # the built-in ones first (their signal types too), then the packages
     if _plugins_loaded is not None:
         return _plugins_loaded
     from importlib.metadata import entry_points

@@ -39,6 +39,7 @@ __all__ = [
     "VisitRecord",
     "parse_signals",
     "register_signal",
+    "unknown_signal_keys",
     "visits_from_signals",
 ]
 
@@ -249,6 +250,26 @@ def parse_signals(signals: str | Mapping[str, Any]) -> Signals:
             items = [p for p in (parse(item, tz_offset) for item in _items(raw, key)) if p]
             extra[key] = tuple(items[-MAX_ITEMS:])
     return Signals(tz_offset_min=tz_offset, extra=extra, **lists)
+
+
+def unknown_signal_keys(signals: str | Mapping[str, Any]) -> list[str]:
+    """One line per key of the signals object that nothing reads (not a built-in type, not
+    ``tzOffsetMin``, not a registered one): :func:`parse_signals` ignores those, and a
+    misspelt ``tab`` for ``tabs`` would otherwise go unnoticed."""
+    import difflib
+
+    raw = json.loads(signals) if isinstance(signals, str) else signals
+    if not isinstance(raw, Mapping):
+        return []
+    known = sorted([*_BUILTIN, "tzOffsetMin", *SIGNAL_TYPES])
+    out = []
+    for key in raw:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        out.append(f"signals: unknown key {key!r} ignored{hint} (known: {', '.join(known)})")
+    return out
 
 
 def visits_from_signals(signals: str | Mapping[str, Any]) -> list[VisitRecord]:

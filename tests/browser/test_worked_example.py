@@ -153,6 +153,17 @@ async def test_worked_example_trains_in_pyodide_and_cpython_predicts_and_exports
         assert len(answer["predictions"]) == 20
         now = answer["now"]  # the moment the page's features describe
         assert abs(now - time.time()) < 60
+        # Errors in words: the coordinator's reason for an unknown task, the nearest name for
+        # a misspelt option (start() and predict() refuse options they do not take).
+        failed = "(p) => p.then(() => null, (e) => e.message)"
+        unknown = await page.evaluate(f"({failed})(window.__predict('nope'))")
+        assert unknown == "model of nope: no task named 'nope' (HTTP 404)", unknown
+        misspelt = await page.evaluate(f"({failed})(window.__api.predict({{tsk: 'long-read'}}))")
+        assert misspelt.startswith('predict(): unknown option "tsk"; did you mean "task"?')
+        misspelt = await page.evaluate(
+            f"({failed})(window.__api.start({{consent: 'opted_in', signls: {{}}}}))"
+        )
+        assert misspelt.startswith('start(): unknown option "signls"; did you mean "signals"?')
 
         # The same scores from the same document and weights in CPython ...
         import aiohttp
