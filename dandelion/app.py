@@ -40,11 +40,12 @@ COORDINATOR = web.AppKey("coordinator", Coordinator)
 ENDPOINT = web.AppKey("endpoint", WorkerEndpoint)
 
 
-def open_store(path: str) -> AsyncStore:
-    """The default state backend: the embedded SQLite file at ``path``."""
-    from .storage import SQLiteStore
+def open_store(db: str) -> AsyncStore:
+    """The state at ``db``: the embedded SQLite file at that path (the default), or the
+    PostgreSQL database of a ``postgresql://`` URL."""
+    from .storage.location import open_state
 
-    return AsyncStore(lambda: SQLiteStore(path))
+    return AsyncStore(lambda: open_state(db, command="serve"))
 
 
 def make_app(

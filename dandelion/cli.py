@@ -305,12 +305,14 @@ def _operator_error(exc: Exception) -> int | None:
     from .serving import ServingError
     from .storage import StorageError
     from .storage.lease import LeaseError, LeaseHeldError
+    from .storage.location import StateURLError
+    from .storage.pg_migrations import SchemaError
     from .storage.statefile import StateFileError
 
     if isinstance(exc, LeaseHeldError | ServingError):
         return 1  # something else holds the file or the port: it may let go
-    if isinstance(exc, StateFileError | LeaseError):
-        return 2  # the file must be restored, or --db (its folder) corrected
+    if isinstance(exc, StateFileError | LeaseError | StateURLError | SchemaError):
+        return 2  # the file must be restored, or --db (its folder, its URL) corrected
     if isinstance(exc, StorageError):
         return 1  # the disk failed
     return None
@@ -345,8 +347,16 @@ def _backup(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from .backup import BackupError, backup, restore
+    from .storage.location import is_postgres_url
 
     db = _settings(args).db
+    if is_postgres_url(db):
+        print(
+            f"dandelion {args.command}: a PostgreSQL state is backed up and restored with "
+            "PostgreSQL's own pg_dump and pg_restore (docs/operations.md, Backups)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         info = backup(db, args.dest) if args.command == "backup" else restore(args.source, db)
     except BackupError as exc:
@@ -367,11 +377,12 @@ def _token(args: argparse.Namespace) -> int:
 
     from .api.auth import hash_token, new_token
     from .serve_cli import migrating
-    from .storage import ConflictError, SQLiteStore
+    from .storage import ConflictError
+    from .storage.location import open_state
 
     db = _settings(args).db
     with migrating(f"token {args.token_command}", db):
-        store = SQLiteStore(db)
+        store = open_state(db)
     try:
         if args.token_command == "create":
             if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.name):
@@ -484,6 +495,11 @@ def _demo(args: argparse.Namespace) -> int:
         db=args.db,
         progress=not args.json or sys.stderr.isatty(),
     )
+    if args.db is not None and args.db.startswith(("postgresql://", "postgres://")):
+        print(
+            "dandelion demo: --db is a SQLite file (the demo keeps its own state)", file=sys.stderr
+        )
+        return 2
     if args.db is None:
         result = asyncio.run(run_demo(options))
     else:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .export import ExportError, onnx_bytes, read_release, safetensors_bytes
 from .serve_cli import migrating
-from .storage import SQLiteStore
+from .storage.location import is_postgres_url, open_state
 
 __all__ = ["FORMATS", "export_model"]
 
@@ -28,10 +28,10 @@ def export_model(db: str, task: str, version: int | None, fmt: str, out: str) ->
     what was written. Raises ExportError."""
     if fmt not in FORMATS:
         raise ExportError(f"--format: one of {', '.join(FORMATS)}, not {fmt!r}")
-    if not Path(db).is_file():
+    if not is_postgres_url(db) and not Path(db).is_file():
         raise ExportError(f"no state file at {db} (--db)")
     with migrating("model export", db):
-        store = SQLiteStore(db)
+        store = open_state(db)
     try:
         release = read_release(store, task, version)
     finally:

@@ -70,14 +70,15 @@ def migrating(command: str, db: str) -> Iterator[None]:
     StateFileError for a file that is not Dandelion's (its migrations would write into another
     program's database).
     """
-    from .storage.lease import LeaseHeldError, StateLease
+    from .storage.lease import LeaseHeldError
+    from .storage.location import state_lease
     from .storage.statefile import pending_migrations
 
     pending = pending_migrations(db)
     if not pending:
         yield
         return
-    lease = StateLease(db, command=command)
+    lease = state_lease(db, command=command)
     try:
         lease.acquire()
     except LeaseHeldError as exc:
@@ -101,6 +102,7 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
     from .serving import ServingError, check_port, run_server
     from .storage import SQLiteStore
     from .storage.lease import StateLease
+    from .storage.location import is_postgres_url
     from .storage.statefile import inspect_state_file
     from .transport.limits import parse_networks
 
@@ -118,6 +120,8 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
         # A plugin the bundle lacks fails the parse too: name it as the bundle's refusal.
         raw = [needs for needs in map(_raw_needs, task_files) if needs[1]]
         return fail("serve", _bundle_refusal(bundle, settings.bundle_dir, raw) or exc, 2)
+    if is_postgres_url(settings.db):
+        return _serve_postgres(settings, configs, bundle, create=create)
     db = Path(settings.db)
     refusal = _bundle_refusal(bundle, settings.bundle_dir, _task_needs(configs, db))
     if refusal is not None:
@@ -143,6 +147,60 @@ def serve(settings: Settings, task_files: Sequence[str], *, create: bool) -> int
 
     # One writer: the lease is held until this process ends (the kernel drops it on any death).
     with StateLease(db, command="serve"):
+        app = make_app(settings, tasks=configs)
+        run_server(app, settings, before_start=prepare, on_ready=_print_listening)
+    return 0
+
+
+def _serve_postgres(
+    settings: Settings,
+    configs: Sequence[TaskConfig],
+    bundle: dict[str, Any] | None,
+    *,
+    create: bool,
+) -> int:
+    """``serve --db postgresql://…``: steps 2 to 4 and 6 of the start, for a database.
+
+    The database must exist (PostgreSQL's own ``createdb`` makes it) and hold Dandelion's
+    state, or be empty and asked for with ``--create`` or ``--task`` (2); another program's
+    tables or a newer schema are refused (2); the lease is an advisory lock (``pg_lease.py``).
+    """
+    from .app import make_app
+    from .serving import run_server
+    from .storage.location import open_state, redacted, state_lease
+    from .storage.pg_migrations import SchemaError
+    from .storage.postgres import PostgresStore
+
+    shown = redacted(settings.db)
+    probe = open_state(settings.db, readonly=True, command="serve")  # StorageError: unreachable
+    assert isinstance(probe, PostgresStore)
+    try:
+        applied = probe.applied_migrations()
+        tasks = [] if not applied else probe.list_tasks()
+    except SchemaError as exc:
+        return fail("serve", f"{shown}: {exc}", 2)
+    finally:
+        probe.close()
+    needs = [(c.name, c.objective, c.model.kind) for c in configs]
+    needs += [_needs_of(t.name, t.config) for t in tasks if t.status != "archived"]
+    refusal = _bundle_refusal(bundle, settings.bundle_dir, needs)
+    if refusal is not None:
+        return fail("serve", refusal, 2)
+    if not applied and not (create or configs):
+        return fail(
+            "serve", f"the database {shown} holds no Dandelion state; pass --create to make it", 2
+        )
+
+    def prepare() -> None:  # once the port is bound, under the lease
+        if not applied:
+            open_state(settings.db, command="serve").close()  # migrated: Dandelion's tables
+            print(f"dandelion: created a new state in {shown}", flush=True)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+    with state_lease(settings.db, command="serve"):
         app = make_app(settings, tasks=configs)
         run_server(app, settings, before_start=prepare, on_ready=_print_listening)
     return 0
@@ -194,15 +252,18 @@ def _task_needs(configs: Sequence[TaskConfig], db: Path) -> list[tuple[str, str,
         return needs
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-            rows = conn.execute("select name, config, status from tasks").fetchall()
+            rows = conn.execute(
+                "select name, config from tasks where status != 'archived'"
+            ).fetchall()
     except sqlite3.Error:
         return needs  # a new or foreign file: inspect_state_file says what is wrong
-    for name, config, status in rows:
-        if status == "archived":
-            continue
-        raw = json.loads(config)
-        needs.append((name, str(raw.get("objective")), str(raw.get("model", {}).get("kind"))))
+    needs += [_needs_of(name, json.loads(config)) for name, config in rows]
     return needs
+
+
+def _needs_of(name: str, config: dict[str, Any]) -> tuple[str, str, str]:
+    """``(task, objective, model kind)`` of a stored task's config."""
+    return name, str(config.get("objective")), str(config.get("model", {}).get("kind"))
 
 
 def _print_listening(addresses: list[tuple[str, int]]) -> None:

@@ -47,8 +47,9 @@ SETTINGS: tuple[Setting, ...] = (
         "db",
         str,
         "dandelion.db",
-        "Path of the SQLite state file; `serve` creates a missing one only when given --create "
-        "or --task.",
+        "Path of the SQLite state file, or a `postgresql://` URL of a database made for "
+        "Dandelion (docs/operations.md, PostgreSQL); `serve` creates a missing state only when "
+        "given --create or --task.",
     ),
     Setting(
         "heartbeat_s",
@@ -262,6 +263,14 @@ def load_settings(
             values[name] = _convert(_BY_NAME[name], raw)
     if 2 * values["pace_min_s"] > values["pace_max_s"]:
         raise SettingsError("pace_max_s must be at least twice pace_min_s")
+    if str(values["db"]).startswith(("postgresql://", "postgres://")):
+        from .storage.errors import StorageError
+        from .storage.location import check_url
+
+        try:
+            check_url(values["db"])
+        except StorageError as exc:
+            raise SettingsError(f"db: {exc}") from None
     return Settings(**values)
 
 

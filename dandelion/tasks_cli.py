@@ -27,6 +27,7 @@ from .coordinator import TaskConfig, change_status, create_task, edit_task
 from .privacy.config import privacy_config
 from .privacy.guarantee import guarantee
 from .storage import SQLiteStore, StateStore
+from .storage.location import is_postgres_url, open_state
 
 __all__ = [
     "change_status_in",
@@ -44,7 +45,7 @@ __all__ = [
 
 def create_task_in(db: str, config: TaskConfig) -> dict[str, Any]:
     """Create ``config`` with its initial model in the file ``db``. Raises ValueError if taken."""
-    store = SQLiteStore(db)
+    store = open_state(db)
     try:
         if store.get_task(config.name) is not None:
             raise ValueError(f"a task named {config.name!r} exists already")
@@ -55,9 +56,22 @@ def create_task_in(db: str, config: TaskConfig) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _writing(db: str) -> Iterator[SQLiteStore]:
-    """A store on ``db`` inside one ``BEGIN IMMEDIATE`` transaction (committed at the end)."""
-    store = SQLiteStore(db)
+def _writing(db: str) -> Iterator[StateStore]:
+    """A store on ``db`` inside one transaction (committed at the end): ``BEGIN IMMEDIATE`` in
+    SQLite, so the write lock is taken before anything is read."""
+    store = open_state(db)
+    if not isinstance(store, SQLiteStore):
+        try:
+            with store.transaction():
+                if is_postgres_url(db):
+                    from .storage.postgres import PostgresStore  # psycopg only for a URL
+
+                    assert isinstance(store, PostgresStore)
+                    store.lock_tasks()  # the write lock, before anything is read
+                yield store
+        finally:
+            store.close()
+        return
     try:
         store.conn.execute("BEGIN IMMEDIATE")  # the write lock, before anything is read
         try:
@@ -97,7 +111,7 @@ def change_status_in(db: str, name: str, action: str, *, reason: str) -> dict[st
 
 
 def history_in(db: str, name: str) -> dict[str, Any] | None:
-    store = SQLiteStore(db)
+    store = open_state(db)
     try:
         return history(store, name)
     finally:
@@ -173,7 +187,7 @@ def task_rows(store: StateStore, *, archived: bool = True) -> list[dict[str, Any
 
 
 def list_tasks_in(db: str, *, archived: bool = False) -> list[dict[str, Any]]:
-    store = SQLiteStore(db)
+    store = open_state(db)
     try:
         return [
             {
@@ -193,7 +207,7 @@ def list_tasks_in(db: str, *, archived: bool = False) -> list[dict[str, Any]]:
 
 
 def describe_task(db: str, name: str) -> dict[str, Any] | None:
-    store = SQLiteStore(db)
+    store = open_state(db)
     try:
         return describe(store, name)
     finally:

@@ -1,5 +1,6 @@
 # Sourced by scripts/test: what the browser and deployment tests need, installed idempotently
-# from the registries (Debian for Chromium, Node, nginx and docker-compose; npm for Pyodide).
+# from the registries (Debian for Chromium, Node, nginx, docker-compose, PostgreSQL and Redis;
+# npm for Pyodide).
 # Nothing is downloaded at test time.
 
 apt_install() {
@@ -26,7 +27,9 @@ command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx-light
 command -v openssl >/dev/null 2>&1 || apt_install openssl
 command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
-# The cluster tests: a real redis-server, started by the tests on loopback with no persistence.
+# State in PostgreSQL and live rounds in Redis: the tests start real servers of both in
+# temporary folders (tests/pg_server.py, tests/redis_server.py); nothing runs as a service.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 
 # The npm package `pyodide`, at the version package-lock.json pins.

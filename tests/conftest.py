@@ -25,6 +25,9 @@ from dandelion.app import COORDINATOR, STORE, make_app
 from dandelion.coordinator import Coordinator, TaskConfig
 from dandelion.settings import Settings, load_settings
 from dandelion.storage import AsyncStore, MemoryStore, SQLiteStore, StateStore
+from dandelion.storage.postgres import PostgresStore
+
+from .pg_server import PostgresServer
 
 SCALE = float(os.environ.get("DANDELION_TEST_TIMEOUT_SCALE", "1"))
 
@@ -54,12 +57,26 @@ def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 60.0)
     pytest.fail(f"nothing listens on port {port} after {timeout} s")
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole run, in a temporary folder (stopped after)."""
+    server = PostgresServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "memory", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    """Each state backend in turn, on a fresh state: the storage contract runs on both."""
-    made: StateStore = (
-        SQLiteStore(str(tmp_path / "state.db")) if request.param == "sqlite" else MemoryStore()
-    )
+    """Each state backend in turn, on a fresh state: the storage contract runs on all three
+    (PostgreSQL on a new database of the session's server)."""
+    made: StateStore
+    if request.param == "sqlite":
+        made = SQLiteStore(str(tmp_path / "state.db"))
+    elif request.param == "memory":
+        made = MemoryStore()
+    else:
+        made = PostgresStore(request.getfixturevalue("postgres").database())
     yield made
     made.close()
 

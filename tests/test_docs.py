@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import tomllib
 from pathlib import Path
 
 from dandelion.cli import build_parser
@@ -63,6 +64,16 @@ def test_readme_commands_exist_and_ci_runs_the_test_command() -> None:
     for script in found:
         assert (ROOT / script).exists(), script
     assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_test_command_installs_the_servers_the_tests_start() -> None:
+    system = (ROOT / "scripts" / "_system.sh").read_text()
+    for package in ("postgresql", "redis-server"):
+        assert re.search(rf"\|\| apt_install {package}$", system, flags=re.MULTILINE), package
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    test_extra = extras["optional-dependencies"]["test"]
+    assert any(dep.startswith("psycopg[binary]") for dep in test_extra)
+    assert "pip_install test" in (ROOT / "scripts" / "test").read_text()
 
 
 WORKED = ROOT / "docs" / "worked_example.md"

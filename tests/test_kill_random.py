@@ -7,7 +7,8 @@ uniform and the server optimizer is plain FedAvg, so the difference between mode
 and v-1 times the round's report count, over 0.5, says exactly which workers' updates are in
 version v: 1 where included, 0 where not, and 2 for an update counted twice. Every update a
 worker received an ``ack`` for must be in exactly one committed version; versions are
-contiguous; the file passes SQLite's integrity check.
+contiguous; the file passes SQLite's integrity check. The same runs, with fewer kills, on a
+PostgreSQL database of the real server the tests start.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import websockets
+
+from dandelion.storage.location import is_postgres_url, open_state
 
 from .conftest import RawClient, scaled, toy_task_file
 from .test_coordinator_live import update_frame, update_msg
@@ -63,17 +67,20 @@ async def _worker(
         return
 
 
-def _models(db: Path) -> dict[str, Any]:
+def _models(db: Path | str) -> dict[str, Any]:
     """Which worker's update each committed version holds, read off the models."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        versions = conn.execute(
-            "SELECT version, round, params FROM model_versions WHERE task = 't1' ORDER BY version"
-        ).fetchall()
-        reported = dict(
-            conn.execute("SELECT round, reported FROM rounds WHERE status = 'completed'")
-        )
-        statuses = dict(conn.execute("SELECT round, status FROM rounds"))
+    if not is_postgres_url(str(db)):
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    store = open_state(str(db), readonly=True)
+    try:
+        loaded = [store.get_model_version("t1", v.version) for v in store.list_model_versions("t1")]
+        versions = [(m.version, m.round, m.params) for m in loaded if m is not None]
+        rounds = store.list_rounds("t1", 100_000)
+    finally:
+        store.close()
+    reported = {r.round: r.reported for r in rounds if r.status == "completed"}
+    statuses = {r.round: r.status for r in rounds}
     included: dict[int, set[int]] = {}
     for (_, _, before), (_, rnd, after) in itertools.pairwise(versions):
         delta = np.frombuffer(after, "<f4").astype(np.float64) - np.frombuffer(before, "<f4")
@@ -110,15 +117,17 @@ async def _life(
     await asyncio.wait(workers, timeout=scaled(15))
 
 
-async def test_fifty_random_kills_lose_nothing_acknowledged_and_count_nothing_twice(
-    tmp_path: Path,
+@pytest.mark.parametrize(("backend", "kills"), [("sqlite", KILLS), ("postgresql", 20)])
+async def test_random_kills_lose_nothing_acknowledged_and_count_nothing_twice(
+    tmp_path: Path, backend: str, kills: int, request: pytest.FixtureRequest
 ) -> None:
-    server = Server(tmp_path, TASK, "--monitor-k", "2")
+    url = request.getfixturevalue("postgres").database() if backend == "postgresql" else None
+    server = Server(tmp_path, TASK, "--monitor-k", "2", db=url)
     rand = random.Random(7)
     acked: set[tuple[int, int]] = set()
     inside = 0
     try:
-        for kill in range(KILLS):
+        for kill in range(kills):
             await server.start()
             after_a_report = kill % 2 == 1
             # Every fifth stop is a SIGTERM (a deploy) at the same kind of moment.
@@ -140,16 +149,16 @@ async def test_fifty_random_kills_lose_nothing_acknowledged_and_count_nothing_tw
 
             await _life(server, kill * WORKERS, acked, until_killed)
             inside += after_a_report
-            state = _models(server.db)
+            state = _models(server.state)
             assert state["versions"] == list(range(len(state["versions"])))
         # A last run in which the open rounds finish, ended by SIGTERM like a deploy.
         await server.start()
-        before = _models(server.db)
+        before = _models(server.state)
         pending = [r for r, status in before["statuses"].items() if status == "open"]
 
         async def until_finished(sent: asyncio.Event, stop: asyncio.Event, workers: Any) -> None:
             for _ in range(int(scaled(400))):
-                done = _models(server.db)
+                done = _models(server.state)
                 if (
                     all(done["statuses"].get(r) == "completed" for r in pending)
                     and len(done["versions"]) >= len(before["versions"]) + 2
@@ -161,14 +170,14 @@ async def test_fifty_random_kills_lose_nothing_acknowledged_and_count_nothing_tw
             stop.set()
             await asyncio.wait(workers, timeout=scaled(15))
             for _ in range(int(scaled(200))):
-                statuses = _models(server.db)["statuses"]
+                statuses = _models(server.state)["statuses"]
                 if all(statuses.get(r) == "completed" for r, _ in acked):
                     break
                 await asyncio.sleep(0.05)
             server.kill(signal.SIGTERM)
 
-        await _life(server, KILLS * WORKERS, acked, until_finished)
-        final = _models(server.db)
+        await _life(server, kills * WORKERS, acked, until_finished)
+        final = _models(server.state)
         assert final["versions"] == list(range(len(final["versions"])))
         assert len(set(final["rounds"])) == len(final["rounds"]), "a round in two versions"
         lost = sorted(
@@ -177,9 +186,9 @@ async def test_fifty_random_kills_lose_nothing_acknowledged_and_count_nothing_tw
             if worker not in final["included"].get(rnd, set())
         )
         assert not lost, f"acknowledged but in no model: {lost[:10]} of {len(acked)}"
-        assert len(acked) > 2 * KILLS  # reports really were acknowledged between the kills
-        assert len(final["versions"]) > KILLS // 2  # rounds completed between the kills
-        assert inside == KILLS // 2
+        assert len(acked) > 2 * kills  # reports really were acknowledged between the kills
+        assert len(final["versions"]) > kills // 2  # rounds completed between the kills
+        assert inside == kills // 2
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.proc.terminate()

@@ -1,4 +1,5 @@
-"""SIGKILL a real coordinator process mid-round, restart it, and check nothing committed is lost."""
+"""SIGKILL a real coordinator process mid-round, restart it, and check nothing committed is lost
+— on a SQLite state file and on a PostgreSQL database (the real server the tests start)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+import pytest
 
-from dandelion.storage import SQLiteStore
+from dandelion.storage.location import open_state
 
 from .conftest import RawClient, free_port, scaled, toy_task_file
 from .test_coordinator_live import report
@@ -25,10 +27,14 @@ K2 = ("--monitor-k", "2")
 
 
 class Server:
-    """A real ``dandelion serve`` process on a state file in ``tmp``."""
+    """A real ``dandelion serve`` process on a state file in ``tmp``, or on the database
+    ``db`` (a ``postgresql://`` URL) when given."""
 
-    def __init__(self, tmp: Path, task: str = TASK_FILE, *extra: str) -> None:
+    def __init__(
+        self, tmp: Path, task: str = TASK_FILE, *extra: str, db: str | None = None
+    ) -> None:
         self.db = tmp / "state.db"
+        self._url = db
         self.task_file = tmp / "task.toml"
         self.task_file.write_text(task)
         self.port = free_port()
@@ -43,7 +49,7 @@ class Server:
             "dandelion.cli",
             "serve",
             "--db",
-            str(self.db),
+            self.state,
             "--port",
             str(self.port),
             "--task",
@@ -77,12 +83,17 @@ class Server:
         self.proc.wait()
 
     @property
+    def state(self) -> str:
+        """What ``--db`` says: the database's URL, or the state file's path."""
+        return self._url or str(self.db)
+
+    @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
 
-def _snapshot(db: Path) -> dict[str, Any]:
-    store = SQLiteStore(str(db))
+def _snapshot(db: str) -> dict[str, Any]:
+    store = open_state(db)
     try:
         return {
             "versions": [
@@ -95,7 +106,7 @@ def _snapshot(db: Path) -> dict[str, Any]:
         store.close()
 
 
-async def _versions(db: Path, count: int) -> None:
+async def _versions(db: str, count: int) -> None:
     """Wait until ``count`` model versions are committed (the commit acknowledges the round's
     last reports, so this is at most a moment)."""
     for _ in range(200):
@@ -120,8 +131,12 @@ async def _task(client: RawClient) -> dict[str, Any]:
     raise AssertionError("no task")
 
 
-async def test_sigkill_mid_round_loses_nothing_and_resumes(tmp_path: Path) -> None:
-    server = Server(tmp_path, TASK_FILE, *K2)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_sigkill_mid_round_loses_nothing_and_resumes(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("postgres").database() if backend == "postgresql" else None
+    server = Server(tmp_path, TASK_FILE, *K2, db=url)
     acked_reports = 0
     killed_round = 0
     expected_version = 0
@@ -138,7 +153,7 @@ async def test_sigkill_mid_round_loses_nothing_and_resumes(tmp_path: Path) -> No
                 assert (await report(workers[0], task, rng.normal(size=11) * 0.1))["type"] == "ack"
                 acked_reports += 1
                 expected_version += 1
-                await _versions(server.db, expected_version + 1)
+                await _versions(server.state, expected_version + 1)
             # Full rounds: every worker reports, the round commits a new model version.
             for _ in range(2):
                 tasks = [await _task(w) for w in workers]
@@ -152,7 +167,7 @@ async def test_sigkill_mid_round_loses_nothing_and_resumes(tmp_path: Path) -> No
                 assert [r["type"] for r in replies] == ["ack"] * 3, replies
                 acked_reports += 3
                 expected_version += 1
-                await _versions(server.db, expected_version + 1)
+                await _versions(server.state, expected_version + 1)
             # Mid-round: two of three report (one checkpoint of two), then the process dies.
             tasks = [await _task(w) for w in workers]
             killed_round = tasks[0]["round"]
@@ -164,11 +179,11 @@ async def test_sigkill_mid_round_loses_nothing_and_resumes(tmp_path: Path) -> No
             )
             assert [r["type"] for r in replies] == ["ack", "ack"], replies
             acked_reports += 2
-            before = _snapshot(server.db)
+            before = _snapshot(server.state)
             server.kill()
             for w in workers:
                 await w.ws.close()
-            after = _snapshot(server.db)
+            after = _snapshot(server.state)
             # Every acknowledged report and every committed version survived the kill.
             assert after["reported"] >= acked_reports
             assert after["versions"] == list(range(expected_version + 1))
@@ -177,14 +192,14 @@ async def test_sigkill_mid_round_loses_nothing_and_resumes(tmp_path: Path) -> No
         # A last restart: the open round resumes where it stood (its acknowledged reports in
         # its aggregate), and completes when its last worker reports.
         await server.start()
-        assert _snapshot(server.db)["rounds"][killed_round] == "open"
+        assert _snapshot(server.state)["rounds"][killed_round] == "open"
         worker = await _client(server.url, "worker-final")
         task = await _task(worker)
         assert task["model_version"] == expected_version
         assert task["round"] == killed_round
         assert (await report(worker, task, rng.normal(size=11) * 0.1))["type"] == "ack"
-        await _versions(server.db, expected_version + 2)
-        final = _snapshot(server.db)
+        await _versions(server.state, expected_version + 2)
+        final = _snapshot(server.state)
         assert final["rounds"][killed_round] == "completed"
         assert final["versions"] == list(range(expected_version + 2))
         await worker.ws.close()

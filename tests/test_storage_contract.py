@@ -9,6 +9,7 @@ import pytest
 from dandelion.storage import (
     ConflictError,
     EvaluationRecord,
+    FencedError,
     LedgerEntry,
     ModelVersion,
     ParticipationEvent,
@@ -42,6 +43,42 @@ def _close(store: StateStore, n: int, status: str = "completed", **extra: object
         metrics={"loss": 0.5},
         **extra,  # type: ignore[arg-type]
     )
+
+
+def test_a_deposed_leaders_commit_is_fenced_off_and_rolled_back(store: StateStore) -> None:
+    _task(store)
+    assert store.leader_epoch("t1") is None
+    store.open_round(_round(1))
+    with store.transaction():
+        store.fence("t1", 3)
+        _close(store, 1)
+    store.fence("t1", 3)  # the same leader again
+    assert store.leader_epoch("t1") == 3
+    store.open_round(_round(2))
+
+    # A leader of an older lease commits late: refused, and nothing of its transaction stays.
+    def late_commit() -> None:
+        with store.transaction():
+            _close(store, 2)
+            store.fence("t1", 2)
+
+    with pytest.raises(FencedError, match="epoch 2 is fenced off by epoch 3"):
+        late_commit()
+    assert store.get_round("t1", 2).status == "open"  # type: ignore[union-attr]
+    assert store.leader_epoch("t1") == 3
+    with store.transaction():  # a newer leader's commit passes and raises the bar
+        store.fence("t1", 4)
+        _close(store, 2)
+    assert store.get_round("t1", 2).status == "completed"  # type: ignore[union-attr]
+    assert store.leader_epoch("t1") == 4
+    with pytest.raises(FencedError):
+        store.fence("t1", 3)
+    with pytest.raises(ConflictError):
+        store.fence("nope", 1)
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match="positive integer"):
+            store.fence("t1", bad)  # type: ignore[arg-type]
+    assert store.leader_epoch("t1") == 4
 
 
 def test_tasks(store: StateStore) -> None:
@@ -277,6 +314,7 @@ def test_sqlite_migrations_are_idempotent_and_state_survives_reopen(tmp_path: Pa
         "m005_task_secrets",
         "m006_task_lifecycle",
         "m007_evaluation",
+        "m008_leader_epochs",
     ]
     assert again.latest_model_version("t1").params == b"\7" * 4  # type: ignore[union-attr]
     mode = again.conn.execute("PRAGMA journal_mode").fetchone()[0]

@@ -38,7 +38,7 @@ from browser_worker.host.cpython import CPythonHost
 from browser_worker.worker import NoLocalData, Worker, WorkerConfig
 
 from ..coordinator import Coordinator, RoundOutcome
-from ..storage import SQLiteStore
+from ..storage.location import open_state
 from .behaviour import Behaviour
 from .feasibility import AbandonWatch
 from .localdata import DataCache, DeviceData
@@ -320,7 +320,7 @@ def _from_outcome(o: RoundOutcome, coordinator: Coordinator) -> _Closed:
 def _rounds_in(db: str, plan: EmulationPlan) -> _Follow:
     """Closed rounds from the coordinator's state file (read-only), with each model and the
     ε its ledger says after each (what `dandelion task show` reads); the task's status."""
-    store = SQLiteStore(db)
+    store = open_state(db)
     try:
         name = plan.task.name
         record = store.get_task(name)

@@ -1,9 +1,10 @@
-"""Coordinator state: one interface, a SQLite backend (the default) and an in-memory twin,
-and the asyncio wrapper that keeps SQLite off the event loop."""
+"""Coordinator state: one interface, a SQLite backend (the default), a PostgreSQL backend
+(``postgres.py``, imported only for a ``postgresql://`` URL: ``location.open_state``), an
+in-memory twin, and the asyncio wrapper that keeps the store off the event loop."""
 
 from __future__ import annotations
 
-from .errors import ConflictError, StorageError
+from .errors import ConflictError, FencedError, StorageError
 from .interface import StateStore
 from .memory import MemoryStore
 from .records import (
@@ -37,6 +38,7 @@ __all__ = [
     "AsyncStore",
     "ConflictError",
     "EvaluationRecord",
+    "FencedError",
     "LedgerEntry",
     "MemoryStore",
     "ModelVersion",

@@ -148,6 +148,18 @@ class StateStore(abc.ABC):
                 self.add_ledger_entry(ledger)
 
     @abc.abstractmethod
+    def fence(self, task: str, epoch: int) -> None:
+        """Inside the transaction of a cluster leader's write (a round's commit): record
+        ``epoch``, the fencing epoch of the lease it leads by, as ``task``'s, or raise
+        FencedError when the task holds a larger one — a newer leader took over, and the
+        transaction must roll back. An equal epoch passes (one leader's successive commits).
+        Raises ConflictError for an unknown task."""
+
+    @abc.abstractmethod
+    def leader_epoch(self, task: str) -> int | None:
+        """The largest epoch ``fence`` recorded for ``task``; None before the first."""
+
+    @abc.abstractmethod
     def get_round(self, task: str, round: int) -> RoundRecord | None: ...
 
     @abc.abstractmethod

@@ -39,8 +39,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol, Self
 
-__all__ = ["Holder", "LeaseError", "LeaseHeldError", "StateLease", "lease_path"]
+__all__ = ["Holder", "Lease", "LeaseError", "LeaseHeldError", "StateLease", "lease_path"]
 
 # How long a refused process waits for the holder's sidecar text to appear (it locks first,
 # then writes): enough for a write of a hundred bytes, short enough not to be noticed.
@@ -98,7 +99,35 @@ class LeaseHeldError(LeaseError):
         else:
             advice = f"wait for that `dandelion {holder.command}` to finish"
         # ``what`` says what else is true of the file, e.g. "needs schema migrations (m004) and ".
-        super().__init__(f"state file {self.db} {what}is held by {who}; {advice}")
+        where = (
+            "the database" if self.db.startswith(("postgresql://", "postgres://")) else "state file"
+        )
+        super().__init__(f"{where} {self.db} {what}is held by {who}; {advice}")
+
+
+class Lease(Protocol):
+    """What every lease does: this file's :class:`StateLease` on a SQLite file, and
+    ``pg_lease.PostgresLease`` on a PostgreSQL database. A context manager."""
+
+    @property
+    def held(self) -> bool: ...
+
+    def acquire(self) -> Holder:
+        """Take it, or raise LeaseHeldError (held by another) or LeaseError (cannot)."""
+        ...
+
+    def release(self) -> None:
+        """Give it back (idempotent)."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 class StateLease:

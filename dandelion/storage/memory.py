@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .errors import ConflictError
+from .errors import ConflictError, FencedError
 from .interface import StateStore
 from .records import (
     ROUND_KINDS,
@@ -51,6 +51,7 @@ class MemoryStore(StateStore):
         self._configs: dict[tuple[str, int], TaskConfigVersion] = {}
         self._log: list[TaskChange] = []
         self._evaluations: dict[tuple[str, int], EvaluationRecord] = {}
+        self._epochs: dict[str, int] = {}
 
     _STATE: tuple[str, ...] = (
         "_tasks",
@@ -65,6 +66,7 @@ class MemoryStore(StateStore):
         "_configs",
         "_log",
         "_evaluations",
+        "_epochs",
     )
 
     @contextlib.contextmanager
@@ -230,6 +232,20 @@ class MemoryStore(StateStore):
                 elif e.event == "reported":
                     reported.add(e.worker_id)
         return selected, reported
+
+    def fence(self, task: str, epoch: int) -> None:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"a fencing epoch is a positive integer, not {epoch!r}")
+        with self._lock:
+            if task not in self._tasks:
+                raise ConflictError(f"no task {task!r}")
+            last = self._epochs.get(task, 0)
+            if epoch < last:
+                raise FencedError(f"task {task!r}: epoch {epoch} is fenced off by epoch {last}")
+            self._epochs[task] = epoch
+
+    def leader_epoch(self, task: str) -> int | None:
+        return self._epochs.get(task)
 
     def task_secret(self, task: str, name: str, make: str) -> str:
         with self._lock:

@@ -207,3 +207,15 @@ def m007_evaluation(db: Database) -> None:
         pk=("task", "round"),
         foreign_keys=[("task", "tasks", "name")],
     )
+
+
+@MIGRATIONS()
+def m008_leader_epochs(db: Database) -> None:
+    # A cluster's leader commits with the fencing epoch of its lease (dandelion.cluster.leader):
+    # the largest one each task committed with, so a deposed leader's late commit is refused.
+    db["leader_epochs"].create(  # type: ignore[union-attr]
+        {"task": str, "epoch": int},
+        pk="task",
+        not_null={"epoch"},
+        foreign_keys=[("task", "tasks", "name")],
+    )

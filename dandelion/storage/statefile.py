@@ -28,6 +28,7 @@ from urllib.parse import quote
 from sqlite_utils import Database
 
 from .errors import StorageError
+from .location import is_postgres_url, open_state
 from .migrations import MIGRATIONS
 
 __all__ = ["StateFileError", "StateFileInfo", "inspect_state_file", "pending_migrations"]
@@ -139,8 +140,19 @@ def _all_migrations() -> tuple[str, ...]:
 def pending_migrations(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """The migrations that opening ``path`` would apply: all of them if it does not exist.
 
-    Read-only. Raises StateFileError for a file that is not SQLite or not Dandelion's.
+    Read-only. Raises StateFileError for a file that is not SQLite or not Dandelion's; for a
+    ``postgresql://`` URL, the database's pending migrations (SchemaError for a database that
+    is not Dandelion's, StorageError when it cannot be reached).
     """
+    if is_postgres_url(str(path)):
+        from .postgres import PostgresStore
+
+        store = open_state(str(path), readonly=True)
+        try:
+            assert isinstance(store, PostgresStore)
+            return store.pending_migrations()
+        finally:
+            store.close()
     if not Path(path).exists():
         return _all_migrations()
     return inspect_state_file(path).pending

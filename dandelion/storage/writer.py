@@ -97,7 +97,7 @@ class AsyncStore:
         self._failed_at = time.monotonic()
         if self.failure is None:
             log.error(
-                "the state file cannot be written: %s. The coordinator keeps running; it "
+                "the state cannot be written: %s. The coordinator keeps running; it "
                 "acknowledges nothing until writes succeed again",
                 exc,
             )
@@ -107,7 +107,7 @@ class AsyncStore:
         # A nearly full disk takes some writes and refuses others: writable again means no
         # failure for a while, not one write that happened to fit.
         if self.failure is not None and time.monotonic() - self._failed_at >= _RECOVERED_AFTER_S:
-            log.warning("the state file is writable again (after: %s)", self.failure)
+            log.warning("the state is writable again (after: %s)", self.failure)
             self.failure = None
 
     def _run(self) -> None:
