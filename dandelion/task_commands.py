@@ -91,7 +91,10 @@ def run_task(args: argparse.Namespace, settings: Callable[[], Settings]) -> int:
         try:
             config = load_task(args.file)
         except TaskConfigError as exc:
-            return _fail(command, exc, 2)
+            hint = ""
+            if "is not known here" in str(exc) and not getattr(args, "with_plugins", None):
+                hint = "; an objective or model of your own: pass its package with --with"
+            return _fail(command, f"{exc}{hint}", 2)
         info = {
             "ok": True,
             "name": config.name,
