@@ -3,10 +3,16 @@
 One Flower simulation (Ray backend, one CPU per client): N clients, every client every round
 (FedAvg, fraction_fit = 1), each training the same logistic regression on its own rows of the
 benchmark's data table with the same SGD as Dandelion's workers (``train_many`` on one job: the
-numpy fast path, which matches the browser's pure-Python code). Prints one JSON line per closed
-round: ``{"round": r, "start": t0, "end": t1}`` (time.time()).
+numpy fast path, which matches the browser's pure-Python code), its delta clipped to the same
+L2 bound as Dandelion's workers clip theirs.
 
-    python benchmarks/flower_side.py TABLE.npz N ROUNDS LR EPOCHS BATCH CLIP
+Prints (time.time() throughout) one JSON line per closed round, ``{"round": r, "start": t0,
+"end": t1, "results": k, "failures": f}`` (``start`` when the strategy configures the round:
+the first round's span holds the Ray actors' start and their first data load), and after the
+last round ``{"final_accuracy": a, "model": PATH}``: the final model's held-out accuracy and the
+model as float32 values in ``PATH`` (``.npy``).
+
+    python benchmarks/flower_side.py TABLE.npz N ROUNDS LR EPOCHS BATCH CLIP MODEL_OUT.npy
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ def _table(path: str) -> TableSource:
 
 def main() -> None:
     from flwr.client import ClientApp, NumPyClient
-    from flwr.common import Context, ndarrays_to_parameters
+    from flwr.common import Context, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server import ServerApp, ServerAppComponents, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
@@ -52,6 +58,7 @@ def main() -> None:
         int(sys.argv[6]),
         float(sys.argv[7]),
     )
+    model_out = sys.argv[8]
     hyper = Hyper(lr, epochs, batch, clip)
     nf = _table(path).num_features
     spec = ModelSpec("logreg", nf)
@@ -66,7 +73,7 @@ def main() -> None:
             state = random.Random(f"flower{self.pid}:{config.get('round', 0)}").getstate()
             result = train_many(spec, hyper, [TrainJob(data, params, state)])[0]
             new = params.copy()
-            new[result.touched] += result.raw.astype(np.float32)
+            new[result.touched] += result.clipped.astype(np.float32)
             return [new], result.num_examples, {}
 
     def client_fn(context: Context) -> Any:
@@ -83,7 +90,18 @@ def main() -> None:
             print(
                 json.dumps({**line, "results": len(results), "failures": len(failures)}), flush=True
             )
+            if server_round == rounds and out[0] is not None:
+                final(parameters_to_ndarrays(out[0])[0])
             return out
+
+    def final(params: np.ndarray) -> None:
+        test = _table(path).test_set()
+        w = params.astype(np.float64)
+        values = np.where(test.indices >= 0, test.values, 0.0)
+        z = w[-1] + (w[test.indices.clip(min=0)] * values).sum(axis=1)
+        accuracy = float(np.mean((z > 0) == (test.labels == 1)))
+        np.save(model_out, params.astype(np.float32))
+        print(json.dumps({"final_accuracy": round(accuracy, 4), "model": model_out}), flush=True)
 
     initial = ndarrays_to_parameters([np.zeros(spec.param_count, dtype=np.float32)])
 

@@ -301,3 +301,6 @@ async def test_tasks_say_why_their_open_round_waits(live: LiveFactory) -> None:
         assert shown["waiting"] is None if said is None else isinstance(shown["waiting"], str)
     if said is not None:
         assert detail["waiting"].split(", deadline")[0] == said.split(", deadline")[0]
+        # Nobody has reported or is training yet: zero is below k and withheld like any count.
+        k = server.settings.monitor_k
+        assert detail["waiting"].startswith(f"<{k}/3 reports, <{k} assigned"), detail["waiting"]

@@ -96,3 +96,72 @@ def test_a_second_run_against_the_same_coordinator_counts_only_its_own_rounds(
     assert "1/1 rounds, round 2 completed" in shown, shown
     assert second.rounds[0].left is None and second.summary()["dropped_by"]["left"] is None
     assert second.stopped == "rounds_completed"
+
+
+_EVALUATED_TASK = """
+name = "emulated"
+objective = "revisit_7d"
+[features]
+num_buckets = 32
+horizon_days = 7.0
+[model]
+kind = "logreg"
+[hyper]
+learning_rate = 0.3
+epochs = 2
+batch_size = 16
+clip_norm = 10.0
+[rounds]
+goal = 20
+min_reports = 20
+deadline_s = 20.0
+max_rounds = 10
+[evaluation]
+every = 1
+holdout = 0.2
+goal = 20
+min_reports = 20
+"""
+
+
+def test_against_a_task_with_evaluation_only_training_rounds_are_the_runs_rounds(
+    tmp_path: Path,
+) -> None:
+    """`--url` of a coordinator serving a task with `[evaluation]`: the devices hold out and
+    answer its evaluation rounds, which are counted apart; the run's rounds are the training
+    rounds, each trained and scored on the emulator's held-out users."""
+    task_file = tmp_path / "task.toml"
+    task_file.write_text(_EVALUATED_TASK)
+    db = str(tmp_path / "state.db")
+    port = free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "dandelion", "serve", "--db", db, "--port", str(port),
+         "--task", str(task_file), "--pace-min-s=1.0", "--pace-max-s=30.0", "--tick-s=0.1"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    task = default_task(20, 2)
+    task["features"] = {"num_buckets": 32}
+    config = PopulationConfig(
+        size=30, seed=5, rounds=2, history_days=9.0, test_users=5, dropout=0.0,
+        startup_s=Dist(0.2), straggler_share=0.0,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, serve)
+        result = emulate(
+            config,
+            EmulateOptions(
+                mode="websocket", url=f"ws://127.0.0.1:{port}/ws", db=db, progress=False,
+                max_wall_s=scaled(120.0),
+            ),
+            task=task,
+        )  # fmt: skip
+    finally:
+        serve.terminate()
+        serve.wait(30)
+    summary = result.summary()
+    assert [(r.round, r.status) for r in result.rounds] == [(1, "completed"), (3, "completed")]
+    assert summary["rounds"] == 2
+    assert result.counters["evaluation_rounds_completed"] >= 1
+    assert result.counters["trained"] >= 40  # held-out devices train as plain lists too
+    assert summary["final_accuracy"] is not None
+    assert all(r.accuracy is not None for r in result.rounds)

@@ -562,7 +562,7 @@ class RoundState(RoundBase[Aggregate]):
 
 
 def _count(n: int, k: int) -> str:
-    return "0" if n == 0 else (str(n) if n >= k else f"<{k}")
+    return str(n) if n >= k else f"<{k}"  # zero too: it is below k (docs/monitoring.md)
 
 
 def _duration(seconds: float) -> str:

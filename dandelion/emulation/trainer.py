@@ -219,7 +219,12 @@ class BatchTrainer:
         rng: random.Random,
     ) -> LocalResult:
         if not isinstance(examples, DeviceData):
-            return await train_pure(spec, frame, examples, hyper, rng)
+            # A task with ``[evaluation]``: the worker split its examples (training part, held
+            # out part) into plain lists, which train one by one as in a browser.
+            self.stats.assignments += 1
+            result = await train_pure(spec, frame, examples, hyper, rng)
+            self.stats.trained += 1
+            return result
         loop = asyncio.get_running_loop()
         now = loop.time()
         device, rnd = examples.device, frame.header.round

@@ -82,6 +82,7 @@ class _Closed:
     params: np.ndarray | None
     model_version: int | None
     epsilon: float | None  # the task's ledger after the round (None: no privacy)
+    kind: str = "train"  # ``evaluate``: an evaluation round of a task with ``[evaluation]``
 
 
 #: The rounds closed so far, and the task's status and reason (None: not known).
@@ -267,6 +268,7 @@ def _from_outcome(o: RoundOutcome, coordinator: Coordinator) -> _Closed:
         o.params if o.status == "completed" else None,
         o.model_version,
         ledger.spent if ledger is not None else None,
+        o.kind,
     )
 
 
@@ -303,6 +305,7 @@ def _rounds_in(db: str, plan: EmulationPlan) -> _Follow:
                     params,
                     versions.get(r.round),
                     epsilon,
+                    r.kind,
                 )
             )
         return out, (record.status, record.reason) if record is not None else None
@@ -378,6 +381,7 @@ async def _emulate(
     progress = Progress(config.rounds) if options.progress else None
     watch = AbandonWatch(doomed=options.doomed, virtual=False)
     records: list[RoundRecord] = []
+    handled = 0  # closed rounds (training and evaluation) looked at so far
     warnings: list[str] = []
     final: np.ndarray | None = None
     version = 0
@@ -402,7 +406,14 @@ async def _emulate(
             peak_open = max(peak_open, sum(1 for t in tasks.values() if not t.done()))
             seen, status = await asyncio.to_thread(rounds_of)
             closed = [r for r in seen if r.round not in earlier]
-            for c in closed[len(records) :]:
+            for c in closed[handled:]:
+                handled += 1
+                if c.kind == "evaluate":
+                    # A round that scores the model on the devices' held-out examples: not a
+                    # training round of this run (its released means are in the coordinator's
+                    # rounds, `dandelion task show`).
+                    counts[f"evaluation_rounds_{c.status}"] += 1
+                    continue
                 loss, accuracy = evaluate(c.params) if c.params is not None else (None, None)
                 if c.params is not None:
                     final, version = c.params, c.model_version or version + 1
