@@ -38,7 +38,7 @@ from ..transport import MemoryTransport, SchemaValidator
 from .behaviour import Behaviour
 from .clock import run_virtual
 from .feasibility import AbandonWatch
-from .links import LinkConnection, link_pair
+from .links import DirectLink
 from .localdata import DataCache, DeviceData
 from .memory import TreeMemory, peak_rss_mb
 from .plan import EmulationPlan, Evaluator, worker_rng
@@ -111,19 +111,19 @@ class _Host(Host):
         self.em = em
         self.device = device
         self.worker: Worker | None = None
-        self.conn: LinkConnection | None = None
+        self.conn: DirectLink | None = None
         self._storage = MemoryKV()
 
     async def connect(self, url: str) -> Connection:
         em, device = self.em, self.device
         behaviour = em.behaviour
-        mine, theirs = link_pair(
+        link = DirectLink(
+            em.endpoint.driver,
             lambda n: behaviour.transfer_s(device, n, upload=True),
             lambda n: behaviour.transfer_s(device, n, upload=False),
         )
-        em.endpoint.accept(theirs)
-        self.conn = mine
-        return mine
+        self.conn = link
+        return link
 
     def now(self) -> float:
         return self.em.clock()
