@@ -50,6 +50,8 @@ from .trainer import Backend, BatchTrainer, LocalBackend, ProcessBackend
 __all__ = ["InProcessOptions", "run_inprocess", "run_inprocess_async"]
 
 _URL = "memory://coordinator"
+#: Loop passes between the run's end and the sessions' end: a released ack goes out in two.
+_ACK_PASSES = 8
 #: Coordinator settings of an emulation (every other setting at its default).
 EMULATION_SETTINGS: dict[str, Any] = {"tick_s": 1.0}
 
@@ -215,6 +217,10 @@ class _Emulation:
         ticker = asyncio.get_running_loop().create_task(self._tick())
         try:
             await self._wait()
+            # The last round's commit released its reporters' acks: let them reach their
+            # workers (a few loop passes, no virtual time) before the sessions are ended.
+            for _ in range(_ACK_PASSES):
+                await asyncio.sleep(0)
         finally:
             if self.progress is not None:
                 self.progress.close()

@@ -10,16 +10,17 @@ connection and no queue hop per message: each message costs the work it causes, 
 wakes only where virtual time passes.
 
 Rules of this file: a message is never reordered, never lost while the link is open, and never
-delivered after the link closed; the coordinator's handling of a message is never interrupted
-by cancelling the worker that sent it (it finishes in a task of its own if it has to wait).
+delivered after the link closed. The coordinator's handling runs in the sending worker's task;
+the one place it waits (an update's ack, until the checkpoint that holds it is written) is
+shielded by the coordinator itself, so a worker cancelled there is a worker that went away
+after reporting, as over a socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import types
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from typing import Any
 
 from browser_worker.host import Connection, ConnectionClosed
@@ -57,7 +58,7 @@ class DirectLink(Connection):
             if self.closed:
                 raise ConnectionClosed(self.close_code)
         try:
-            await _unbroken(self._conversation.receive(message))
+            await self._conversation.receive(message)
         except Exception:
             # The coordinator failed on it (a bug, not the worker's doing): the conversation
             # ends as a transport ends it when its handler raises, the worker sees why.
@@ -104,7 +105,7 @@ class DirectLink(Connection):
     async def _end(self) -> None:
         if not self._ended:
             self._ended = True
-            await _unbroken(self._conversation.end())
+            await self._conversation.end()
 
 
 class _CoordinatorEnd:
@@ -139,36 +140,3 @@ class _CoordinatorEnd:
             near._arrive(item)
         else:
             loop.call_at(at, near._arrive, item)
-
-
-async def _unbroken(coro: Coroutine[Any, Any, None]) -> None:
-    """Run ``coro`` to its end in the calling task; if it has to wait, it finishes in a task of
-    its own, so that cancelling the caller cannot stop it half-way."""
-    try:
-        pending = coro.send(None)
-    except StopIteration:
-        return  # the usual case: it needed nothing but the CPU
-    finish = asyncio.get_running_loop().create_task(_rest(coro, pending))
-    await asyncio.shield(finish)
-
-
-async def _rest(coro: Coroutine[Any, Any, None], pending: Any) -> None:
-    await _resume(coro, pending)
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, Any, None]:
-    """Go on driving a coroutine that has already been started and is waiting on ``pending``."""
-    while True:
-        try:
-            value = yield pending
-        except BaseException as exc:  # handed on to the coroutine it is meant for
-            try:
-                pending = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                pending = coro.send(value)
-            except StopIteration:
-                return
