@@ -116,7 +116,10 @@ class _CoordinatorEnd:
         self.closed = False
         self._near = near
         self._download = download
-        self._busy_until = 0.0  # when the last message sent reaches the worker
+        # Messages on their way, with when each arrives (in sending order, so never decreasing):
+        # one timer for the first, not one per message, since timers due at the same moment
+        # may run in any order.
+        self._pending: deque[tuple[float, Any]] = deque()
 
     async def send(self, data: str | bytes, /) -> None:
         if self.closed:
@@ -131,12 +134,21 @@ class _CoordinatorEnd:
         await self._near._end()
 
     def _deliver(self, item: Any, delay: float) -> None:
-        near = self._near
+        near, pending = self._near, self._pending
+        loop = near._loop
+        if not pending and delay <= 0.0:
+            near._arrive(item)  # nothing ahead of it on the way
+            return
+        at = (pending[-1][0] if pending else loop.time()) + delay
+        pending.append((at, item))
+        if len(pending) == 1:
+            loop.call_at(at, self._arrived)
+
+    def _arrived(self) -> None:
+        near, pending = self._near, self._pending
         loop = near._loop
         now = loop.time()
-        at = max(now, self._busy_until) + delay
-        self._busy_until = at
-        if at <= now:
-            near._arrive(item)
-        else:
-            loop.call_at(at, near._arrive, item)
+        while pending and pending[0][0] <= now:
+            near._arrive(pending.popleft()[1])
+        if pending:
+            loop.call_at(pending[0][0], self._arrived)
