@@ -185,14 +185,15 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _scores(w: np.ndarray, bias: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """z = bias + w[s_0] v_0 + w[s_1] v_1 + ..., row by row, added in the worker's order (a
-    running sum: ``cumsum`` adds left to right)."""
-    m_count = w.shape[0]
-    terms = np.empty((*s.shape[:2], s.shape[2] + 1), dtype=np.float64)
-    terms[:, :, 0] = bias[:, None]
-    np.multiply(w[np.arange(m_count)[:, None, None], s], v, out=terms[:, :, 1:])
-    return np.cumsum(terms, axis=2)[:, :, -1]
+def _flat_scores(w_flat: np.ndarray, bias: np.ndarray, f: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """z = bias + w[f_0] v_0 + w[f_1] v_1 + ..., row by row, added in the worker's order, with
+    the weights gathered by flat index (``f``: (m, rows, k) into ``w_flat``)."""
+    prod = w_flat.take(f)
+    prod *= v
+    z = bias[:, None] + prod[:, :, 0]
+    for j in range(1, f.shape[2]):
+        z += prod[:, :, j]
+    return z
 
 
 def _logreg_many(spec: ModelSpec, hyper: Hyper, jobs: Sequence[TrainJob]) -> list[SparseResult]:
@@ -226,7 +227,8 @@ def _logreg_many(spec: ModelSpec, hyper: Hyper, jobs: Sequence[TrainJob]) -> lis
     start = w.copy()
 
     # Loss and accuracy of the received model on all local examples (before training).
-    z_all = _scores(w, w[ar, bias_slot], slots[:, :n_max], vals[:, :n_max])
+    flat_base = (ar * k_slots)[:, None, None]
+    z_all = _flat_scores(w.ravel(), w[ar, bias_slot], flat_base + slots[:, :n_max], vals[:, :n_max])
     p_all = _sigmoid(z_all)
     y_all = ys[:, :n_max]
     present = np.arange(n_max)[None, :] < counts[:, None]
@@ -237,25 +239,26 @@ def _logreg_many(spec: ModelSpec, hyper: Hyper, jobs: Sequence[TrainJob]) -> lis
     accuracy = right.sum(axis=1) / counts
 
     lr, decay = hyper.learning_rate, hyper.learning_rate * hyper.l2
-    flat_base = (ar * k_slots)[:, None, None]
     never = (ar * k_slots + pad_slot, ar * k_slots + bias_slot)
     for e in range(epochs):
-        # The epoch's rows in batch order, gathered once.
+        # The epoch's rows in batch order, gathered once, as indices into the flat weights.
         epoch_rows = rows[e]
-        slots_e = slots[ar[:, None], epoch_rows]
+        flat_e = flat_base + slots[ar[:, None], epoch_rows]
         vals_e = vals[ar[:, None], epoch_rows]
         ys_e = ys[ar[:, None], epoch_rows]
+        real_e = epoch_rows != null
+        in_batch_e = real_e.reshape(m_count, batches, size).sum(axis=2)
         for t in range(batches):
-            cut = slice(t * size, (t + 1) * size)
-            real = epoch_rows[:, cut] != null
-            in_batch = real.sum(axis=1)
+            in_batch = in_batch_e[:, t]
             active = in_batch > 0
             if not active.any():
                 continue
-            s, v, y = slots_e[:, cut], vals_e[:, cut], ys_e[:, cut]
-            z = _scores(w, w[ar, bias_slot], s, v)
+            cut = slice(t * size, (t + 1) * size)
+            f, v, y, real = flat_e[:, cut], vals_e[:, cut], ys_e[:, cut], real_e[:, cut]
+            w_flat = w.ravel()
+            z = _flat_scores(w_flat, w_flat[never[1]], f, v)
             g = np.where(real, _sigmoid(z) - y, 0.0)
-            flat = (flat_base + s).ravel()
+            flat = f.ravel()
             # bincount adds in index order of ``flat``: examples in order, features in order.
             grad = np.bincount(flat, weights=(g[:, :, None] * v).ravel(), minlength=w.size)
             touched = np.zeros(w.size, dtype=bool)
