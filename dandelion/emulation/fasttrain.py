@@ -190,7 +190,7 @@ def _flat_scores(w_flat: np.ndarray, bias: np.ndarray, f: np.ndarray, v: np.ndar
     the weights gathered by flat index (``f``: (m, rows, k) into ``w_flat``)."""
     prod = w_flat.take(f)
     prod *= v
-    z = bias[:, None] + prod[:, :, 0]
+    z: np.ndarray = bias[:, None] + prod[:, :, 0]
     for j in range(1, f.shape[2]):
         z += prod[:, :, j]
     return z
