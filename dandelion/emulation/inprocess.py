@@ -199,8 +199,9 @@ class _Emulation:
         self.backend = _backend(plan, options, self.cache)
         # With worker processes or actors, memory is the whole process tree's, sampled.
         tree = TreeMemory() if options.backend != "local" else None
-        # Remote backends get small batches early, so they train while this process talks.
-        dispatch = 256 if options.backend == "local" else 32
+        # Remote backends get small batches early, so they train while this process talks;
+        # here, larger batches mean fewer numpy calls per device (a cohort of 1,000 is one).
+        dispatch = 1024 if options.backend == "local" else 32
         self.trainer = BatchTrainer(self.backend, self.behaviour, self.leave, dispatch_at=dispatch)
         self.evaluate = Evaluator(plan.task.model, plan.source.test_set())
         self.progress = Progress(self.config.rounds) if options.progress else None
