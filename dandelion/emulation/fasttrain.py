@@ -180,9 +180,10 @@ def _compact(data: LocalData, bias_index: int) -> _Compact:
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     # The two branches of dandelion.taskspec.models.linear._sigmoid, element by element.
-    pos = z >= 0
-    e = np.exp(np.where(pos, -z, z))
-    return np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e))
+    # exp(-|z|) is exp(-z) where z >= 0 and exp(z) elsewhere (-0.0 and 0.0 give the same 1.0).
+    e = np.exp(-np.abs(z))
+    d = 1.0 + e
+    return np.where(z >= 0, 1.0 / d, e / d)
 
 
 def _flat_scores(w_flat: np.ndarray, bias: np.ndarray, f: np.ndarray, v: np.ndarray) -> np.ndarray:
