@@ -28,7 +28,6 @@ deadline).
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import math
 from dataclasses import dataclass, field
@@ -92,8 +91,8 @@ class Batch[A: Sums]:
 
 
 def assignment_nonce(secret: str, task: str, number: int, worker_id: str) -> str:
-    mac = hmac.new(secret.encode(), f"{task}\0{number}\0{worker_id}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
+    mac = hmac.digest(secret.encode(), f"{task}\0{number}\0{worker_id}".encode(), "sha256")
+    return base64.urlsafe_b64encode(mac[:18]).decode()
 
 
 def participation_coin(secret: str, task: str, number: int, worker_id: str) -> float:
@@ -101,7 +100,7 @@ def participation_coin(secret: str, task: str, number: int, worker_id: str) -> f
     secret, so reconnecting never flips it again, and nobody without the secret can predict
     or steer it."""
     key = f"coin\0{task}\0{number}\0{worker_id}".encode()
-    mac = hmac.new(secret.encode(), key, hashlib.sha256).digest()
+    mac = hmac.digest(secret.encode(), key, "sha256")
     return int.from_bytes(mac[:8], "big") / 2**64
 
 

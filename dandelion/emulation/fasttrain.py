@@ -34,12 +34,13 @@ __all__ = ["SparseResult", "TrainJob", "train_many"]
 
 @dataclass(frozen=True, slots=True)
 class TrainJob:
-    """One worker's assignment: its data, the received model (float32, d values) and the state
-    of the ``random.Random`` the worker trains with."""
+    """One worker's assignment: its data, the received model (float32, d values) and the
+    ``random.Random`` the worker trains with — the generator itself (trained in this process,
+    it is used up as the worker would use it) or its ``getstate()`` (shipped to a process)."""
 
     data: LocalData
     params: np.ndarray
-    rng_state: tuple[Any, ...]
+    rng_state: tuple[Any, ...] | random.Random
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +98,8 @@ def train_many(spec: ModelSpec, hyper: Hyper, jobs: Sequence[TrainJob]) -> list[
 
 
 def _one_pure(spec: ModelSpec, hyper: Hyper, job: TrainJob) -> SparseResult:
-    rng = random.Random()
-    rng.setstate(job.rng_state)
     params = job.params.astype(np.float64).tolist()
-    result = train_local(spec, params, job.data, hyper, rng)
+    result = train_local(spec, params, job.data, hyper, _rng_of(job))
     raw = np.asarray(result.delta, dtype=np.float64)
     touched = np.flatnonzero(raw)
     clipped = np.asarray(result.clipped_delta, dtype=np.float64)[touched]
@@ -116,72 +115,121 @@ def _one_pure(spec: ModelSpec, hyper: Hyper, job: TrainJob) -> SparseResult:
     )
 
 
+def _rng_of(job: TrainJob) -> random.Random:
+    if isinstance(job.rng_state, random.Random):
+        return job.rng_state
+    rng = random.Random()
+    rng.setstate(job.rng_state)
+    return rng
+
+
+def shuffled_order(rng: random.Random, n: int, epochs: int) -> list[list[int]]:
+    """The example order of each epoch: ``random.Random.shuffle`` of ``list(range(n))``, done
+    ``epochs`` times in place, draw for draw (the same ``getrandbits`` calls, so the generator
+    ends in the same state), without its per-element method calls."""
+    order = list(range(n))
+    getrandbits = rng.getrandbits
+    out = []
+    for _ in range(epochs):
+        k = n.bit_length()  # bits of the bound i + 1, kept as the bound goes down
+        low = 1 << max(k - 1, 0)
+        for i in range(n - 1, 0, -1):
+            bound = i + 1
+            if bound < low:
+                k -= 1
+                low >>= 1
+            j = getrandbits(k)
+            while j >= bound:
+                j = getrandbits(k)
+            order[i], order[j] = order[j], order[i]
+        out.append(order[:])
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Compact:
+    """A device's examples in their own index space, computed once while its data is cached:
+    ``uniq`` the features they touch (ascending), then the bias at slot ``len(uniq)`` and a
+    padding slot at ``len(uniq) + 1`` whose weight stays 0; ``slots`` and ``vals`` (n, k)
+    with padding pointing at that slot with value 0; ``ys`` the labels as 0/1."""
+
+    uniq: np.ndarray
+    touched: np.ndarray  # uniq, then the bias index: where the delta lives
+    slots: np.ndarray
+    vals: np.ndarray
+    ys: np.ndarray
+
+
+def _compact(data: LocalData, bias_index: int) -> _Compact:
+    memo = data.memo
+    if isinstance(memo, _Compact) and memo.touched[-1] == bias_index:
+        return memo
+    idx = data.indices
+    valid = idx >= 0
+    uniq, inverse = np.unique(idx[valid], return_inverse=True)
+    pad = len(uniq) + 1
+    slots = np.full(idx.shape, pad, dtype=np.int64)
+    slots[valid] = inverse
+    vals = np.where(valid, data.values, 0.0)
+    ys = (data.labels == 1).astype(np.float64)
+    touched = np.append(uniq.astype(np.int64), bias_index)
+    compact = _Compact(uniq, touched, slots, vals, ys)
+    data.memo = compact
+    return compact
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     # The two branches of dandelion.taskspec.models.linear._sigmoid, element by element.
-    pos = z >= 0
-    e = np.exp(np.where(pos, -z, z))
-    return np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e))
+    # exp(-|z|) is exp(-z) where z >= 0 and exp(z) elsewhere (-0.0 and 0.0 give the same 1.0).
+    e = np.exp(-np.abs(z))
+    d = 1.0 + e
+    return np.where(z >= 0, 1.0 / d, e / d)
+
+
+def _flat_scores(w_flat: np.ndarray, bias: np.ndarray, f: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """z = bias + w[f_0] v_0 + w[f_1] v_1 + ..., row by row, added in the worker's order, with
+    the weights gathered by flat index (``f``: (m, rows, k) into ``w_flat``)."""
+    prod = w_flat.take(f)
+    prod *= v
+    z: np.ndarray = bias[:, None] + prod[:, :, 0]
+    for j in range(1, f.shape[2]):
+        z += prod[:, :, j]
+    return z
 
 
 def _logreg_many(spec: ModelSpec, hyper: Hyper, jobs: Sequence[TrainJob]) -> list[SparseResult]:
     m_count = len(jobs)
     bias_index = spec.num_features
     size, epochs = hyper.batch_size, hyper.epochs
-    uniques: list[np.ndarray] = []
-    locals_: list[np.ndarray] = []
-    for job in jobs:
-        idx = job.data.indices
-        valid = idx >= 0
-        uniq, inverse = np.unique(idx[valid], return_inverse=True)
-        loc = np.full(idx.shape, -1, dtype=np.int64)
-        loc[valid] = inverse
-        uniques.append(uniq)
-        locals_.append(loc)
-    k_slots = max(len(u) for u in uniques) + 2  # features, bias, and one shared dummy slot
-    dummy = k_slots - 1
-    n_max = max(len(job.data) for job in jobs)
-    k_max = max(job.data.indices.shape[1] for job in jobs)
+    compacts = [_compact(job.data, bias_index) for job in jobs]
+    k_slots = max(len(c.uniq) for c in compacts) + 2  # features, bias, padding
+    n_max = max(c.slots.shape[0] for c in compacts)
+    k_max = max(c.slots.shape[1] for c in compacts)
     null = n_max  # an extra all-padding row that absent batch entries point to
-    slots = np.full((m_count, n_max + 1, k_max), dummy, dtype=np.int64)
+    pad_slot = np.array([len(c.uniq) + 1 for c in compacts], dtype=np.int64)
+    bias_slot = pad_slot - 1
+    slots = np.empty((m_count, n_max + 1, k_max), dtype=np.int64)
+    slots[...] = pad_slot[:, None, None]
     vals = np.zeros((m_count, n_max + 1, k_max), dtype=np.float64)
     ys = np.zeros((m_count, n_max + 1), dtype=np.float64)
     w = np.zeros((m_count, k_slots), dtype=np.float64)
-    bias_slot = np.zeros(m_count, dtype=np.int64)
-    counts = np.zeros(m_count, dtype=np.int64)
-    batches = max(math.ceil(len(job.data) / size) for job in jobs)
+    counts = np.array([c.slots.shape[0] for c in compacts], dtype=np.int64)
+    batches = max(math.ceil(int(n) / size) for n in counts)
     rows = np.full((epochs, m_count, batches * size), null, dtype=np.int64)
-    for m, job in enumerate(jobs):
-        data, loc, uniq = job.data, locals_[m], uniques[m]
-        n, k = data.indices.shape
-        counts[m] = n
-        slots[m, :n, :k] = np.where(loc >= 0, loc, dummy)
-        vals[m, :n, :k] = np.where(loc >= 0, data.values, 0.0)
-        ys[m, :n] = data.labels == 1
-        params = job.params
-        w[m, : len(uniq)] = params[uniq]
-        w[m, len(uniq)] = params[bias_index]
-        bias_slot[m] = len(uniq)
-        rng = random.Random()
-        rng.setstate(job.rng_state)
-        order = list(range(n))
-        for e in range(epochs):
-            rng.shuffle(order)  # the worker's own shuffle: same order as train_local
-            rows[e, m, :n] = order
-    start = w.copy()
     ar = np.arange(m_count)
-
-    def logits(row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        s = np.take_along_axis(slots, row_ids[:, :, None], axis=1)
-        v = np.take_along_axis(vals, row_ids[:, :, None], axis=1)
-        gathered = np.take_along_axis(w, s.reshape(m_count, -1), axis=1).reshape(s.shape)
-        z = np.repeat(w[ar, bias_slot][:, None], row_ids.shape[1], axis=1)
-        for j in range(k_max):  # in the order the worker adds them
-            z = z + gathered[:, :, j] * v[:, :, j]
-        return z, s, v
+    for m, (job, c) in enumerate(zip(jobs, compacts, strict=True)):
+        n, k = c.slots.shape
+        slots[m, :n, :k] = c.slots
+        vals[m, :n, :k] = c.vals
+        ys[m, :n] = c.ys
+        w[m, : len(c.uniq) + 1] = job.params[c.touched]
+        # The worker's own shuffle: same order as train_local.
+        rows[:, m, :n] = shuffled_order(_rng_of(job), n, epochs)
+    start = w.copy()
 
     # Loss and accuracy of the received model on all local examples (before training).
-    every = np.broadcast_to(np.arange(n_max), (m_count, n_max))
-    z_all, _, _ = logits(np.ascontiguousarray(every))
+    flat_base = (ar * k_slots)[:, None, None]
+    z_all = _flat_scores(w.ravel(), w[ar, bias_slot], flat_base + slots[:, :n_max], vals[:, :n_max])
     p_all = _sigmoid(z_all)
     y_all = ys[:, :n_max]
     present = np.arange(n_max)[None, :] < counts[:, None]
@@ -192,55 +240,49 @@ def _logreg_many(spec: ModelSpec, hyper: Hyper, jobs: Sequence[TrainJob]) -> lis
     accuracy = right.sum(axis=1) / counts
 
     lr, decay = hyper.learning_rate, hyper.learning_rate * hyper.l2
-    flat_base = (ar * k_slots)[:, None, None]
+    never = (ar * k_slots + pad_slot, ar * k_slots + bias_slot)
     for e in range(epochs):
-        # The epoch's rows in batch order, gathered once.
+        # The epoch's rows in batch order, gathered once, as indices into the flat weights.
         epoch_rows = rows[e]
-        slots_e = slots[ar[:, None], epoch_rows]
+        flat_e = flat_base + slots[ar[:, None], epoch_rows]
         vals_e = vals[ar[:, None], epoch_rows]
         ys_e = ys[ar[:, None], epoch_rows]
+        real_e = epoch_rows != null
+        in_batch_e = real_e.reshape(m_count, batches, size).sum(axis=2)
         for t in range(batches):
-            cut = slice(t * size, (t + 1) * size)
-            row_ids = epoch_rows[:, cut]
-            real = row_ids != null
-            in_batch = real.sum(axis=1)
+            in_batch = in_batch_e[:, t]
             active = in_batch > 0
             if not active.any():
                 continue
-            s, v, y = slots_e[:, cut], vals_e[:, cut], ys_e[:, cut]
-            gathered = w[ar[:, None, None], s]
-            z = np.repeat(w[ar, bias_slot][:, None], s.shape[1], axis=1)
-            for j in range(k_max):  # in the order the worker adds them
-                z = z + gathered[:, :, j] * v[:, :, j]
+            cut = slice(t * size, (t + 1) * size)
+            f, v, y, real = flat_e[:, cut], vals_e[:, cut], ys_e[:, cut], real_e[:, cut]
+            w_flat = w.ravel()
+            z = _flat_scores(w_flat, w_flat[never[1]], f, v)
             g = np.where(real, _sigmoid(z) - y, 0.0)
-            flat = (flat_base + s).ravel()
+            flat = f.ravel()
+            # bincount adds in index order of ``flat``: examples in order, features in order.
             grad = np.bincount(flat, weights=(g[:, :, None] * v).ravel(), minlength=w.size)
-            touched = np.bincount(flat, minlength=w.size) > 0
-            grad = grad.reshape(w.shape)
-            touched = touched.reshape(w.shape)
-            gb = np.zeros(m_count)
-            for r in range(g.shape[1]):  # the bias gradient, example by example
-                gb = gb + g[:, r]
-            grad[ar, bias_slot] = gb
-            touched[ar, bias_slot] = active
-            touched[:, dummy] = False
+            touched = np.zeros(w.size, dtype=bool)
+            touched[flat] = True
+            touched[never[0]] = False
+            grad[never[1]] = np.cumsum(g, axis=1)[:, -1]  # the bias, example by example
+            touched[never[1]] = active
             step = np.where(active, lr / np.maximum(in_batch, 1), 0.0)
-            w = np.where(touched, w - (step[:, None] * grad + decay * w), w)
+            grad = grad.reshape(w.shape)
+            w = np.where(touched.reshape(w.shape), w - (step[:, None] * grad + decay * w), w)
 
     delta = w - start
-    delta[:, dummy] = 0.0
+    delta[ar, pad_slot] = 0.0
     norms = np.sqrt(np.cumsum(delta * delta, axis=1)[:, -1])
     results = []
-    for m in range(m_count):
-        u = len(uniques[m])
-        touched_ids = np.append(uniques[m].astype(np.int64), bias_index)
-        raw = delta[m, : u + 1].copy()
+    for m, c in enumerate(compacts):
+        raw = delta[m, : len(c.uniq) + 1].copy()
         norm = float(norms[m])
         unclipped = norm <= hyper.clip_norm
         clipped = raw if unclipped else raw * (hyper.clip_norm / norm)
         results.append(
             SparseResult(
-                touched_ids,
+                c.touched,
                 clipped,
                 raw,
                 int(counts[m]),

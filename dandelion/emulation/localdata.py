@@ -48,7 +48,7 @@ class LocalData(Sequence[Example]):
     ``targets`` (n,) float64. Indexing yields the same ``Example`` objects the browser worker
     would have built."""
 
-    __slots__ = ("indices", "labels", "targets", "values")
+    __slots__ = ("indices", "labels", "memo", "targets", "values")
 
     def __init__(
         self,
@@ -61,6 +61,9 @@ class LocalData(Sequence[Example]):
         self.values = values
         self.labels = labels
         self.targets = targets
+        #: What a trainer derived from these examples once (``fasttrain``'s compact index
+        #: space), kept while the data is cached: a device's data is the same every round.
+        self.memo: Any = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -9,7 +9,7 @@ the result is delivered at ``t + startup_s + train_s`` (the device's speed, stra
 the device drops out or goes offline first. Training is a pure function of the job, so where
 it runs — here, in processes, on Ray — changes nothing but the wall-clock time.
 
-Backends (``train(spec, hyper, params, [(device, rng state)])`` -> results in order, ``None``
+Backends (``train(spec, hyper, params, [(device, training rng)])`` -> results in order, ``None``
 for a device without examples): ``LocalBackend`` here; ``ProcessBackend`` below;
 ``RayBackend`` in ``ray_backend.py``.
 """
@@ -46,8 +46,9 @@ __all__ = [
     "train_items",
 ]
 
-#: One device's share of a batch: its number and the state of its training ``random.Random``.
-Item = tuple[int, tuple[Any, ...]]
+#: One device's share of a batch: its number and its training ``random.Random`` (which pickles
+#: as its state when the batch goes to a process or an actor).
+Item = tuple[int, random.Random]
 Collect = Callable[[], list[SparseResult | None]]
 
 
@@ -57,10 +58,10 @@ def train_items(
     """Build each device's data (through ``cache``) and train those that have examples."""
     jobs: list[TrainJob] = []
     where: list[int] = []
-    for n, (device, state) in enumerate(items):
+    for n, (device, rng) in enumerate(items):
         data = cache.get(device)
         if len(data):
-            jobs.append(TrainJob(data, params, state))
+            jobs.append(TrainJob(data, params, rng))
             where.append(n)
     out: list[SparseResult | None] = [None] * len(items)
     for n, result in zip(where, train_many(spec, hyper, jobs), strict=True):
@@ -179,7 +180,7 @@ class _Request:
     round: int
     submitted: float
     startup: float
-    state: tuple[Any, ...]
+    rng: random.Random
     future: asyncio.Future[LocalResult]
 
 
@@ -230,9 +231,7 @@ class BatchTrainer:
         startup = self.behaviour.startup_s(device, rnd)
         future: asyncio.Future[LocalResult] = loop.create_future()
         key = (spec, hyper, frame.header.task, rnd)
-        self._pending.setdefault(key, []).append(
-            _Request(device, rnd, now, startup, rng.getstate(), future)
-        )
+        self._pending.setdefault(key, []).append(_Request(device, rnd, now, startup, rng, future))
         self._frames[key] = frame
         self._count += 1
         self.stats.assignments += 1
@@ -269,7 +268,7 @@ class BatchTrainer:
             spec, hyper, _, _ = key
             frame = self._frames[key]
             params = np.frombuffer(frame.payload, dtype="<f4")
-            collect = self.backend.submit(spec, hyper, params, [(r.device, r.state) for r in live])
+            collect = self.backend.submit(spec, hyper, params, [(r.device, r.rng) for r in live])
             self._inflight.append((key, live, collect))
             self.stats.batches += 1
             self.stats.largest_batch = max(self.stats.largest_batch, len(live))

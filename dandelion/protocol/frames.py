@@ -56,6 +56,7 @@ MAX_HEADER_BYTES = 4096
 _PREFIX = struct.Struct("<I")
 _ALIGN = 8
 _LITTLE = sys.byteorder == "little"
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,7 @@ def encode_frame(header: FrameHeader, payload: bytes | bytearray | memoryview) -
     size = memoryview(payload).nbytes
     if size != header.payload_bytes:
         raise FrameError(f"payload holds {size} bytes, header announces {header.payload_bytes}")
-    text = json.dumps(header.to_dict(), separators=(",", ":")).encode()
+    text = _HEADER_ENCODER.encode(header.to_dict()).encode()
     pad = (-(_PREFIX.size + len(text))) % _ALIGN
     text += b" " * pad
     return b"".join((_PREFIX.pack(len(text)), text, payload))

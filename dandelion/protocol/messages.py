@@ -353,9 +353,13 @@ class Error(Message):
         return _fields(self, ("code", "detail", "fatal"), ("ref_type",))
 
 
+#: One encoder for every message (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode_message(msg: Message) -> str:
     """The compact JSON text of ``msg``."""
-    return json.dumps(msg.to_dict(), separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(msg.to_dict())
 
 
 def parse_message(text: str | bytes | object) -> Message:

@@ -21,6 +21,8 @@ from typing import Any
 __all__ = ["Example", "ModelSpec"]
 
 _OPTION = (int, float, str, bool)
+#: ``ModelSpec.param_count`` of the specs seen (a spec is frozen: its count never changes).
+_PARAM_COUNTS: dict[ModelSpec, int] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,14 @@ class ModelSpec:
 
     @property
     def param_count(self) -> int:
-        return int(self.model.param_count(self))
+        # Asked for on every task sent and every update received: worked out once per spec.
+        count = _PARAM_COUNTS.get(self)
+        if count is None:
+            count = int(self.model.param_count(self))
+            if len(_PARAM_COUNTS) >= 256:
+                _PARAM_COUNTS.clear()
+            _PARAM_COUNTS[self] = count
+        return count
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
