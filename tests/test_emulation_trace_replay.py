@@ -186,8 +186,10 @@ def test_a_device_whose_session_ends_while_training_does_not_report(table: Table
     result, recording = replay(table, sessions, size=1, goal=1, rounds=1)
     assert result.counters["went_offline_training"] == 1
     assert result.summary()["rounds"] == 1
-    (report,) = recording.updates(0)
-    assert report.at >= 600.0  # from the second session, not the first
+    reports = recording.updates(0)
+    # The round's one report comes from the second session, not the first (the device may
+    # already be at work on the next round when the run ends after its last).
+    assert reports and reports[0].at >= 600.0
 
 
 def test_link_and_speed_come_from_the_session_in_force(table: TableSource) -> None:
