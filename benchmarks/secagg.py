@@ -62,9 +62,9 @@ from dandelion.protocol.secagg.messages import (  # noqa: E402
     parse_secagg,
 )
 from dandelion.protocol.secagg.server import SecAggServer  # noqa: E402
+from tests.browser.secagg_page import CLIENT_CODE, BrowserClient  # noqa: E402
 
 HOST = CryptographyHost()
-CLIENT_CODE = (ROOT / "tests" / "browser" / "secagg_client_in_pyodide.py").read_text()
 
 
 class Timed:
@@ -93,30 +93,6 @@ class Timed:
         return out
 
 
-class InBrowser:
-    """A client in the page's Pyodide; its time is measured there (``secagg_spent``)."""
-
-    def __init__(self, page: Any, index: int) -> None:
-        self.page, self.index, self.state = page, index, ClientState.START
-
-    async def _call(self, code: str) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(
-            await self.page.evaluate("(c) => window.__run(c)", code)
-        )
-        self.state = ClientState[result["state"]]
-        return result
-
-    async def receive(self, msg: SecAggMessage) -> list[SecAggMessage]:
-        raw = json.dumps(encode_secagg(msg))
-        result = await self._call(f"await secagg_receive({self.index}, {raw})")
-        return [parse_secagg(m) for m in result["out"]]
-
-    async def mask(self, values: list[float]) -> tuple[SecAggMessage, bytes]:
-        raw = json.dumps(json.dumps(values))
-        result = await self._call(f"await secagg_mask({self.index}, {raw})")
-        return parse_secagg(result["msg"]), bytes.fromhex(result["frame"])
-
-
 def wire(msg: SecAggMessage) -> tuple[SecAggMessage, int]:
     raw = encode_secagg(msg)
     return parse_secagg(raw), len(raw.encode())
@@ -130,7 +106,7 @@ async def secure_round(
     server = SecAggServer(params, "bench", 1, HOST, 0.0, ops=NumpyMod32(), seed=rng.randbytes(32))
     in_browser = set(rng.sample(range(1, n + 1), browsers)) if page is not None else set()
     clients: dict[int, Any] = {
-        i: InBrowser(page, i) if i in in_browser else Timed() for i in range(1, n + 1)
+        i: BrowserClient(page, i) if i in in_browser else Timed() for i in range(1, n + 1)
     }
     if page is not None:
         await page.evaluate("(c) => window.__run(c)", CLIENT_CODE)  # fresh clients

@@ -249,6 +249,23 @@ def pyodide_page(bundle_url: str) -> str:
     return html.replace("{bundle}", bundle_url)
 
 
+async def open_pyodide(browser: Any, server: PageServer) -> Any:
+    """A new page on ``server`` (serving ``pyodide_page``) once Pyodide has loaded the worker
+    wheel; asserts it is Pyodide (Python 3.14) and that nothing failed."""
+    page = await browser.new_page()
+    await page.goto(server.url)
+    await poll(
+        page,
+        "document.getElementById('state').textContent",
+        lambda s: s != "loading",
+        timeout=90,
+        what="Pyodide to load the worker wheel",
+    )
+    assert await page.evaluate("window.__error ?? null") is None
+    assert (await page.evaluate("window.__python")).startswith("3.14"), "not Pyodide"
+    return page
+
+
 class PageServer:
     """A page on its own origin (another port than the coordinator), as an embedding site
     would be: it loads the worker bundle cross-origin from the coordinator. ``host``: an

@@ -20,7 +20,7 @@ import pytest
 
 from browser_worker.reference import reference_round
 
-from .harness import PageServer, poll, pyodide_page, synthetic_signals, task_toml
+from .harness import PageServer, open_pyodide, pyodide_page, synthetic_signals, task_toml
 
 CASES = {
     "logreg": {"kind": "logreg"},
@@ -55,17 +55,7 @@ async def test_update_bytes_agree_between_pyodide_and_cpython(
     server = PageServer(pyodide_page(coord.http + "/worker/"), {})
     await server.start()
     try:
-        page = await browser.new_page()
-        await page.goto(server.url)
-        await poll(
-            page,
-            "document.getElementById('state').textContent",
-            lambda s: s != "loading",
-            timeout=90,
-            what="Pyodide to load the worker wheel",
-        )
-        assert await page.evaluate("window.__error ?? null") is None
-        assert (await page.evaluate("window.__python")).startswith("3.14"), "not Pyodide"
+        page = await open_pyodide(browser, server)
         for seed in (11, 12):
             request = _request(CASES[name], seed)
             in_browser = json.loads(await page.evaluate("(r) => window.__reference(r)", request))

@@ -6,45 +6,17 @@ received correlates with any worker's update."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dandelion.protocol.secagg import decode_sum, encode
 from dandelion.protocol.secagg.client import ClientState
-from dandelion.protocol.secagg.messages import SecAggMessage, encode_secagg, parse_secagg
 from dandelion.protocol.secagg.server import Phase
 from tests.secagg_harness import Round
 
-from .harness import PageServer, poll, pyodide_page, task_toml
-
-CODE = (Path(__file__).parent / "secagg_client_in_pyodide.py").read_text()
-
-
-class BrowserClient:
-    """One secure-aggregation client living in the page's Pyodide, as the harness sees it."""
-
-    def __init__(self, page: Any, index: int) -> None:
-        self.page, self.index = page, index
-        self.state = ClientState.START
-
-    async def _call(self, code: str) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(
-            await self.page.evaluate("(c) => window.__run(c)", code)
-        )
-        self.state = ClientState[result["state"]]
-        return result
-
-    async def receive(self, msg: SecAggMessage) -> list[SecAggMessage]:
-        raw = json.dumps(encode_secagg(msg))
-        result = await self._call(f"await secagg_receive({self.index}, {raw})")
-        return [parse_secagg(m) for m in result["out"]]
-
-    async def mask(self, values: list[float]) -> tuple[SecAggMessage, bytes]:
-        raw = json.dumps(json.dumps([float(v) for v in values]))
-        result = await self._call(f"await secagg_mask({self.index}, {raw})")
-        return parse_secagg(result["msg"]), bytes.fromhex(result["frame"])
+from .harness import PageServer, open_pyodide, pyodide_page, task_toml
+from .secagg_page import CLIENT_CODE, BrowserClient
 
 
 async def test_a_round_of_chromium_and_cpython_workers_with_dropouts_in_every_phase(
@@ -54,18 +26,8 @@ async def test_a_round_of_chromium_and_cpython_workers_with_dropouts_in_every_ph
     server = PageServer(pyodide_page(coord.http + "/worker/"), {})
     await server.start()
     try:
-        page = await browser.new_page()
-        await page.goto(server.url)
-        await poll(
-            page,
-            "document.getElementById('state').textContent",
-            lambda s: s != "loading",
-            timeout=90,
-            what="Pyodide to load the worker wheel",
-        )
-        assert await page.evaluate("window.__error ?? null") is None
-        assert (await page.evaluate("window.__python")).startswith("3.14"), "not Pyodide"
-        await page.evaluate("(c) => window.__run(c)", CODE)
+        page = await open_pyodide(browser, server)
+        await page.evaluate("(c) => window.__run(c)", CLIENT_CODE)
 
         r = Round(40, d=1000, clip=2.0)  # k = 12, t = 7
         # a browser drops out in each phase, and so does a CPython worker

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .harness import PageServer, poll, pyodide_page
+from .harness import PageServer, open_pyodide, pyodide_page, task_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS: dict[str, Any] = json.loads((ROOT / "schemas" / "secagg" / "vectors.json").read_text())
@@ -19,23 +19,12 @@ CODE = (Path(__file__).parent / "secagg_in_pyodide.py").read_text()
 async def test_webcrypto_in_pyodide_reproduces_the_test_vectors(
     coordinator: Any, browser: Any
 ) -> None:
-    from .harness import task_toml
 
     coord = await coordinator(task_toml())
     server = PageServer(pyodide_page(coord.http + "/worker/"), {})
     await server.start()
     try:
-        page = await browser.new_page()
-        await page.goto(server.url)
-        await poll(
-            page,
-            "document.getElementById('state').textContent",
-            lambda s: s != "loading",
-            timeout=90,
-            what="Pyodide to load the worker wheel",
-        )
-        assert await page.evaluate("window.__error ?? null") is None
-        assert (await page.evaluate("window.__python")).startswith("3.14"), "not Pyodide"
+        page = await open_pyodide(browser, server)
         literal = json.dumps(json.dumps(VECTORS))  # a JSON string is a Python string literal
         program = f"{CODE}\nimport json\njson.dumps(await run(json.loads({literal})))"
         got = json.loads(await page.evaluate("(code) => window.__run(code)", program))
