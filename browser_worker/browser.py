@@ -43,10 +43,11 @@ def set_signals(signals_json: str) -> int:
     """Replace the local signals; returns the number of usable items. A key nothing reads is
     ignored, with a warning through the bridge's log (the page's ``log`` event)."""
     load_plugins()
-    _state["signals"] = parse_signals(signals_json)
+    raw = json.loads(signals_json)  # parsed once, for the signals and for the warning
+    _state["signals"] = parse_signals(raw)
     bridge = _state["bridge"]
     if bridge is not None:
-        for line in unknown_signal_keys(signals_json):
+        for line in unknown_signal_keys(raw):
             bridge.log("warning", line)
     return len(_state["signals"])
 

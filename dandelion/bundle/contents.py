@@ -19,6 +19,7 @@ from typing import Any
 
 from ..plugins import PluginPackage
 from ..taskspec import registry
+from ..taskspec.tables import nearest
 
 __all__ = [
     "BundleContentsError",
@@ -134,16 +135,14 @@ def missing(tasks: dict[str, Any], objective_ref: str, model_kind: str) -> str |
 def near_miss(tasks: dict[str, Any], objective_ref: str, model_kind: str) -> str:
     """``"; did you mean objective 'x'?"`` when a name the bundle lacks is close to one it
     has (a misspelling); "" otherwise."""
-    import difflib
-
     for what, ref, names in (
         ("objective", objective_ref, "objectives"),
         ("model", model_kind, "models"),
     ):
         if ref and ":" not in ref and not _has(tasks, names, ref):
-            close = difflib.get_close_matches(ref, tasks.get(names, []), n=1)
-            if close:
-                return f"; did you mean {what} {close[0]!r}?"
+            near = nearest(ref, tasks.get(names, []))
+            if near:
+                return f"; did you mean {what} {near!r}?"
     return ""
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from .models.base import Model
 from .objective import Objective
+from .tables import nearest
 
 __all__ = [
     "ENTRY_POINTS",
@@ -97,11 +98,9 @@ def _resolve(table: dict[str, Any], base: type, what: str, ref: str) -> Any:
         found = table.get(ref)
         if found is not None:
             return found
-        import difflib
-
         names = sorted(name for name in table if NAME.match(name))
-        close = difflib.get_close_matches(ref, names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        near = nearest(ref, names)
+        hint = f"; did you mean {near!r}?" if near else ""
         raise UnknownPlugin(f"{what} {ref!r} is not known here (known: {', '.join(names)}){hint}")
     if not REFERENCE.match(ref):
         raise UnknownPlugin(f"{what} {ref!r}: a registered name or package.module:attribute")

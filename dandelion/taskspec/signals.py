@@ -256,7 +256,7 @@ def unknown_signal_keys(signals: str | Mapping[str, Any]) -> list[str]:
     """One line per key of the signals object that nothing reads (not a built-in type, not
     ``tzOffsetMin``, not a registered one): :func:`parse_signals` ignores those, and a
     misspelt ``tab`` for ``tabs`` would otherwise go unnoticed."""
-    import difflib
+    from .tables import nearest
 
     raw = json.loads(signals) if isinstance(signals, str) else signals
     if not isinstance(raw, Mapping):
@@ -266,8 +266,8 @@ def unknown_signal_keys(signals: str | Mapping[str, Any]) -> list[str]:
     for key in raw:
         if key in known:
             continue
-        close = difflib.get_close_matches(str(key), known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        near = nearest(str(key), known)
+        hint = f"; did you mean {near!r}?" if near else ""
         out.append(f"signals: unknown key {key!r} ignored{hint} (known: {', '.join(known)})")
     return out
 

@@ -11,7 +11,14 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["unknown_key"]
+__all__ = ["nearest", "unknown_key"]
+
+
+def nearest(name: str, known: Iterable[str]) -> str | None:
+    """The name in ``known`` closest to a misspelt ``name`` (difflib's ratio of at least 0.6),
+    or None: what every "did you mean" of the project names."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def unknown_key(where: str, table: Mapping[str, Any], known: Iterable[str]) -> str | None:
@@ -23,6 +30,6 @@ def unknown_key(where: str, table: Mapping[str, Any], known: Iterable[str]) -> s
     if not extra:
         return None
     key = extra[0]
-    nearest = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
-    hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+    near = nearest(str(key), valid)
+    hint = f"did you mean {near!r}? " if near else ""
     return f"{where}{key}: unknown key; {hint}(known: {', '.join(valid)})"
