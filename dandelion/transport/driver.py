@@ -35,10 +35,12 @@ from ..protocol import (
     OptOutReceived,
     ProtocolViolation,
     Reject,
+    SecAggReceived,
     Task,
     UpdateReceived,
     Validator,
 )
+from ..protocol.secagg.messages import SecAggMessage
 from ..settings import Settings
 from ..storage import StorageError
 from .limits import TokenBucket
@@ -99,6 +101,7 @@ class ConversationDriver:
         self.counters = DriverCounters()
         self._by_worker: dict[str, Conversation] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        coordinator.secure.outlet = self  # secure rounds push their phases' messages here
 
     def open(self, link: Link, *, clock: Any = None) -> Conversation:
         """Start the conversation of a new connection. Its rate limit runs on ``clock``, by
@@ -109,6 +112,25 @@ class ConversationDriver:
 
     def conversation_of(self, worker_id: str) -> Conversation | None:
         return self._by_worker.get(worker_id)
+
+    async def push(self, worker_id: str, message: SecAggMessage | Ack) -> bool:
+        """Send a message the coordinator decided on its own (a secure round's phase closed)
+        on the worker's open conversation. False when it has none (it is gone)."""
+        conversation = self._by_worker.get(worker_id)
+        if conversation is None or conversation.link.closed:
+            return False
+        session = conversation.session
+        with contextlib.suppress(LocalProtocolError):
+            if isinstance(message, Ack):
+                session.send(message)
+            else:
+                session.send_secagg(message)
+        if isinstance(message, Ack):
+            conversation._training_s = None
+            self.counters.outcomes["ack"] += 1
+        with contextlib.suppress(ConnectionError):
+            await conversation.flush()
+        return True
 
     def _claim(self, worker: str, conversation: Conversation) -> None:
         old = self._by_worker.get(worker)
@@ -258,6 +280,10 @@ class Conversation:
             else:
                 counters.eval_reports_rejected += 1
             return reply
+        if isinstance(event, SecAggReceived):
+            counters.outcomes[event.message.TYPE] += 1
+            await coordinator.on_secagg(worker, event.message, event.frame)
+            return None
         if isinstance(event, OptOutReceived):
             counters.outcomes["opt_out"] += 1
             return await coordinator.on_opt_out(worker)

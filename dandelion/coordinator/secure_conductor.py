@@ -1,0 +1,196 @@
+"""Running secure rounds: the coordinator's side of SecAgg+ over the workers' conversations
+(docs/secure_aggregation.md, In the live coordinator).
+
+Rules of this file: it moves messages between the workers and each open
+:class:`~dandelion.coordinator.secure_round.SecureRound`'s server, and nothing else: it starts a
+round's protocol once the cohort is closed (pushing ``secagg_setup`` to each participant), hands
+each worker message to the server, tells it who is gone (a closed connection is a dropout),
+ticks its phase deadlines, pushes what it queued, asks the lifecycle to close the round when the
+protocol ends, and once that round's model is committed pushes ``ack`` to the workers whose
+masked vector is in it — so an ack still means "the update is in the model". Messages go out
+through an :class:`Outlet` that the transport attaches (the conversation driver): the
+coordinator knows no socket. It logs counts only, never a vector or a figure of one worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from ..protocol import Ack, FrameError, MessageError
+from ..protocol.secagg import CryptoHost, Mod32Ops, SecAggViolation
+from ..protocol.secagg.messages import Abort, SecAggMessage
+from .pace import PaceSteering
+from .runtime import RoundOutcome, TaskRuntime
+from .secure_round import SecureRound
+
+__all__ = ["Outlet", "SecureRounds"]
+
+log = logging.getLogger("dandelion.coordinator")
+
+
+class Outlet(Protocol):
+    """Where pushed messages go: the worker's open conversation, if it has one."""
+
+    async def push(self, worker_id: str, message: SecAggMessage | Ack) -> bool: ...
+
+
+class SecureRounds:
+    """Drives every task's open secure round; one per coordinator."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        pace: PaceSteering,
+        crypto: Callable[[], tuple[CryptoHost, Mod32Ops]],
+        close_soon: Callable[[TaskRuntime, SecureRound], None],
+    ) -> None:
+        self.clock = clock
+        self.pace = pace
+        self._crypto = crypto
+        self._hosts: tuple[CryptoHost, Mod32Ops] | None = None
+        self._close_soon = close_soon
+        self.outlet: Outlet | None = None
+        self.refused = 0  # protocol messages the servers refused (counts only)
+        self._to_ack: dict[tuple[str, int], list[tuple[str, str]]] = {}  # -> (worker, nonce)
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _host(self) -> tuple[CryptoHost, Mod32Ops]:
+        if self._hosts is None:
+            self._hosts = self._crypto()
+        return self._hosts
+
+    # -- from the coordinator's tick -------------------------------------------------------------
+
+    async def tick(self, runtimes: Iterable[TaskRuntime], now: float) -> None:
+        """Start the protocol of cohorts that closed, end those too small, tick the phases."""
+        for runtime in list(runtimes):
+            rnd = runtime.round
+            if not isinstance(rnd, SecureRound) or not rnd.open or runtime.closing:
+                continue
+            if rnd.ready(now):
+                crypto, ops = self._host()
+                if rnd.start(now, crypto, ops) is None:
+                    await self._abort_cohort(rnd)
+                    log.warning(
+                        "task %s: secure round %d: %s", runtime.name, rnd.number, rnd.failure
+                    )
+                else:
+                    log.info(
+                        "task %s: secure round %d starts with %d participants",
+                        runtime.name,
+                        rnd.number,
+                        len(rnd.by_index),
+                    )
+            elif rnd.short(now):
+                rnd.fail("cohort_too_small")
+                await self._abort_cohort(rnd)
+            if rnd.server is not None:
+                await rnd.server.tick(now)
+            await self._flush(runtime, rnd)
+
+    async def _abort_cohort(self, rnd: SecureRound) -> None:
+        """The protocol will not start: the workers waiting for its setup are told."""
+        for worker in rnd.cohort():
+            await self._push(worker, Abort(rnd.config.name, rnd.number, "too_few_survivors"))
+
+    # -- from the conversations ------------------------------------------------------------------
+
+    async def receive(
+        self,
+        runtimes: dict[str, TaskRuntime],
+        worker_id: str,
+        msg: SecAggMessage,
+        frame: bytes | None,
+    ) -> None:
+        """One worker message of a secure round. A message of no open round, or from a worker
+        not in it, changes nothing; one that breaks the protocol drops its sender from the
+        phase (the server's rule) and is counted."""
+        runtime = runtimes.get(msg.task)
+        rnd = runtime.round if runtime is not None else None
+        if (
+            runtime is None
+            or not isinstance(rnd, SecureRound)
+            or rnd.number != msg.round
+            or rnd.server is None
+            or worker_id not in rnd.index_of
+        ):
+            self.refused += 1
+            return
+        try:
+            await rnd.server.receive(rnd.index_of[worker_id], msg, self.clock(), frame)
+        except (SecAggViolation, FrameError, MessageError):
+            self.refused += 1
+        await self._flush(runtime, rnd)
+
+    async def gone(self, runtimes: Iterable[TaskRuntime], worker_id: str) -> None:
+        """The worker's connection ended: in a running secure round that is a dropout."""
+        for runtime in list(runtimes):
+            rnd = runtime.round
+            if isinstance(rnd, SecureRound) and rnd.server is not None and rnd.open:
+                index = rnd.index_of.get(worker_id)
+                if index is not None:
+                    await rnd.server.drop(index, self.clock())
+                    await self._flush(runtime, rnd)
+
+    # -- out -------------------------------------------------------------------------------------
+
+    async def _flush(self, runtime: TaskRuntime, rnd: SecureRound) -> None:
+        server = rnd.server
+        if server is not None:
+            for index, message in server.take_outbox():
+                await self._push(rnd.by_index[index], message)
+            if server.finished and not rnd.ended:
+                rnd.finish()
+                if rnd.failure is None:
+                    self._to_ack[(runtime.name, rnd.number)] = [
+                        (w, _nonce(rnd, w)) for w in rnd.survivors
+                    ]
+                log.info(
+                    "task %s: secure round %d %s: %d of %d in the sum",
+                    runtime.name,
+                    rnd.number,
+                    server.phase.value,
+                    len(rnd.survivors),
+                    len(rnd.by_index),
+                )
+        if rnd.complete:
+            self._close_soon(runtime, rnd)
+
+    async def _push(self, worker_id: str, message: SecAggMessage | Ack) -> None:
+        if self.outlet is not None:
+            await self.outlet.push(worker_id, message)
+
+    def committed(self, outcome: RoundOutcome) -> None:
+        """A round listener: once a secure round's model is committed, ack its survivors."""
+        waiting = self._to_ack.pop((outcome.task, outcome.round), None)
+        if waiting is None or outcome.status != "completed":
+            return
+        window = self.pace.window(self.clock())
+        acks = [
+            (w, Ack(outcome.task, outcome.round, nonce, retry_window=window))
+            for w, nonce in waiting
+        ]
+        self._spawn(self._push_all(acks))
+
+    async def _push_all(self, pushes: list[tuple[str, Any]]) -> None:
+        for worker, message in pushes:
+            await self._push(worker, message)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """Wait for the acks being pushed."""
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def _nonce(rnd: SecureRound, worker: str) -> str:
+    mine = rnd.assignment_of(worker)
+    assert mine is not None  # a participant was assigned
+    return mine.nonce

@@ -1,0 +1,121 @@
+"""Secure rounds in the live coordinator: CPython workers over real WebSockets on loopback run
+SecAgg+ with the coordinator of ``make_app``; dropouts are real (a worker closes its socket in
+the phase), the committed model is the plaintext computation exactly, an abandoned round
+reveals nothing, and under ``[privacy]`` ε is charged once per committed round."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from dandelion.app import ENDPOINT
+from dandelion.coordinator.secure_round import SecureRound
+
+from .conftest import Live, LiveFactory
+from .secagg_live import IN_THE_SUM_AFTER, LEAVE_AT, Fleet, expected_step, secure_config
+
+
+async def _model(server: Live, task: str, version: int) -> np.ndarray:
+    stored = await server.store.read(lambda s: s.get_model_version(task, version))
+    assert stored is not None
+    return np.frombuffer(stored.params, dtype="<f4").copy()
+
+
+async def test_a_secure_round_with_dropouts_in_every_phase_commits_the_exact_sum(
+    live: LiveFactory,
+) -> None:
+    server: Live = await live()
+    n = 20
+    config = secure_config(n, min_reports=10)
+    await server.coordinator.add_task(config)
+    fleet = Fleet(server)
+    leaving = {f"worker-leave-{phase}": phase for phase in LEAVE_AT}
+    workers = [fleet.add(f"worker-{i:02d}", seed=i) for i in range(n - len(leaving))] + [
+        fleet.add(w, seed=100 + j, leave_at=LEAVE_AT[p]) for j, (w, p) in enumerate(leaving.items())
+    ]
+    await fleet.run(workers)
+    await server.wait_rounds(1)
+    outcome = server.outcomes[0]
+    assert outcome.status == "completed"
+    assert outcome.assigned == n
+    in_sum = [w for w in fleet.workers if leaving.get(w) in (None, *IN_THE_SUM_AFTER)]
+    assert outcome.reported == len(in_sum) == n - 3
+    # The model is the plaintext computation of the survivors' own clipped updates, exactly.
+    plan = config.secure_aggregation
+    assert plan is not None
+    params = plan.params(n, config.model.param_count, config.clip_norm)
+    before = await _model(server, "sec", 0)
+    expected = expected_step(
+        [fleet.updates[(w, 1)] for w in in_sum], config.clip_norm, params.scale_bits, before
+    )
+    after = await _model(server, "sec", 1)
+    np.testing.assert_array_equal(after, expected)
+    plain_mean = np.mean([fleet.updates[(w, 1)] for w in in_sum], axis=0)
+    assert np.abs(after - before - plain_mean).max() <= 2.0 ** -(params.scale_bits + 1) * 2
+    assert not np.array_equal(after, before)
+    # Acks went to those in the sum that stayed; the ones that left got none.
+    for w, worker in fleet.workers.items():
+        assert worker.status.updates_accepted == (1 if w not in leaving else 0), w
+    # The survivors' "reported" events committed with the round; nobody else's.
+    events = await server.store.read(lambda s: s.round_participants("sec", 1))
+    assert events[1] == set(in_sum)
+
+
+async def test_an_abandoned_secure_round_reveals_nothing_and_is_retried(
+    live: LiveFactory,
+) -> None:
+    server: Live = await live()
+    n = 8
+    # k = 6, t = 4 at n = 8: with 5 of 8 gone before their masked vectors the round cannot
+    # finish (below min_survivors): it is abandoned before anyone is asked for a share.
+    config = secure_config(n, min_reports=2, table={"min_survivors": 4})
+    await server.coordinator.add_task(config)
+    fleet = Fleet(server)
+    workers = [fleet.add(f"worker-{i:02d}", seed=i) for i in range(3)] + [
+        fleet.add(f"worker-gone-{i}", seed=10 + i, leave_at="secagg_relay") for i in range(5)
+    ]
+    runs = [asyncio.create_task(w.run(max_updates=1)) for w in workers]
+    try:
+        await server.wait_rounds(1, status="abandoned")
+        runtime = server.coordinator.tasks["sec"]
+        for _ in range(500):  # the round is retried: the next one opens
+            if isinstance(runtime.round, SecureRound) and runtime.round.number == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert isinstance(runtime.round, SecureRound)
+        assert runtime.round.number == 2
+    finally:
+        await fleet.stop(workers, runs)
+    first = server.outcomes[0]
+    assert (first.round, first.status, first.assigned, first.reported) == (1, "abandoned", 8, 0)
+    # Three masked vectors arrived; nobody was asked for a share, nobody revealed one.
+    seen = server.app[ENDPOINT].counters.outcomes
+    assert seen["secagg_masked"] == 3
+    assert seen["secagg_reveal"] == 0
+    assert all(w.status.updates_accepted == 0 for w in fleet.workers.values())
+    assert runtime.model_version == 0  # nothing committed
+
+
+async def test_with_privacy_epsilon_is_charged_once_per_secure_round(live: LiveFactory) -> None:
+    server: Live = await live()
+    n = 10
+    # Poisson participation with q = goal / population = 1: every worker's coin says yes, and
+    # the cohort closes at the round's deadline.
+    privacy = {"population": n, "noise_multiplier": 1.0, "epsilon": 50.0}
+    config = secure_config(n, min_reports=5, deadline_s=1.0, privacy=privacy)
+    await server.coordinator.add_task(config)
+    fleet = Fleet(server)
+    workers = [fleet.add(f"worker-{i:02d}", seed=i) for i in range(n)]
+    await fleet.run(workers, updates=2, timeout=40)
+    await server.wait_rounds(2)
+    ledger = await server.store.read(lambda s: s.list_ledger("sec"))
+    committed = [o for o in server.outcomes if o.status == "completed"]
+    assert len(committed) >= 2
+    assert [e.round for e in ledger] == [o.round for o in committed]
+    assert all(e.epsilon > 0 for e in ledger)
+    assert ledger[1].epsilon > ledger[0].epsilon
+    # Noised once: the step is not the plain mean of the survivors' updates.
+    before, after = await _model(server, "sec", 0), await _model(server, "sec", 1)
+    plain = np.mean([fleet.updates[(w, 1)] for w in fleet.workers], axis=0)
+    assert np.abs((after - before) - plain).max() > 1e-3
