@@ -41,11 +41,12 @@ def secure_config(
     table: dict[str, Any] | None = None,
     privacy: dict[str, Any] | None = None,
     name: str = "sec",
+    num_features: int = 10,
 ) -> TaskConfig:
     raw: dict[str, Any] = {
         "name": name,
         "objective": "page_examples",
-        "model": {"kind": "logreg", "num_features": 10},
+        "model": {"kind": "logreg", "num_features": num_features},
         "hyper": {"learning_rate": 0.5, "epochs": 1, "batch_size": 4, "clip_norm": 1.0},
         "rounds": {
             "goal": goal,
@@ -66,11 +67,11 @@ def secure_config(
     return TaskConfig.from_dict(raw)
 
 
-def local_data(seed: int, n: int = 12) -> list[Example]:
+def local_data(seed: int, n: int = 12, features: int = 10) -> list[Example]:
     rng = random.Random(seed)
     return [
         Example(
-            tuple(sorted(rng.sample(range(10), 3))),
+            tuple(sorted(rng.sample(range(features), 3))),
             tuple(rng.uniform(0.0, 2.0) for _ in range(3)),
             rng.randrange(2),
         )
@@ -87,8 +88,10 @@ class Fleet:
     updates: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     workers: dict[str, Worker] = field(default_factory=dict)
 
-    def add(self, worker_id: str, seed: int, leave_at: str | None = None) -> Worker:
-        data = local_data(seed)
+    def add(
+        self, worker_id: str, seed: int, leave_at: str | None = None, features: int = 10
+    ) -> Worker:
+        data = local_data(seed, n=max(12, features // 4), features=features)
 
         async def trainer(
             spec: ModelSpec,
