@@ -13,13 +13,13 @@ import numpy as np
 
 from browser_worker.host.cpython import CPythonHost
 from browser_worker.training import Hyper, LocalResult
-from browser_worker.worker import Worker, WorkerConfig, train_pure
+from browser_worker.worker import DataProvider, Worker, WorkerConfig, train_pure
 from dandelion.coordinator import TaskConfig
 from dandelion.protocol import TensorFrame
 from dandelion.protocol.secagg import encode
 from dandelion.taskspec.models import Example, ModelSpec
 
-from .conftest import Live, scaled
+from .conftest import scaled
 
 #: The message a worker leaves at (closing its socket instead of answering), by the phase it
 #: then drops out of: it never advertises, never shares, never sends its masked vector, or
@@ -84,14 +84,19 @@ class Fleet:
     """CPython workers of one live coordinator; ``updates`` holds, by worker id and round,
     the clipped update each trained (recorded on the worker's side, before masking)."""
 
-    live: Live
+    url: str
     updates: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     workers: dict[str, Worker] = field(default_factory=dict)
 
     def add(
-        self, worker_id: str, seed: int, leave_at: str | None = None, features: int = 10
+        self,
+        worker_id: str,
+        seed: int,
+        leave_at: str | None = None,
+        features: int = 10,
+        data: DataProvider | None = None,
     ) -> Worker:
-        data = local_data(seed, n=max(12, features // 4), features=features)
+        examples = local_data(seed, n=max(12, features // 4), features=features)
 
         async def trainer(
             spec: ModelSpec,
@@ -106,8 +111,8 @@ class Fleet:
 
         worker = Worker(
             CPythonHost(),
-            WorkerConfig(self.live.url, worker_id=worker_id, secagg_leave_at=leave_at),
-            lambda *_: data,
+            WorkerConfig(self.url, worker_id=worker_id, secagg_leave_at=leave_at),
+            data or (lambda *_: examples),
             trainer=trainer,
         )
         self.workers[worker_id] = worker

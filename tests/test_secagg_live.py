@@ -29,7 +29,7 @@ async def test_a_secure_round_with_dropouts_in_every_phase_commits_the_exact_sum
     n = 20
     config = secure_config(n, min_reports=10)
     await server.coordinator.add_task(config)
-    fleet = Fleet(server)
+    fleet = Fleet(server.url)
     leaving = {f"worker-leave-{phase}": phase for phase in LEAVE_AT}
     workers = [fleet.add(f"worker-{i:02d}", seed=i) for i in range(n - len(leaving))] + [
         fleet.add(w, seed=100 + j, leave_at=LEAVE_AT[p]) for j, (w, p) in enumerate(leaving.items())
@@ -71,7 +71,7 @@ async def test_an_abandoned_secure_round_reveals_nothing_and_is_retried(
     # finish (below min_survivors): it is abandoned before anyone is asked for a share.
     config = secure_config(n, min_reports=2, table={"min_survivors": 4})
     await server.coordinator.add_task(config)
-    fleet = Fleet(server)
+    fleet = Fleet(server.url)
     workers = [fleet.add(f"worker-{i:02d}", seed=i) for i in range(3)] + [
         fleet.add(f"worker-gone-{i}", seed=10 + i, leave_at="secagg_relay") for i in range(5)
     ]
@@ -105,7 +105,7 @@ async def test_with_privacy_epsilon_is_charged_once_per_secure_round(live: LiveF
     privacy = {"population": n, "noise_multiplier": 1.0, "epsilon": 50.0}
     config = secure_config(n, min_reports=5, deadline_s=1.0, privacy=privacy)
     await server.coordinator.add_task(config)
-    fleet = Fleet(server)
+    fleet = Fleet(server.url)
     workers = [fleet.add(f"worker-{i:02d}", seed=i) for i in range(n)]
     await fleet.run(workers, updates=2, timeout=40)
     await server.wait_rounds(2)

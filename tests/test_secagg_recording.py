@@ -75,7 +75,7 @@ async def test_the_coordinator_receives_logs_and_stores_nothing_of_one_update(
     n = 16
     config = secure_config(n, min_reports=8, num_features=FEATURES)
     await server.coordinator.add_task(config)
-    fleet = Fleet(server)
+    fleet = Fleet(server.url)
     leaving = {"worker-gone-keys": "share", "worker-gone-unmask": "unmask"}
     workers = [fleet.add(f"worker-{i:02d}", seed=i, features=FEATURES) for i in range(n - 2)]
     workers += [
