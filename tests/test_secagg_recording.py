@@ -2,7 +2,7 @@
 received (every WebSocket message, recorded as the conversation driver takes it in), everything
 it logged (every record at DEBUG) and everything it stored (every row of every table of its
 SQLite file) is compared with each worker's plaintext clipped update, recorded on the worker's
-side. None equals one, and no vector in it correlates with one (|Pearson r| small at
+side. None equals one, and no vector in it correlates with one (|r|, Pearson's and rank, small at
 d = 401, where a leaked update gives r = 1: checked as a control)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata
 
 from dandelion.protocol import decode_frame
 from dandelion.protocol.secagg import encode
@@ -25,15 +26,22 @@ FEATURES = 400
 R_MAX = 0.25  # |r| of independent vectors at d = 401 is about N(0, 0.05): 5 sigma
 
 
-def _r(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    if a.std() == 0 or b.std() == 0:
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
+    return float(np.corrcoef(a.astype(np.float64), b.astype(np.float64))[0, 1])
 
 
-def _views(data: bytes, d: int) -> list[np.ndarray]:
-    """A byte string read every way a vector of d values could hide in it."""
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
+
+
+def _views(data: bytes, d: int) -> list[tuple[str, np.ndarray]]:
+    """A byte string read every way a vector of d values could hide in it: as float32 (then
+    only its ranks are compared: random bits read as float32 hold a few huge values, which
+    alone would decide Pearson's r), uint32 and int32."""
     if len(data) < 4 * d or len(data) % 4:
         return []
     out = []
@@ -43,9 +51,9 @@ def _views(data: bytes, d: int) -> list[np.ndarray]:
         chunk = data[start : start + 4 * d]
         # Random bits read as float32 hold NaNs and infinities: those count as zeros.
         floats = np.frombuffer(chunk, dtype="<f4")
-        out.append(np.where(np.isfinite(floats), floats, 0).astype(np.float64))
-        out.append(np.frombuffer(chunk, dtype="<u4").astype(np.float64))
-        out.append(np.frombuffer(chunk, dtype="<i4").astype(np.float64))
+        out.append(("f4", np.where(np.isfinite(floats), floats, 0).astype(np.float64)))
+        out.append(("u4", np.frombuffer(chunk, dtype="<u4").astype(np.float64)))
+        out.append(("i4", np.frombuffer(chunk, dtype="<i4").astype(np.float64)))
     return out
 
 
@@ -99,14 +107,18 @@ async def test_the_coordinator_receives_logs_and_stores_nothing_of_one_update(
 
     # The control: a leaked update, in any of these forms, would be caught.
     some = next(iter(updates))
-    assert max(abs(_r(v, updates[some])) for v in _views(encoded[some].tobytes(), d)) > 0.99
+    leaked = _views(encoded[some].tobytes(), d)
+    assert max(abs(_pearson(v, updates[some])) for _, v in leaked) > 0.99
+    assert max(abs(_spearman(v, updates[some])) for _, v in leaked) > 0.9
 
     def check_vectors(data: bytes, where: str) -> int:
         views = _views(data, d)
         for w, u in updates.items():
             assert data != u.tobytes() and data != encoded[w].tobytes(), (where, w)
-            for v in views:
-                assert abs(_r(v, u)) < R_MAX, (where, w, _r(v, u))
+            for kind, v in views:
+                assert abs(_spearman(v, u)) < R_MAX, (where, w, kind, _spearman(v, u))
+                if kind != "f4":
+                    assert abs(_pearson(v, u)) < R_MAX, (where, w, kind, _pearson(v, u))
         return len(views)
 
     def check_text(text: str, where: str) -> None:
