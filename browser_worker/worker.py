@@ -372,7 +372,15 @@ class Worker:
             detail=f"Secure round {task.round} of {task.task}: setting up.",
             rounds_joined=self.status.rounds_joined + 1,
         )
-        crypto, ops = self.host.secagg_crypto()
+        try:
+            crypto, ops = self.host.secagg_crypto()
+        except NotImplementedError as exc:
+            # This host cannot take part: the connection closes (a dropout the coordinator
+            # sees at once) and the worker comes back much later, as without local data.
+            self._set(
+                state="waiting", detail="This host cannot run secure rounds.", last_error=str(exc)
+            )
+            raise NoLocalData from None
         client = SecAggClient(crypto, ops)
         while True:
             reply = await self._exchange(conn, session)

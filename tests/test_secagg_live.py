@@ -6,14 +6,17 @@ reveals nothing, and under ``[privacy]`` ε is charged once per committed round.
 from __future__ import annotations
 
 import asyncio
+import signal
+from pathlib import Path
 
 import numpy as np
 
 from dandelion.app import ENDPOINT
 from dandelion.coordinator.secure_round import SecureRound
 
-from .conftest import Live, LiveFactory
+from .conftest import Live, LiveFactory, RawClient, toy_task_file
 from .secagg_live import IN_THE_SUM_AFTER, LEAVE_AT, Fleet, expected_step, secure_config
+from .test_kill_restart import Server, _snapshot
 
 
 async def _model(server: Live, task: str, version: int) -> np.ndarray:
@@ -119,3 +122,46 @@ async def test_with_privacy_epsilon_is_charged_once_per_secure_round(live: LiveF
     before, after = await _model(server, "sec", 0), await _model(server, "sec", 1)
     plain = np.mean([fleet.updates[(w, 1)] for w in fleet.workers], axis=0)
     assert np.abs((after - before) - plain).max() > 1e-3
+
+
+async def test_a_secure_round_under_way_when_the_coordinator_is_killed_is_interrupted(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL ``dandelion serve`` in the middle of a secure round: at restart that round is
+    closed as interrupted (its masked sum and secrets were in memory only), nothing of it was
+    acknowledged or committed, and the task goes on with the next round."""
+    task = toy_task_file({"goal": 4, "min_reports": 2, "over_selection": 1.0, "deadline_s": 60})
+    server = Server(tmp_path, task + "[secure_aggregation]\nadvertise_timeout_s = 60\n")
+    await server.start()
+    fleet = Fleet(server.url)
+    workers = [fleet.add(f"worker-{i:02d}", seed=i) for i in range(3)]
+    runs = [asyncio.create_task(w.run(max_updates=1)) for w in workers]
+    silent = await RawClient.connect(server.url)
+    try:
+        assert (await silent.hello("worker-silent"))["type"] == "welcome"
+        for _ in range(200):
+            msg, _frame = await silent.checkin()
+            if msg["type"] == "task":
+                break
+            await asyncio.sleep(0.05)
+        assert msg.get("secure") is True, msg
+        setup = await silent.recv_json(timeout=20)  # the cohort closed: the protocol started
+        assert setup["type"] == "secagg_setup", setup
+        server.kill()  # the others advertised; the round waits for this one's keys
+    finally:
+        await Fleet.stop(workers, runs)
+        await silent.close()
+    assert all(w.status.updates_accepted == 0 for w in workers)
+    await server.start()
+    try:
+        for _ in range(200):
+            snapshot = _snapshot(server.state)
+            if snapshot["rounds"].get(1) != "open" and 2 in snapshot["rounds"]:
+                break
+            await asyncio.sleep(0.05)
+        assert snapshot["rounds"][1] == "interrupted", snapshot
+        assert snapshot["rounds"][2] == "open"
+        assert snapshot["versions"] == [0]
+        assert snapshot["reported"] == 0
+    finally:
+        server.kill(signal.SIGTERM)
