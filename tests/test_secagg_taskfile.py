@@ -141,3 +141,12 @@ def test_task_check_validates_the_table(tmp_path: Path) -> None:
     refused = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2
     assert "degree 13 must be even" in refused.stderr
+
+
+def test_the_emulator_refuses_a_secure_task_naming_the_table() -> None:
+    from dandelion.emulation import PopulationConfig, PopulationConfigError
+    from dandelion.emulation.plan import make_plan
+
+    raw = secure_task({}, rounds={"goal": 10, "over_selection": 1.0})
+    with pytest.raises(PopulationConfigError, match=r"task\.secure_aggregation: the emulator"):
+        make_plan(PopulationConfig(size=20), task=raw)
