@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dandelion.app import ENDPOINT
 from dandelion.coordinator.secure_round import SecureRound
@@ -165,3 +166,37 @@ async def test_a_secure_round_under_way_when_the_coordinator_is_killed_is_interr
         assert snapshot["reported"] == 0
     finally:
         server.kill(signal.SIGTERM)
+
+
+async def test_a_participant_that_reconnects_mid_round_is_a_dropout(live: LiveFactory) -> None:
+    """Its secrets were in the old connection's worker: the round goes on without it at once
+    (not at the phase's deadline), and its new connection is pushed nothing of the round."""
+    server: Live = await live()
+    config = secure_config(4, min_reports=2, table={"advertise_timeout_s": 60})
+    await server.coordinator.add_task(config)
+    fleet = Fleet(server.url)
+    workers = [fleet.add(f"worker-{i:02d}", seed=i) for i in range(3)]
+    runs = [asyncio.create_task(w.run(max_updates=1)) for w in workers]
+    old = await RawClient.connect(server.url)
+    try:
+        assert (await old.hello("worker-again"))["type"] == "welcome"
+        for _ in range(200):
+            msg, _frame = await old.checkin()
+            if msg["type"] == "task":
+                break
+            await asyncio.sleep(0.02)
+        assert (await old.recv_json(timeout=10))["type"] == "secagg_setup"
+        new = await RawClient.connect(server.url)
+        assert (await new.hello("worker-again"))["type"] == "welcome"  # the old one is closed
+        await server.wait_rounds(1, timeout=20)  # long before the 60 s advertise deadline
+        await Fleet.stop(workers, runs)  # round 2's cohort does not fill
+        reply, _frame = await new.checkin()
+        assert reply["type"] == "come_back" or reply["round"] == 2, reply
+        with pytest.raises(TimeoutError):
+            await new.recv(timeout=0.5)  # nothing of round 1: no secagg message, no ack
+    finally:
+        await Fleet.stop(workers, runs)
+        await old.close()
+    outcome = server.outcomes[0]
+    assert (outcome.status, outcome.assigned, outcome.reported) == ("completed", 4, 3)
+    assert all(w.status.updates_accepted == 1 for w in workers)

@@ -307,9 +307,14 @@ class Coordinator:
         )
         return Reply(revoke=True, close_code=1000, close_reason="opted out")
 
-    async def on_disconnect(self, worker_id: str) -> None:
+    async def on_disconnect(self, worker_id: str, *, replaced: bool = False) -> None:
         """The worker's connection ended: its assignments that have not reported free their
-        slots at once."""
+        slots at once. ``replaced``: the worker has a newer connection already; the
+        assignment stays, but a secure round it is in has lost it (its secrets were in the
+        connection's worker session): a dropout."""
+        if replaced:
+            await self.secure.gone(self.tasks.values(), worker_id)
+            return
         now = self.clock()
         events = [
             event

@@ -54,7 +54,7 @@ class SecureRounds:
         self._close_soon = close_soon
         self.outlet: Outlet | None = None
         self.refused = 0  # protocol messages the servers refused (counts only)
-        self._to_ack: dict[tuple[str, int], list[tuple[str, str]]] = {}  # -> (worker, nonce)
+        self._to_ack: dict[tuple[str, int], SecureRound] = {}  # done, waiting for its commit
         self._background: set[asyncio.Task[None]] = set()
 
     def _host(self) -> tuple[CryptoHost, Mod32Ops]:
@@ -132,6 +132,7 @@ class SecureRounds:
             if isinstance(rnd, SecureRound) and rnd.server is not None and rnd.open:
                 index = rnd.index_of.get(worker_id)
                 if index is not None:
+                    rnd.gone.add(worker_id)  # nothing more is pushed to it, not even an ack
                     await rnd.server.drop(index, self.clock())
                     await self._flush(runtime, rnd)
 
@@ -141,13 +142,13 @@ class SecureRounds:
         server = rnd.server
         if server is not None:
             for index, message in server.take_outbox():
-                await self._push(rnd.by_index[index], message)
+                worker = rnd.by_index[index]
+                if worker not in rnd.gone:  # a newer connection of it is in no such round
+                    await self._push(worker, message)
             if server.finished and not rnd.ended:
                 rnd.finish()
                 if rnd.failure is None:
-                    self._to_ack[(runtime.name, rnd.number)] = [
-                        (w, _nonce(rnd, w)) for w in rnd.survivors
-                    ]
+                    self._to_ack[(runtime.name, rnd.number)] = rnd
                 log.info(
                     "task %s: secure round %d %s: %d of %d in the sum",
                     runtime.name,
@@ -165,13 +166,14 @@ class SecureRounds:
 
     def committed(self, outcome: RoundOutcome) -> None:
         """A round listener: once a secure round's model is committed, ack its survivors."""
-        waiting = self._to_ack.pop((outcome.task, outcome.round), None)
-        if waiting is None or outcome.status != "completed":
+        rnd = self._to_ack.pop((outcome.task, outcome.round), None)
+        if rnd is None or outcome.status != "completed":
             return
         window = self.pace.window(self.clock())
         acks = [
-            (w, Ack(outcome.task, outcome.round, nonce, retry_window=window))
-            for w, nonce in waiting
+            (w, Ack(outcome.task, outcome.round, _nonce(rnd, w), retry_window=window))
+            for w in rnd.survivors
+            if w not in rnd.gone  # its connection of the round ended: nobody to tell
         ]
         self._spawn(self._push_all(acks))
 

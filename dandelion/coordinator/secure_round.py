@@ -80,6 +80,7 @@ class SecureRound(RoundState):
         #: Assigned workers whose task is queued on their connection: only they may be in the
         #: cohort (a setup must never overtake the task it belongs to).
         self.told: set[str] = set()
+        self.gone: set[str] = set()  # participants whose connection of the round ended
 
     # -- the cohort ------------------------------------------------------------------------------
 

@@ -128,6 +128,7 @@ class ConversationDriver:
         if isinstance(message, Ack):
             conversation._training_s = None
             self.counters.outcomes["ack"] += 1
+            self.counters.updates_accepted += 1
         with contextlib.suppress(ConnectionError):
             await conversation.flush()
         return True
@@ -222,10 +223,12 @@ class Conversation:
         if worker is None:
             return
         self.driver._forget(worker, self)
-        if self.session.version is not None and self.driver.conversation_of(worker) is None:
-            # On a storage error the store logged it; the slot is free in memory all the same.
-            with contextlib.suppress(StorageError):
-                await self.driver.coordinator.on_disconnect(worker)
+        if self.session.version is None:
+            return
+        replaced = self.driver.conversation_of(worker) is not None
+        # On a storage error the store logged it; the slot is free in memory all the same.
+        with contextlib.suppress(StorageError):
+            await self.driver.coordinator.on_disconnect(worker, replaced=replaced)
 
     async def _dispatch(self, event: Any) -> None:
         driver = self.driver
