@@ -42,6 +42,7 @@ def secure_config(
     privacy: dict[str, Any] | None = None,
     name: str = "sec",
     num_features: int = 10,
+    server: dict[str, Any] | None = None,
 ) -> TaskConfig:
     raw: dict[str, Any] = {
         "name": name,
@@ -64,6 +65,8 @@ def secure_config(
     }
     if privacy is not None:
         raw["privacy"] = privacy
+    if server is not None:
+        raw["server"] = server
     return TaskConfig.from_dict(raw)
 
 

@@ -200,3 +200,19 @@ async def test_a_participant_that_reconnects_mid_round_is_a_dropout(live: LiveFa
     outcome = server.outcomes[0]
     assert (outcome.status, outcome.assigned, outcome.reported) == ("completed", 4, 3)
     assert all(w.status.updates_accepted == 1 for w in workers)
+
+
+async def test_workers_clip_to_the_rounds_bound_the_server_sets(live: LiveFactory) -> None:
+    """The coordinator cannot clip a masked update: the task message carries the round's C
+    ([server] clip_norm here, below the hyper-parameters' 1.0) and each worker clips to it."""
+    server: Live = await live()
+    config = secure_config(5, min_reports=2, server={"clip_norm": 0.01})
+    assert config.clip_norm == 0.01
+    await server.coordinator.add_task(config)
+    fleet = Fleet(server.url)
+    await fleet.run([fleet.add(f"worker-{i:02d}", seed=i) for i in range(5)])
+    await server.wait_rounds(1)
+    norms = [float(np.linalg.norm(u)) for u in fleet.updates.values()]
+    assert len(norms) == 5
+    assert max(norms) <= 0.01 + 1e-9
+    assert min(norms) > 0.009  # the bound binds: the unclipped updates are longer

@@ -219,6 +219,10 @@ class Coordinator:
         adaptive = config.privacy is not None and config.privacy.adaptive
         if adaptive and isinstance(rnd, RoundState):
             hyper["clip_norm"] = rnd.clip_norm  # this round's C: the worker's bit is against it
+        if isinstance(rnd, SecureRound):
+            # The worker's own clipping is all that bounds its update in the sum: to the
+            # round's C (the server's clip_norm when set), the one its setup encodes with.
+            hyper["clip_norm"] = rnd.clip_norm
         deadline_s = max(0.001, round(rnd.deadline - now, 3))
         task = Task(
             task=runtime.name,
