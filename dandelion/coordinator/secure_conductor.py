@@ -146,7 +146,7 @@ class SecureRounds:
                 if worker not in rnd.gone:  # a newer connection of it is in no such round
                     await self._push(worker, message)
             if server.finished and not rnd.ended:
-                rnd.finish()
+                rnd.finish(self.clock())
                 if rnd.failure is None:
                     self._to_ack[(runtime.name, rnd.number)] = rnd
                 log.info(

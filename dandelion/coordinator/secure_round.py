@@ -161,7 +161,7 @@ class SecureRound(RoundState):
         # own timeouts: the round ends when the protocol does, never at a clock of its own.
         return False
 
-    def finish(self) -> None:
+    def finish(self, now: float) -> None:
         """The server ended: the survivors (done) are the round's reporters, in the batch the
         commit makes durable; every other participant is released (it left, or the round
         was abandoned)."""
@@ -178,7 +178,7 @@ class SecureRound(RoundState):
             if index not in u3:
                 self._assignments[worker].state = _RELEASED
         self.batch.workers = list(self.survivors)
-        self.batch.reported_at = [self.opened_at] * len(self.survivors)
+        self.batch.reported_at = [now] * len(self.survivors)  # when the sum was known
 
     @property
     def reported(self) -> int:
