@@ -216,3 +216,34 @@ async def test_workers_clip_to_the_rounds_bound_the_server_sets(live: LiveFactor
     assert len(norms) == 5
     assert max(norms) <= 0.01 + 1e-9
     assert min(norms) > 0.009  # the bound binds: the unclipped updates are longer
+
+
+async def test_a_participant_too_slow_for_a_phase_is_told_the_round_went_on_without_it(
+    live: LiveFactory,
+) -> None:
+    """Connected but silent past the advertise deadline: it is dropped from the round, which
+    completes without it, and it is told so (``reject`` ``stale_round``), not left waiting."""
+    server: Live = await live()
+    config = secure_config(4, min_reports=2, table={"advertise_timeout_s": 0.5})
+    await server.coordinator.add_task(config)
+    fleet = Fleet(server.url)
+    workers = [fleet.add(f"worker-{i:02d}", seed=i) for i in range(3)]
+    runs = [asyncio.create_task(w.run(max_updates=1)) for w in workers]
+    slow = await RawClient.connect(server.url)
+    try:
+        assert (await slow.hello("worker-slow"))["type"] == "welcome"
+        for _ in range(200):
+            task, _frame = await slow.checkin()
+            if task["type"] == "task":
+                break
+            await asyncio.sleep(0.02)
+        assert (await slow.recv_json(timeout=10))["type"] == "secagg_setup"
+        told = await slow.recv_json(timeout=10)  # it never advertised
+        assert (told["type"], told["reason"]) == ("reject", "stale_round"), told
+        assert told["nonce"] == task["nonce"]
+        await server.wait_rounds(1)
+    finally:
+        await Fleet.stop(workers, runs)
+        await slow.close()
+    assert server.outcomes[0].reported == 3
+    assert all(w.status.updates_accepted == 1 for w in workers)

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from ..protocol import Ack, FrameError, MessageError
+from ..protocol import Ack, FrameError, MessageError, Reject
 from ..protocol.secagg import CryptoHost, Mod32Ops, SecAggViolation
 from ..protocol.secagg.messages import Abort, SecAggMessage
 from .pace import PaceSteering
@@ -34,7 +34,7 @@ log = logging.getLogger("dandelion.coordinator")
 class Outlet(Protocol):
     """Where pushed messages go: the worker's open conversation, if it has one."""
 
-    async def push(self, worker_id: str, message: SecAggMessage | Ack) -> bool: ...
+    async def push(self, worker_id: str, message: SecAggMessage | Ack | Reject) -> bool: ...
 
 
 class SecureRounds:
@@ -143,10 +143,13 @@ class SecureRounds:
         if server is not None:
             for index, message in server.take_outbox():
                 worker = rnd.by_index[index]
+                if isinstance(message, Abort):
+                    rnd.told_to_stop.add(worker)
                 if worker not in rnd.gone:  # a newer connection of it is in no such round
                     await self._push(worker, message)
             if server.finished and not rnd.ended:
                 rnd.finish(self.clock())
+                await self._turn_away(rnd)
                 if rnd.failure is None:
                     self._to_ack[(runtime.name, rnd.number)] = rnd
                 log.info(
@@ -160,7 +163,19 @@ class SecureRounds:
         if rnd.complete:
             self._close_soon(runtime, rnd)
 
-    async def _push(self, worker_id: str, message: SecAggMessage | Ack) -> None:
+    async def _turn_away(self, rnd: SecureRound) -> None:
+        """The participants dropped from a phase (too slow, or refused) that are still
+        connected and were told nothing: ``reject`` (``stale_round``) ends the round for them."""
+        told = rnd.told_to_stop | rnd.gone | set(rnd.survivors)
+        for worker in rnd.index_of:
+            if worker not in told:
+                detail = f"round {rnd.number} was summed without this worker's masked vector"
+                reject = Reject(
+                    "stale_round", detail, rnd.config.name, rnd.number, _nonce(rnd, worker)
+                )
+                await self._push(worker, reject)
+
+    async def _push(self, worker_id: str, message: SecAggMessage | Ack | Reject) -> None:
         if self.outlet is not None:
             await self.outlet.push(worker_id, message)
 

@@ -81,6 +81,7 @@ class SecureRound(RoundState):
         #: cohort (a setup must never overtake the task it belongs to).
         self.told: set[str] = set()
         self.gone: set[str] = set()  # participants whose connection of the round ended
+        self.told_to_stop: set[str] = set()  # participants pushed a secagg_abort
 
     # -- the cohort ------------------------------------------------------------------------------
 

@@ -102,7 +102,15 @@ COORDINATOR_RECEIVES: dict[CoordinatorState, dict[str, CoordinatorState]] = {
 
 #: What the coordinator pushes in a secure round, in READY and while a frame is awaited; the
 #: conversation's state stays as it is.
-_PUSHED = ("secagg_setup", "secagg_keys", "secagg_relay", "secagg_unmask", "secagg_abort", "ack")
+_PUSHED = (
+    "secagg_setup",
+    "secagg_keys",
+    "secagg_relay",
+    "secagg_unmask",
+    "secagg_abort",
+    "ack",
+    "reject",  # to a participant the round went on without
+)
 
 # What the coordinator may send in each state, and where it leads. ``error`` is legal in every
 # open state and changes nothing; a fatal error closes (handled by the session, not the table).

@@ -113,7 +113,7 @@ class ConversationDriver:
     def conversation_of(self, worker_id: str) -> Conversation | None:
         return self._by_worker.get(worker_id)
 
-    async def push(self, worker_id: str, message: SecAggMessage | Ack) -> bool:
+    async def push(self, worker_id: str, message: SecAggMessage | Ack | Reject) -> bool:
         """Send a message the coordinator decided on its own (a secure round's phase closed)
         on the worker's open conversation. False when it has none (it is gone)."""
         conversation = self._by_worker.get(worker_id)
@@ -121,11 +121,14 @@ class ConversationDriver:
             return False
         session = conversation.session
         with contextlib.suppress(LocalProtocolError):
-            if isinstance(message, Ack):
+            if isinstance(message, Ack | Reject):
                 session.send(message)
             else:
                 session.send_secagg(message)
-        if isinstance(message, Ack):
+        if isinstance(message, Reject):
+            conversation._training_s = None
+            self.counters.outcomes[_outcome(message)] += 1
+        elif isinstance(message, Ack):
             conversation._training_s = None
             self.counters.outcomes["ack"] += 1
             self.counters.updates_accepted += 1
