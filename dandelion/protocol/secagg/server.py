@@ -23,7 +23,7 @@ from ..errors import FrameError
 from ..frames import decode_frame
 from .crypto import CryptoHost
 from .derivation import self_mask
-from .errors import ReconstructionError, SecAggViolation
+from .errors import CryptoError, ReconstructionError, SecAggViolation
 from .fixedpoint import decode_sum
 from .graph import SEED_BYTES, neighbourhoods, round_salt
 from .masking import pairwise_correction
@@ -361,7 +361,9 @@ class SecAggServer:
             for i in sorted(u3):
                 seed = reconstruct(self._b_shares[i], t)
                 self.ops.add_into(correction, await self_mask(self.crypto, self._salt, seed, i, d))
-        except ReconstructionError:
+        except (ReconstructionError, CryptoError):
+            # Shares that rebuild nothing, or a survivor's key that agrees on nothing (a broken
+            # or hostile worker): the masks cannot be cancelled, the round ends unrevealed.
             self._abandon("reconstruction_failed")
             return
         self.result = self.sink.unmask(correction)
