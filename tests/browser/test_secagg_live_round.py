@@ -86,8 +86,13 @@ async def test_a_live_secure_round_of_chromium_and_cpython_workers_with_dropouts
         else:
             raise AssertionError(f"round 1 did not end; coordinator log: {coord.log()}")
         assert rows[0][0] == "completed", (rows, coord.log())
+        # The acks are pushed once the commit is stored: wait for the pages to have them.
+        for _ in range(100):
+            statuses = [await c.pages[0].evaluate("window.__status") for c in contexts]
+            if all(s["updates_accepted"] >= 1 for s in statuses[:4]):
+                break
+            await asyncio.sleep(0.1)
         in_browser_pages = [await c.pages[0].evaluate("window.__log") for c in contexts]
-        statuses = [await c.pages[0].evaluate("window.__status") for c in contexts]
         booted = [await c.pages[0].evaluate("window.__booted") for c in contexts]
     finally:
         await Fleet.stop(workers, runs)
