@@ -12,11 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from browser_worker.host import MemoryHost
+from browser_worker.worker import Worker, WorkerConfig
 from dandelion.app import ENDPOINT
 from dandelion.coordinator.secure_round import SecureRound
+from dandelion.transport import MemoryTransport
 
 from .conftest import Live, LiveFactory, RawClient, toy_task_file
-from .secagg_live import IN_THE_SUM_AFTER, LEAVE_AT, Fleet, expected_step, secure_config
+from .secagg_live import (
+    IN_THE_SUM_AFTER,
+    LEAVE_AT,
+    Fleet,
+    expected_step,
+    local_data,
+    secure_config,
+)
 from .test_kill_restart import Server, _snapshot
 
 
@@ -246,4 +256,38 @@ async def test_a_participant_too_slow_for_a_phase_is_told_the_round_went_on_with
         await Fleet.stop(workers, runs)
         await slow.close()
     assert server.outcomes[0].reported == 3
+    assert all(w.status.updates_accepted == 1 for w in workers)
+
+
+async def test_a_host_without_secure_aggregation_crypto_leaves_the_round_at_once(
+    live: LiveFactory,
+) -> None:
+    """The in-memory host has no crypto: its worker closes its connection when handed a
+    secure task, and says why; its assignment is released at once (it left), and the others'
+    round completes at the cohort's deadline. The in-memory transport and the WebSocket
+    endpoint serve one coordinator side by side."""
+    server: Live = await live()
+    config = secure_config(4, min_reports=2, deadline_s=0.5)
+    await server.coordinator.add_task(config)
+    transport = MemoryTransport(server.coordinator, server.coordinator.settings, None)
+    memory = Worker(
+        MemoryHost(transport.serve),
+        WorkerConfig("memory://", worker_id="worker-memory"),
+        lambda *_: local_data(9),
+    )
+    fleet = Fleet(server.url)
+    workers = [fleet.add(f"worker-{i:02d}", seed=i) for i in range(3)]
+    runs = [asyncio.create_task(w.run(max_updates=1)) for w in [*workers, memory]]
+    try:
+        for _ in range(500):
+            if memory.status.detail == "This host cannot run secure rounds.":
+                break
+            await asyncio.sleep(0.01)
+        assert memory.status.detail == "This host cannot run secure rounds.", memory.status
+        assert "no crypto for secure aggregation" in (memory.status.last_error or "")
+        await server.wait_rounds(1, timeout=20)
+    finally:
+        await Fleet.stop([*workers, memory], runs)
+    outcome = server.outcomes[0]
+    assert (outcome.assigned, outcome.reported, outcome.dropped_by["left"]) == (4, 3, 1)
     assert all(w.status.updates_accepted == 1 for w in workers)

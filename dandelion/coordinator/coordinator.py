@@ -93,7 +93,7 @@ class Coordinator:
         self.lifecycle = RoundLifecycle(
             store, clock, self.pace, settings.monitor_k, entropy=self.entropy
         )
-        #: Secure rounds' protocol; the transport attaches its outlet (``secure.outlet``).
+        #: Secure rounds' protocol; each transport adds its outlet (``secure.outlets``).
         self.secure = SecureRounds(clock, self.pace, _crypto_hosts, self.lifecycle.close_soon)
         self.lifecycle.listeners.append(self.secure.committed)
         self._last_refresh = 0.0

@@ -8,8 +8,8 @@ each worker message to the server, tells it who is gone (a closed connection is 
 ticks its phase deadlines, pushes what it queued, asks the lifecycle to close the round when the
 protocol ends, and once that round's model is committed pushes ``ack`` to the workers whose
 masked vector is in it — so an ack still means "the update is in the model". Messages go out
-through an :class:`Outlet` that the transport attaches (the conversation driver): the
-coordinator knows no socket. It logs counts only, never a vector or a figure of one worker.
+through the :class:`Outlet` of each transport (its conversation driver): the coordinator knows
+no socket. It logs counts only, never a vector or a figure of one worker.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class SecureRounds:
         self._crypto = crypto
         self._hosts: tuple[CryptoHost, Mod32Ops] | None = None
         self._close_soon = close_soon
-        self.outlet: Outlet | None = None
+        #: Where pushed messages go: each transport's conversation driver adds itself.
+        self.outlets: list[Outlet] = []
         self.refused = 0  # protocol messages the servers refused (counts only)
         self._to_ack: dict[tuple[str, int], SecureRound] = {}  # done, waiting for its commit
         self._background: set[asyncio.Task[None]] = set()
@@ -176,8 +177,9 @@ class SecureRounds:
                 await self._push(worker, reject)
 
     async def _push(self, worker_id: str, message: SecAggMessage | Ack | Reject) -> None:
-        if self.outlet is not None:
-            await self.outlet.push(worker_id, message)
+        for outlet in self.outlets:
+            if await outlet.push(worker_id, message):
+                return  # the worker's connection is on this transport
 
     def committed(self, outcome: RoundOutcome) -> None:
         """A round listener: once a secure round's model is committed, ack its survivors."""

@@ -101,7 +101,7 @@ class ConversationDriver:
         self.counters = DriverCounters()
         self._by_worker: dict[str, Conversation] = {}
         self._closing: set[asyncio.Task[None]] = set()
-        coordinator.secure.outlet = self  # secure rounds push their phases' messages here
+        coordinator.secure.outlets.append(self)  # secure rounds push their phases' messages here
 
     def open(self, link: Link, *, clock: Any = None) -> Conversation:
         """Start the conversation of a new connection. Its rate limit runs on ``clock``, by
