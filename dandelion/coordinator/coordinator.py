@@ -214,6 +214,10 @@ class Coordinator:
         except BaseException:
             rnd.free(worker_id)  # never told: the slot is free again
             raise
+        if isinstance(rnd, SecureRound) and rnd.started:
+            # Its cohort closed while the selection was being stored: not one of it.
+            rnd.free(worker_id)
+            return Reply(ComeBack(self.pace.window(now, cap_s=4 * self.pace.min_s), "round_full"))
         config = runtime.config
         hyper = dict(config.hyper)
         adaptive = config.privacy is not None and config.privacy.adaptive
