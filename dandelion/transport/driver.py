@@ -181,6 +181,7 @@ class Conversation:
         self.quiet_s = s.hello_timeout_s  # until welcomed: the hello timeout, from connecting
         self.revoked = False
         self._training_s: float | None = None  # silence allowed while training on a task
+        self._sending = asyncio.Lock()
 
     @property
     def worker_id(self) -> str | None:
@@ -215,8 +216,11 @@ class Conversation:
 
     async def flush(self) -> None:
         session, link = self.session, self.link
-        for out in session.data_to_send():
-            await link.send(out)
+        # One flush at a time: a message pushed by a secure round while this connection's own
+        # answer (a task and its model frame) is still being written goes out after it.
+        async with self._sending:
+            for out in session.data_to_send():
+                await link.send(out)
         if session.close_code is not None and not link.closed:
             await link.close(session.close_code, session.close_reason[:120])
 

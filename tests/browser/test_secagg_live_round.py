@@ -29,10 +29,13 @@ CPYTHON_LEAVES = {20: "advertise", 21: "share", 22: "masked", 23: "unmask"}
 
 
 def _task() -> str:
-    return task_toml(goal=N, min_reports=10, deadline_s=90.0) + (
-        "[secure_aggregation]\n"
-        "advertise_timeout_s = 30\nshare_timeout_s = 30\n"
-        "masked_timeout_s = 30\nunmask_timeout_s = 30\n"
+    # Generous phase timeouts: a phase closes as soon as everyone still there answered, so they
+    # only matter on a loaded machine (six Pyodide pages and 24 workers on two cores).
+    phase = round(scaled(60))
+    keys = ("advertise", "share", "masked", "unmask")
+    table = "".join(f"{key}_timeout_s = {phase}\n" for key in keys)
+    return task_toml(goal=N, min_reports=10, deadline_s=scaled(120)) + (
+        "[secure_aggregation]\n" + table
     )
 
 
@@ -77,7 +80,7 @@ async def test_a_live_secure_round_of_chromium_and_cpython_workers_with_dropouts
             contexts.append(context)
             page = await context.new_page()
             await page.goto(server.url)
-        deadline = time.monotonic() + scaled(120)
+        deadline = time.monotonic() + scaled(240)
         while time.monotonic() < deadline:
             rows = coord.sql("select status, reported, assigned from rounds where round = 1")
             if rows and rows[0][0] != "open":
@@ -85,7 +88,9 @@ async def test_a_live_secure_round_of_chromium_and_cpython_workers_with_dropouts
             await asyncio.sleep(0.25)
         else:
             raise AssertionError(f"round 1 did not end; coordinator log: {coord.log()}")
-        assert rows[0][0] == "completed", (rows, coord.log())
+        if rows[0][0] != "completed":
+            print(coord.log())  # shown with the failure
+        assert rows[0][0] == "completed", rows
         # The acks are pushed once the commit is stored: wait for the pages to have them.
         for _ in range(100):
             statuses = [await c.pages[0].evaluate("window.__status") for c in contexts]
