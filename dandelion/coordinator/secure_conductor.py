@@ -154,12 +154,14 @@ class SecureRounds:
                 if rnd.failure is None:
                     self._to_ack[(runtime.name, rnd.number)] = rnd
                 log.info(
-                    "task %s: secure round %d %s: %d of %d in the sum",
+                    "task %s: secure round %d %s%s: %d of %d in the sum (phases' live sets %s)",
                     runtime.name,
                     rnd.number,
                     server.phase.value,
+                    f" ({server.abandon_reason})" if server.abandon_reason else "",
                     len(rnd.survivors),
                     len(rnd.by_index),
+                    "/".join(str(len(live)) for live in server.live),
                 )
         if rnd.complete:
             self._close_soon(runtime, rnd)
