@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import hmac
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
 
@@ -148,6 +149,9 @@ class RoundBase[A: Sums]:
         self._assignments: dict[str, Assignment] = {}
         self._holding = 0  # assignments active, pending or reported: what over-selection caps
         self._latencies: list[float] = []
+        self._median: tuple[int, float] = (0, math.nan)  # (reports it covers, median latency)
+        #: Workers sent away while the round was full: pace steering ranks them by this count.
+        self.turned_away = 0
         self.final: A | None = None
         self.commit_failed = False  # a failed commit is logged once per round
 
@@ -253,6 +257,27 @@ class RoundBase[A: Sums]:
         if len(self._latencies) < min(_ADAPTIVE_AFTER, self.plan.goal):
             return math.inf
         return max(_ADAPTIVE_FLOOR_S, _ADAPTIVE_FACTOR * max(self._latencies))
+
+    def median_latency(self) -> float | None:
+        """The median time from assignment to report over the round's reports so far; None
+        before the first few (five, or the goal if smaller) have come in."""
+        latencies = self._latencies
+        if not latencies or len(latencies) < min(_ADAPTIVE_AFTER, self.plan.goal):
+            return None
+        if self._median[0] != len(latencies):
+            self._median = (len(latencies), statistics.median(latencies))
+        return self._median[1]
+
+    def expected_close(self, now: float, latency_s: float | None) -> float | None:
+        """When a full round is expected to close, by its own reports' median latency (or
+        ``latency_s``, the task's last round's, before it has its own): its last assignments
+        report about that long from now. Never after the deadline; None without an estimate."""
+        typical = self.median_latency()
+        if typical is None:
+            typical = latency_s
+        if typical is None:
+            return None
+        return min(self.deadline, now + typical)
 
     def silent(self, now: float) -> list[str]:
         """Workers whose active assignment has waited longer than the report timeout."""
