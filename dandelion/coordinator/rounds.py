@@ -149,6 +149,7 @@ class RoundBase[A: Sums]:
         self._assignments: dict[str, Assignment] = {}
         self._holding = 0  # assignments active, pending or reported: what over-selection caps
         self._latencies: list[float] = []
+        self._slowest = 0.0  # max(_latencies), kept as they come (asked for on every tick)
         self._median: tuple[int, float] = (0, math.nan)  # (reports it covers, median latency)
         #: Workers sent away while the round was full: pace steering ranks them by this count.
         self.turned_away = 0
@@ -256,7 +257,7 @@ class RoundBase[A: Sums]:
             return fixed
         if len(self._latencies) < min(_ADAPTIVE_AFTER, self.plan.goal):
             return math.inf
-        return max(_ADAPTIVE_FLOOR_S, _ADAPTIVE_FACTOR * max(self._latencies))
+        return max(_ADAPTIVE_FLOOR_S, _ADAPTIVE_FACTOR * self._slowest)
 
     def median_latency(self) -> float | None:
         """The median time from assignment to report over the round's reports so far; None
@@ -319,7 +320,9 @@ class RoundBase[A: Sums]:
         batch = self.batch
         batch.workers.append(worker_id)
         batch.reported_at.append(now)
-        self._latencies.append(max(0.0, now - mine.assigned_at))
+        latency = max(0.0, now - mine.assigned_at)
+        self._latencies.append(latency)
+        self._slowest = max(self._slowest, latency)
         return batch
 
     @property
