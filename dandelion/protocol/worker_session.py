@@ -93,7 +93,9 @@ class WorkerSession:
 
     def send_checkin(self, checkin: Checkin | None = None) -> None:
         """Send ``checkin``, carrying the connection's version whatever ``checkin.v`` says."""
-        self._send(replace(checkin or Checkin(), v=self._v()))
+        v = self._v()
+        checkin = checkin or Checkin(v=v)
+        self._send(checkin if checkin.v == v else replace(checkin, v=v))
 
     def send_update(
         self,
