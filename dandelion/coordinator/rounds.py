@@ -28,6 +28,7 @@ deadline).
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import math
 import statistics
@@ -91,8 +92,18 @@ class Batch[A: Sums]:
         return self.aggregate.count
 
 
-def assignment_nonce(secret: str, task: str, number: int, worker_id: str) -> str:
-    mac = hmac.digest(secret.encode(), f"{task}\0{number}\0{worker_id}".encode(), "sha256")
+def assignment_nonce(
+    secret: str, task: str, number: int, worker_id: str, *, keyed: hmac.HMAC | None = None
+) -> str:
+    """The HMAC of the assignment under ``secret``; ``keyed``: an HMAC object already keyed
+    with it (copied, not keyed again: a round hands out a nonce per assignment)."""
+    msg = f"{task}\0{number}\0{worker_id}".encode()
+    if keyed is None:
+        mac = hmac.digest(secret.encode(), msg, "sha256")
+    else:
+        h = keyed.copy()
+        h.update(msg)
+        mac = h.digest()
     return base64.urlsafe_b64encode(mac[:18]).decode()
 
 
@@ -137,6 +148,7 @@ class RoundBase[A: Sums]:
         self.opened_at = opened_at
         self.deadline = opened_at + plan.deadline_s
         self.secret = secret
+        self._keyed = hmac.new(secret.encode(), digestmod=hashlib.sha256)
         self.step = max(1, step)
         self.epsilon_after: float | None = None
         self.open = True
@@ -226,7 +238,9 @@ class RoundBase[A: Sums]:
         """Assign ``worker_id`` (again: a released assignment is taken back with its nonce)."""
         mine = self._assignments.get(worker_id)
         if mine is None:
-            nonce = assignment_nonce(self.secret, self.config.name, self.number, worker_id)
+            nonce = assignment_nonce(
+                self.secret, self.config.name, self.number, worker_id, keyed=self._keyed
+            )
             mine = self._assignments[worker_id] = Assignment(worker_id, nonce, now)
             self._holding += 1
         elif mine.state == _RELEASED:
