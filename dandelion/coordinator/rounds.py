@@ -279,7 +279,10 @@ class RoundBase[A: Sums]:
         latencies = self._latencies
         if not latencies or len(latencies) < min(_ADAPTIVE_AFTER, self.plan.goal):
             return None
-        if self._median[0] != len(latencies):
+        covered = self._median[0]
+        # Worked out again once the reports grew by a twentieth (it is an estimate; sorting the
+        # round's latencies for every worker turned away would cost more than it tells).
+        if len(latencies) != covered and (len(latencies) < 64 or len(latencies) >= 1.05 * covered):
             self._median = (len(latencies), statistics.median(latencies))
         return self._median[1]
 
