@@ -142,6 +142,8 @@ class Worker:
     def _set(self, **changes: Any) -> None:
         # Field by field: dataclasses.replace walks the fields' metadata on every call, and a
         # worker sets its status a few times a round.
+        if not changes.keys() <= _STATUS_FIELDS:
+            raise TypeError(f"not status fields: {sorted(set(changes) - _STATUS_FIELDS)}")
         s = self.status
         get = changes.get
         self.status = WorkerStatus(
@@ -153,8 +155,6 @@ class Worker:
             get("last_error", s.last_error),
             get("extra", s.extra),
         )
-        if not changes.keys() <= _STATUS_FIELDS:
-            raise TypeError(f"not status fields: {sorted(set(changes) - _STATUS_FIELDS)}")
         if self.on_status is not None:
             self.on_status(self.status)
 
