@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from dandelion.protocol import TensorFrame
 from dandelion.taskspec.models import Example, ModelSpec
 from dandelion.taskspec.registry import UnknownPlugin, load_plugins, objective
 from dandelion.taskspec.signals import Signals, parse_signals, unknown_signal_keys
@@ -23,7 +24,8 @@ from dandelion.taskspec.signals import Signals, parse_signals, unknown_signal_ke
 from .host.pyodide import PyodideHost
 from .predict import params_from_weights
 from .predict import predict as predict_scores
-from .worker import Worker, WorkerConfig, WorkerStatus
+from .training import Hyper, LocalResult
+from .worker import Trainer, Worker, WorkerConfig, WorkerStatus, train_pure
 
 __all__ = ["opt_out", "predict", "set_signals", "start", "stop"]
 
@@ -75,6 +77,7 @@ def _worker(config: dict[str, Any], bridge: Any) -> Worker:
     if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
         raise ValueError("coordinatorUrl must be a ws:// or wss:// URL")
     tasks = config.get("tasks")
+    hooks = config.get("testHooks") or {}
     return Worker(
         PyodideHost(bridge),
         WorkerConfig(
@@ -82,10 +85,27 @@ def _worker(config: dict[str, Any], bridge: Any) -> Worker:
             worker_id=config.get("workerId") or None,
             tasks=tuple(tasks) if tasks else None,
             eligibility=config.get("eligibility") or None,
+            secagg_leave_at=hooks.get("secaggLeaveAt") or None,
         ),
         _examples,
         on_status=lambda status: bridge.status(_status_json(status)),
+        trainer=_logging_trainer(bridge) if hooks.get("logUpdates") else train_pure,
     )
+
+
+def _logging_trainer(bridge: Any) -> Trainer:
+    """``testHooks.logUpdates``: the default trainer, and each clipped update to the page's own
+    ``log`` event (for tests that check a secure round's sum; it never leaves the page)."""
+
+    async def trainer(
+        spec: ModelSpec, frame: TensorFrame, examples: Any, hyper: Hyper, rng: Any
+    ) -> LocalResult:
+        result = await train_pure(spec, frame, examples, hyper, rng)
+        line = {"round": frame.header.round, "task": frame.header.task}
+        bridge.log("info", "update " + json.dumps({**line, "values": result.clipped_delta}))
+        return result
+
+    return trainer
 
 
 def start(config_json: str, signals_json: str, bridge: Any) -> int:

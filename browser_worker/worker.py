@@ -30,12 +30,15 @@ from dandelion.protocol import (
     Rejected,
     RemoteProtocolError,
     RetryWindow,
+    SecAggArrived,
     Task,
     TensorFrame,
     Welcomed,
     WorkerSession,
     floats_from_payload,
 )
+from dandelion.protocol.secagg import SecAggViolation
+from dandelion.protocol.secagg.client import ClientState, SecAggClient
 from dandelion.taskspec.models import ModelSpec
 
 from .holdout import split
@@ -83,6 +86,10 @@ class WorkerConfig:
     #: longer waits close the socket and reconnect later.
     keep_open_s: float = 60.0
     max_backoff_s: float = 600.0
+    #: Fault injection for tests of secure rounds: when a message of this type arrives (for
+    #: example ``secagg_keys``), close the connection instead of answering it, and stop — a
+    #: dropout in that phase. None: never.
+    secagg_leave_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,20 +334,14 @@ class Worker:
         task = event.task
         if task.kind == "evaluate":
             return await self._evaluate_and_report(conn, session, event)
+        if task.secure:
+            return await self._secure_round(conn, session, event)
         self._set(
             state="training",
             detail=f"Training round {task.round} of {task.task}.",
             rounds_joined=self.status.rounds_joined + 1,
         )
-        spec = ModelSpec.from_dict(task.model)
-        examples = self._local_examples(task)[0]
-        if not examples:
-            # Nothing to learn from yet: let the assignment lapse rather than report nothing.
-            self._set(state="waiting", detail="Not enough local browsing data yet.")
-            raise NoLocalData
-        hyper = Hyper.from_dict(task.hyper)
-        rng = random.Random(f"{self.worker_id}:{task.task}:{task.round}")
-        result = await self.trainer(spec, event.frame, examples, hyper, rng)
+        result = await self._train(task, event)
         session.send_update(
             result.clipped_delta,
             num_examples=result.num_examples,
@@ -363,6 +364,82 @@ class Worker:
         if isinstance(reply, ErrorReceived):
             self._set(last_error=reply.error.detail)
         return None
+
+    async def _train(self, task: Task, event: Assigned) -> LocalResult:
+        spec = ModelSpec.from_dict(task.model)
+        examples = self._local_examples(task)[0]
+        if not examples:
+            # Nothing to learn from yet: let the assignment lapse rather than report nothing.
+            self._set(state="waiting", detail="Not enough local browsing data yet.")
+            raise NoLocalData
+        hyper = Hyper.from_dict(task.hyper)
+        rng = random.Random(f"{self.worker_id}:{task.task}:{task.round}")
+        return await self.trainer(spec, event.frame, examples, hyper, rng)
+
+    async def _secure_round(
+        self, conn: Connection, session: WorkerSession, event: Assigned
+    ) -> RetryWindow | None:
+        """A secure round (docs/secure_aggregation.md): answer the SecAgg+ phases; once its
+        neighbours' shares are relayed, train, and send the clipped update masked. The
+        coordinator never sees the update itself. Ends with ``ack`` (the masked vector is in
+        the committed model), ``reject`` or ``secagg_abort``."""
+        task = event.task
+        self._set(
+            state="training",
+            detail=f"Secure round {task.round} of {task.task}: setting up.",
+            rounds_joined=self.status.rounds_joined + 1,
+        )
+        try:
+            crypto, ops = self.host.secagg_crypto()
+        except NotImplementedError as exc:
+            # This host cannot take part: the connection closes (a dropout the coordinator
+            # sees at once) and the worker comes back much later, as without local data.
+            self._set(
+                state="waiting", detail="This host cannot run secure rounds.", last_error=str(exc)
+            )
+            raise NoLocalData from None
+        client = SecAggClient(crypto, ops)
+        while True:
+            reply = await self._exchange(conn, session)
+            if isinstance(reply, SecAggArrived):
+                msg = reply.message
+                if self.config.secagg_leave_at == msg.TYPE:
+                    await conn.close(1000, "leaving")
+                    raise _Stop
+                if msg.TYPE == "secagg_abort" and client.state is ClientState.START:
+                    self._set(state="connected", detail="Secure round did not start.")
+                    return None  # the cohort was too small: nothing was set up
+                try:
+                    for out in await client.receive(msg):
+                        session.send_secagg(out)
+                    if client.state is ClientState.RELAYED:
+                        self._set(detail=f"Secure round {task.round} of {task.task}: training.")
+                        result = await self._train(task, event)
+                        masked, frame = await client.mask(result.clipped_delta)
+                        del result  # the plaintext update is not kept once masked
+                        session.send_secagg(masked, frame)
+                except SecAggViolation as exc:
+                    # The coordinator broke the protocol: secrets are forgotten; leave.
+                    raise RemoteProtocolError(f"secure round: {exc}") from None
+                if client.state is ClientState.ABORTED:
+                    reason = client.abort_reason or "aborted"
+                    self._set(state="connected", detail=f"Secure round ended: {reason}.")
+                    return None
+            elif isinstance(reply, Acked):
+                self._set(
+                    state="connected",
+                    detail=f"Masked update for round {task.round} is in the model.",
+                    updates_accepted=self.status.updates_accepted + 1,
+                    last_update_at=self.host.now(),
+                )
+                return reply.ack.retry_window
+            elif isinstance(reply, Rejected):
+                self._set(state="connected", detail=f"Update not used: {reply.reject.reason}.")
+                return reply.reject.retry_window
+            elif isinstance(reply, ErrorReceived):
+                self._set(last_error=reply.error.detail)
+                if reply.error.fatal:
+                    return None
 
     def _local_examples(self, task: Task) -> tuple[Sequence[Any], list[Any]]:
         """The task's local examples: ``(to train on, held out for evaluation)``. Without

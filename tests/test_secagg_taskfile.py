@@ -1,6 +1,6 @@
 """The task file's ``[secure_aggregation]`` table: defaults at the round's n, errors naming the
-key, what it rules out, and the refusal to create or edit in a task that would run in the
-clear under it (the coordinator does not run secure rounds yet)."""
+key, what it rules out, and that a task with it is created and edited in like any other (its
+rounds run secure: tests/test_secagg_live.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from dandelion.coordinator import TaskConfig, TaskConfigError, create_task, load_task_file
 from dandelion.coordinator.secure_config import SecureAggregationPlan
-from dandelion.coordinator.taskchanges import TaskChangeError, edit_task
+from dandelion.coordinator.taskchanges import edit_task
 from dandelion.storage import SQLiteStore
 
 
@@ -104,18 +104,17 @@ def test_with_fixed_dp_the_table_is_taken() -> None:
     assert config.secure_aggregation is not None
 
 
-def test_a_task_with_the_table_is_neither_created_nor_edited_in(tmp_path: Path) -> None:
+def test_a_task_with_the_table_is_created_and_edited_in(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "state.db"))
     secure = TaskConfig.from_dict(secure_task({}))
-    with pytest.raises(TaskConfigError, match="does not run secure rounds yet"):
-        create_task(store, secure, 1.0)
-    assert store.get_task("sec") is None  # nothing was stored
-    plain = TaskConfig.from_dict(secure_task())
+    create_task(store, secure, 1.0)
+    record = store.get_task("sec")
+    assert record is not None
+    assert TaskConfig.from_dict(record.config).secure_aggregation == SecureAggregationPlan()
+    plain = TaskConfig.from_dict(secure_task(name="plain"))
     create_task(store, plain, 1.0)
-    with pytest.raises(TaskChangeError, match="does not run secure rounds yet") as refused:
-        edit_task(store, "sec", secure, 2.0)
-    assert refused.value.field == "secure_aggregation"
-    assert len(store.task_log("sec")) == 1
+    edit_task(store, "plain", TaskConfig.from_dict(secure_task({}, name="plain")), 2.0)
+    assert len(store.task_log("plain")) == 2
 
 
 TOML = """
@@ -142,3 +141,12 @@ def test_task_check_validates_the_table(tmp_path: Path) -> None:
     refused = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2
     assert "degree 13 must be even" in refused.stderr
+
+
+def test_the_emulator_refuses_a_secure_task_naming_the_table() -> None:
+    from dandelion.emulation import PopulationConfig, PopulationConfigError
+    from dandelion.emulation.plan import make_plan
+
+    raw = secure_task({}, rounds={"goal": 10, "over_selection": 1.0})
+    with pytest.raises(PopulationConfigError, match=r"task\.secure_aggregation: the emulator"):
+        make_plan(PopulationConfig(size=20), task=raw)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import abc
 
+from dandelion.protocol.secagg.crypto import CryptoHost
+from dandelion.protocol.secagg.vectors import Mod32Ops
+
 __all__ = ["ConnectFailed", "Connection", "ConnectionClosed", "Host", "KeyValueStore", "MemoryKV"]
 
 
@@ -105,3 +108,9 @@ class Host(abc.ABC):
 
     def log(self, level: str, message: str) -> None:  # noqa: B027 - optional hook
         """Report a line to the host's log (console in a browser). Default: nothing."""
+
+    def secagg_crypto(self) -> tuple[CryptoHost, Mod32Ops]:
+        """Secure aggregation's crypto and mod-2^32 vector arithmetic on this host
+        (docs/secure_aggregation.md, Layers and hosts). Raises NotImplementedError on a host
+        that has none: such a worker cannot take part in a secure round."""
+        raise NotImplementedError(f"{type(self).__name__} has no crypto for secure aggregation")

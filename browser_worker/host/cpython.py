@@ -13,6 +13,9 @@ import platform
 import time
 from pathlib import Path
 
+from dandelion.protocol.secagg.crypto import CryptoHost
+from dandelion.protocol.secagg.vectors import Mod32Ops
+
 from .base import ConnectFailed, Connection, ConnectionClosed, Host, KeyValueStore, MemoryKV
 
 __all__ = ["CPythonHost", "FileKV", "WebSocketConnection"]
@@ -137,3 +140,10 @@ class CPythonHost(Host):
 
     def log(self, level: str, message: str) -> None:
         log.log(logging.getLevelName(level.upper()), message)
+
+    def secagg_crypto(self) -> tuple[CryptoHost, Mod32Ops]:
+        """The ``cryptography`` package and numpy (``dandelion.crypto``), as the coordinator
+        uses them: this host runs in CPython only, outside the worker wheel."""
+        from dandelion.crypto import CryptographyHost, NumpyMod32
+
+        return CryptographyHost(), NumpyMod32()

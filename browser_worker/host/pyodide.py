@@ -16,6 +16,9 @@ from typing import Any
 import js  # type: ignore[import-not-found]
 from pyodide.ffi import create_proxy, to_js  # type: ignore[import-not-found]
 
+from dandelion.protocol.secagg.crypto import CryptoHost
+from dandelion.protocol.secagg.vectors import Mod32Ops
+
 from .base import ConnectFailed, Connection, ConnectionClosed, Host, KeyValueStore
 
 __all__ = ["BridgeKV", "BrowserWebSocket", "PyodideHost"]
@@ -98,6 +101,12 @@ class PyodideHost(Host):
         self._bridge = bridge
         self._storage = BridgeKV(bridge)
         self._open_timeout_s = open_timeout_s
+
+    def secagg_crypto(self) -> tuple[CryptoHost, Mod32Ops]:
+        """WebCrypto and typed-array arithmetic (``webcrypto.py``)."""
+        from .webcrypto import TypedArrayMod32, WebCryptoHost
+
+        return WebCryptoHost(), TypedArrayMod32()
 
     async def connect(self, url: str) -> Connection:
         try:

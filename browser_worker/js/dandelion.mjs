@@ -58,6 +58,7 @@ export function memoryAdapter() {
 
 const START_OPTIONS = [
   "coordinatorUrl", "consent", "signals", "storage", "tasks", "eligibility", "workerUrl", "onStatus",
+  "testHooks",
 ];
 const PREDICT_OPTIONS = ["task", "coordinatorUrl", "modelUrl", "signals", "workerUrl"];
 
@@ -98,6 +99,7 @@ export async function start(options = {}) {
     eligibility,
     workerUrl = new URL("./dandelion-worker.mjs", import.meta.url),
     onStatus,
+    testHooks,
   } = options;
   if (consent !== "opted_in") {
     throw new Error("Dandelion runs only after the user opts in: pass consent: \"opted_in\".");
@@ -108,7 +110,7 @@ export async function start(options = {}) {
   if (current) throw new Error("A Dandelion worker is already running: stop() it first.");
   const worker = makeWorker(new URL(workerUrl, import.meta.url));
   const snapshot = await storage.load();
-  const config = { coordinatorUrl, tasks, eligibility };
+  const config = { coordinatorUrl, tasks, eligibility, testHooks };
   current = { worker, storage, config, waiters: [] };
   worker.onmessage = (event) => {
     const message = event.data;

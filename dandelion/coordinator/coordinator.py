@@ -38,6 +38,8 @@ from ..protocol import (
     Welcome,
     choose_version,
 )
+from ..protocol.secagg import CryptoHost, Mod32Ops
+from ..protocol.secagg.messages import SecAggMessage
 from ..protocol.versions import SUPPORTED_VERSIONS
 from ..settings import Settings
 from ..storage import AsyncStore, ParticipationEvent
@@ -49,6 +51,8 @@ from .registry import TaskRegistry, create_task
 from .replies import Reply
 from .rounds import RoundState
 from .runtime import Round, TaskRuntime
+from .secure_conductor import SecureRounds
+from .secure_round import SecureRound
 from .selection import select
 from .taskchanges import change_status, edit_task
 from .taskconfig import TaskConfig
@@ -89,6 +93,9 @@ class Coordinator:
         self.lifecycle = RoundLifecycle(
             store, clock, self.pace, settings.monitor_k, entropy=self.entropy
         )
+        #: Secure rounds' protocol; each transport adds its outlet (``secure.outlets``).
+        self.secure = SecureRounds(clock, self.pace, _crypto_hosts, self.lifecycle.close_soon)
+        self.lifecycle.listeners.append(self.secure.committed)
         self._last_refresh = 0.0
 
     @property
@@ -207,11 +214,19 @@ class Coordinator:
         except BaseException:
             rnd.free(worker_id)  # never told: the slot is free again
             raise
+        if isinstance(rnd, SecureRound) and rnd.started:
+            # Its cohort closed while the selection was being stored: not one of it.
+            rnd.free(worker_id)
+            return Reply(ComeBack(self.pace.window(now, cap_s=4 * self.pace.min_s), "round_full"))
         config = runtime.config
         hyper = dict(config.hyper)
         adaptive = config.privacy is not None and config.privacy.adaptive
         if adaptive and isinstance(rnd, RoundState):
             hyper["clip_norm"] = rnd.clip_norm  # this round's C: the worker's bit is against it
+        if isinstance(rnd, SecureRound):
+            # The worker's own clipping is all that bounds its update in the sum: to the
+            # round's C (the server's clip_norm when set), the one its setup encodes with.
+            hyper["clip_norm"] = rnd.clip_norm
         deadline_s = max(0.001, round(rnd.deadline - now, 3))
         task = Task(
             task=runtime.name,
@@ -226,7 +241,10 @@ class Coordinator:
             features=_task_features(config),
             kind=rnd.kind,
             evaluation=_task_evaluation(config),
+            secure=isinstance(rnd, SecureRound),
         )
+        if isinstance(rnd, SecureRound):
+            rnd.told.add(worker_id)  # queued by the driver before anything else runs
         return Reply(task, rnd.model_frame, quiet_s=deadline_s + _GRACE_S)
 
     async def on_update(self, worker_id: str, update: Update, frame: TensorFrame) -> Reply:
@@ -277,6 +295,12 @@ class Coordinator:
             )
         return runtime, rnd, None
 
+    async def on_secagg(self, worker_id: str, msg: SecAggMessage, frame: bytes | None) -> None:
+        """A secure round's message (``frame``: the masked frame after ``secagg_masked``).
+        Nothing is answered on the spot: the round's phases push their messages as they
+        close (``secure_conductor.py``)."""
+        await self.secure.receive(self.tasks, worker_id, msg, frame)
+
     async def on_opt_out(self, worker_id: str) -> Reply:
         """Record the withdrawal and free the worker's assignments; the driver closes the
         worker's open connections (``revoke``)."""
@@ -291,15 +315,21 @@ class Coordinator:
         )
         return Reply(revoke=True, close_code=1000, close_reason="opted out")
 
-    async def on_disconnect(self, worker_id: str) -> None:
+    async def on_disconnect(self, worker_id: str, *, replaced: bool = False) -> None:
         """The worker's connection ended: its assignments that have not reported free their
-        slots at once."""
+        slots at once. ``replaced``: the worker has a newer connection already; the
+        assignment stays, but a secure round it is in has lost it (its secrets were in the
+        connection's worker session): a dropout."""
+        if replaced:
+            await self.secure.gone(self.tasks.values(), worker_id)
+            return
         now = self.clock()
         events = [
             event
             for runtime in self.tasks.values()
             if (event := self.lifecycle.release(runtime, worker_id, now)) is not None
         ]
+        await self.secure.gone(self.tasks.values(), worker_id)  # a dropout of a secure round
         if events:
             await self.store.record_events(events)
 
@@ -313,6 +343,7 @@ class Coordinator:
             await self.refresh_tasks()
         else:
             await self._take_up_edits()  # a round that just ended: the next opens with the edit
+        await self.secure.tick(self.tasks.values(), now)
         lapsed: list[ParticipationEvent] = []
         for runtime in list(self.tasks.values()):
             rnd = runtime.round
@@ -341,6 +372,15 @@ class Coordinator:
         """Wait for checkpoints and commits under way; open rounds stay open (they resume)."""
         self.release_waiting()
         await self.lifecycle.close()
+        await self.secure.close()
+
+
+def _crypto_hosts() -> tuple[CryptoHost, Mod32Ops]:
+    """The coordinator's crypto for secure rounds: ``cryptography`` and numpy (loaded the first
+    time a secure round starts)."""
+    from ..crypto import CryptographyHost, NumpyMod32
+
+    return CryptographyHost(), NumpyMod32()
 
 
 def _task_evaluation(config: TaskConfig) -> dict[str, Any] | None:

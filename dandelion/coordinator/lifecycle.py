@@ -42,6 +42,7 @@ from .evaluation import EvalRound
 from .pace import PaceSteering
 from .rounds import Batch, RoundState
 from .runtime import Round, RoundOutcome, TaskRuntime
+from .secure_round import SecureRound
 
 __all__ = ["CoordinatorStopping", "RoundAbandoned", "RoundLifecycle", "RoundListener"]
 
@@ -135,7 +136,8 @@ class RoundLifecycle:
                 secret=secret,
                 step=self.step,
             )
-        return RoundState(
+        kind_of = SecureRound if runtime.config.secure_aggregation is not None else RoundState
+        return kind_of(
             runtime.config,
             number,
             runtime.model_version,

@@ -32,7 +32,6 @@ from ..storage import (
 from ..taskspec.models import init_params
 from .entropy import Entropy
 from .runtime import TaskRuntime
-from .secure_config import refuse_unserved
 from .taskconfig import TaskConfig
 
 __all__ = ["TaskRegistry", "create_task"]
@@ -213,9 +212,7 @@ class TaskRegistry:
 
 def create_task(store: StateStore, config: TaskConfig, now: float) -> TaskRuntime:
     """Store a new task and its initial model, in the caller's transaction; return its runtime.
-    Raises ConflictError when the name is taken, TaskConfigError for a task this coordinator
-    cannot run (``[secure_aggregation]``, not served yet)."""
-    refuse_unserved(config)
+    Raises ConflictError when the name is taken."""
     params = np.asarray(
         init_params(config.model, random.Random(config.init_seed)), dtype=np.float32
     )

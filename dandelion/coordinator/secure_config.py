@@ -8,9 +8,8 @@ keeps what was set (``None``: the protocol's default at that n) and
 round the plan can assign (``ceil(goal * over_selection)``) and at the smallest it may sum
 (``min_survivors``).
 
-The coordinator does not run secure rounds yet: :func:`refuse_unserved` keeps a task with the
-table from being created or edited in, so that no round runs in the clear under a table that
-says otherwise. ``dandelion task check`` validates the table.
+The coordinator runs a task with the table as secure rounds (``secure_round.py``,
+``secure_conductor.py``); ``dandelion task check`` validates the table.
 
 Raises :class:`~dandelion.coordinator.taskconfig.TaskConfigError` naming the field.
 """
@@ -19,19 +18,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..protocol.secagg import SecAggConfigError, SecAggParams, Timeouts
 
-if TYPE_CHECKING:
-    from .taskconfig import TaskConfig
-
 __all__ = [
     "SECURE_KEYS",
-    "UNSERVED",
     "SecureAggregationPlan",
     "parse_secure_aggregation",
-    "refuse_unserved",
 ]
 
 #: The table's keys, in the order docs/tasks.md lists them.
@@ -44,12 +38,6 @@ SECURE_KEYS = (
     "share_timeout_s",
     "masked_timeout_s",
     "unmask_timeout_s",
-)
-#: Why a task with the table is refused (after "secure_aggregation: ").
-UNSERVED = (
-    "this coordinator does not run secure rounds yet (the protocol, its "
-    "test vectors and its aggregate exist: docs/secure_aggregation.md); `dandelion task "
-    "check` validates the table"
 )
 
 
@@ -123,11 +111,3 @@ def parse_secure_aggregation(
     except SecAggConfigError as exc:
         raise ValueError(f"secure_aggregation: {exc}") from None
     return plan
-
-
-def refuse_unserved(config: TaskConfig) -> None:
-    """Raise TaskConfigError when ``config`` asks for secure aggregation."""
-    from .taskconfig import TaskConfigError
-
-    if config.secure_aggregation is not None:
-        raise TaskConfigError(f"secure_aggregation: {UNSERVED}")

@@ -40,7 +40,6 @@ from typing import Any
 
 from ..aggregation.optimizers import decode_state, make_optimizer
 from ..storage import StateStore
-from .secure_config import UNSERVED
 from .taskconfig import TaskConfig
 
 __all__ = ["ACTIONS", "TRANSITIONS", "TaskChangeError", "change_status", "check_edit", "edit_task"]
@@ -158,8 +157,6 @@ def check_edit(
     _check_optimizer(old["server"], new["server"], model_version, optimizer_state)
     _check_privacy(old, new, released, model_version, allow_privacy_change)
     _check_evaluation(old.get("evaluation"), new.get("evaluation"), model_version)
-    if "secure_aggregation" in new:
-        raise TaskChangeError("secure_aggregation", UNSERVED)
 
 
 def _check_optimizer(

@@ -71,6 +71,13 @@ def make_plan(
         task_config = TaskConfig.from_dict(raw)
     except TaskConfigError as exc:
         raise PopulationConfigError(f"task.{exc}") from None
+    if task_config.secure_aggregation is not None:
+        # The emulator's devices send plain updates; secure rounds run with real workers
+        # (browser_worker.Worker) against `dandelion serve`: docs/secure_aggregation.md.
+        raise PopulationConfigError(
+            "task.secure_aggregation: the emulator does not run secure rounds; run "
+            "browser_worker workers against `dandelion serve` (docs/secure_aggregation.md)"
+        )
     if source is None:
         plugin = objective(task_config.objective)
         if type(plugin).synthetic is Objective.synthetic:

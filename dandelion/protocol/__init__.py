@@ -30,6 +30,8 @@ from .events import (
     OptOutReceived,
     ProtocolViolation,
     Rejected,
+    SecAggArrived,
+    SecAggReceived,
     UpdateReceived,
     Welcomed,
 )
@@ -102,6 +104,8 @@ __all__ = [
     "Rejected",
     "RemoteProtocolError",
     "RetryWindow",
+    "SecAggArrived",
+    "SecAggReceived",
     "Task",
     "TensorFrame",
     "UnexpectedMessage",

@@ -35,6 +35,7 @@ from .events import (
     HelloReceived,
     OptOutReceived,
     ProtocolViolation,
+    SecAggReceived,
     UpdateReceived,
 )
 from .frames import decode_frame
@@ -49,6 +50,7 @@ from .messages import (
     encode_message,
     parse_message,
 )
+from .secagg.messages import SECAGG_TYPES, MaskedInput, SecAggMessage, encode_secagg, parse_secagg
 from .states import COORDINATOR_RECEIVES, COORDINATOR_SENDS, FRAME, CoordinatorState
 
 __all__ = ["CLOSE_NORMAL", "CLOSE_POLICY", "CoordinatorSession", "Validator"]
@@ -68,6 +70,8 @@ TEXT_LIMITS = {
     "update": 16384,
     "eval_report": 4096,
     "opt_out": 2048,
+    "secagg_advertise": 1024,
+    "secagg_masked": 1024,
 }
 
 
@@ -92,6 +96,7 @@ class CoordinatorSession:
         self._max_errors = max_errors
         self._outbox: list[str | bytes] = []
         self._pending_update: Update | None = None
+        self._pending_masked: MaskedInput | None = None
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -102,6 +107,8 @@ class CoordinatorSession:
             return None
         try:
             msg = self._parse(text)
+            if isinstance(msg, SecAggMessage):
+                return self._accept_secagg(msg)
             if self.version is not None and msg.v != self.version:
                 # After the welcome every message carries the connection's version.
                 raise VersionMismatch(
@@ -118,6 +125,11 @@ class CoordinatorSession:
         if self.state is _S.CLOSED:
             return None
         try:
+            if self.state is _S.AWAIT_MASKED_FRAME:
+                self._move(FRAME)
+                masked, self._pending_masked = self._pending_masked, None
+                assert masked is not None  # the table only allows this FRAME after one
+                return SecAggReceived(masked, data)  # the round's state machine checks it
             self._move(FRAME)
             update, self._pending_update = self._pending_update, None
             assert update is not None  # the table only allows FRAME after an update
@@ -144,7 +156,7 @@ class CoordinatorSession:
             return ProtocolViolation(RateLimited(detail), True)
         return self._violation(RateLimited(detail))
 
-    def _parse(self, text: str) -> Message:
+    def _parse(self, text: str) -> Message | SecAggMessage:
         if len(text) > self._max_text:
             raise MessageTooLarge(
                 f"control message of {len(text)} characters exceeds {self._max_text}"
@@ -171,7 +183,20 @@ class CoordinatorSession:
             if reason is not None:
                 mtype = raw.get("type")
                 raise MessageError(reason, ref_type=mtype if isinstance(mtype, str) else None)
+        if mtype in SECAGG_TYPES:
+            return parse_secagg(raw)
         return parse_message(raw)
+
+    def _accept_secagg(self, msg: SecAggMessage) -> Event | None:
+        """A secure round's message: legal in READY whatever round the worker is in (that is
+        the coordinator's call); ``secagg_masked`` waits for its frame."""
+        if self.version is None:
+            raise UnexpectedMessage(f"{msg.TYPE!r} before the welcome", ref_type=msg.TYPE)
+        self._move(msg.TYPE)
+        if isinstance(msg, MaskedInput):
+            self._pending_masked = msg
+            return None
+        return SecAggReceived(msg)
 
     def _accept(self, msg: Message) -> Event | None:
         self._move(msg.type)
@@ -204,9 +229,10 @@ class CoordinatorSession:
     def _violation(self, exc: RemoteProtocolError) -> ProtocolViolation:
         self.errors += 1
         # An update whose frame never came is dropped; the conversation goes on from READY.
-        if self.state is _S.AWAIT_UPDATE_FRAME:
+        if self.state in (_S.AWAIT_UPDATE_FRAME, _S.AWAIT_MASKED_FRAME):
             self.state = _S.READY
             self._pending_update = None
+            self._pending_masked = None
         fatal = self.errors >= self._max_errors
         detail = exc.detail if not fatal else f"{exc.detail} (too many errors; closing)"
         ref_type = exc.ref_type[:32] if exc.ref_type is not None else None  # error.schema.json
@@ -241,6 +267,15 @@ class CoordinatorSession:
         self.state = target
         if target is _S.CLOSED:
             self._close(CLOSE_POLICY, msg.type)
+
+    def send_secagg(self, msg: SecAggMessage) -> None:
+        """Queue a secure round's message (pushed by the coordinator as the round's phases
+        close). Raises LocalProtocolError when the state forbids it."""
+        target = COORDINATOR_SENDS[self.state].get(msg.TYPE)
+        if target is None:
+            raise LocalProtocolError(f"cannot send {msg.TYPE!r} in state {self.state.value}")
+        self._outbox.append(encode_secagg(msg))
+        self.state = target
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """End the conversation from this side (shutdown, timeout)."""

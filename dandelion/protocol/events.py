@@ -23,6 +23,7 @@ from .messages import (
     Update,
     Welcome,
 )
+from .secagg.messages import SecAggMessage
 
 __all__ = [
     "Acked",
@@ -36,6 +37,8 @@ __all__ = [
     "OptOutReceived",
     "ProtocolViolation",
     "Rejected",
+    "SecAggArrived",
+    "SecAggReceived",
     "UpdateReceived",
     "Welcomed",
 ]
@@ -71,6 +74,15 @@ class EvalReportReceived(Event):
     """The sums a worker computed on its held-out examples for an evaluation round."""
 
     report: EvalReport
+
+
+@dataclass(frozen=True, slots=True)
+class SecAggReceived(Event):
+    """A secure round's message from the worker; ``frame`` is the raw ``masked`` frame that
+    follows ``secagg_masked`` (the round's state machine checks it), None for the others."""
+
+    message: SecAggMessage
+    frame: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +129,14 @@ class ComeBackLater(Event):
 @dataclass(frozen=True, slots=True)
 class Acked(Event):
     ack: Ack
+
+
+@dataclass(frozen=True, slots=True)
+class SecAggArrived(Event):
+    """A secure round's message from the coordinator (a ``secagg_abort`` has already brought
+    the session back to READY)."""
+
+    message: SecAggMessage
 
 
 @dataclass(frozen=True, slots=True)

@@ -247,6 +247,9 @@ class Task(Message):
     #: With a task that evaluates: ``holdout``, the fraction of local examples held out of
     #: training, and the per-worker bounds of an eval_report, ``max_examples`` and ``max_loss``.
     evaluation: Json | None = None
+    #: A secure round (docs/secure_aggregation.md): the worker answers the SecAgg+ phases, not
+    #: with an update. Absent on the wire for every other task.
+    secure: bool = False
     v: int = PROTOCOL_VERSION
 
     def to_dict(self) -> Json:
@@ -267,6 +270,8 @@ class Task(Message):
         )
         if self.kind != "train":  # a training task is sent as before: old workers read it
             out["kind"] = self.kind
+        if self.secure:
+            out["secure"] = True
         return out
 
 
@@ -553,6 +558,7 @@ _BUILDERS: dict[str, Any] = {
         features=_opt(_obj, r, "features"),
         kind=_kind(r, "kind") if r.get("kind") is not None else "train",
         evaluation=_opt(_evaluation, r, "evaluation"),
+        secure=_bool(r, "secure") if r.get("secure") is not None else False,
         v=r["v"],
     ),
     "come_back": lambda r: ComeBack(

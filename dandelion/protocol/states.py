@@ -23,6 +23,16 @@ Worker side::
 
 A task of kind ``evaluate`` is answered with ``eval_report`` instead of ``update`` (no frame
 follows it); which of the two a task wants is the session's check, not this table's.
+
+A secure round (a ``task`` with ``secure``: docs/secure_aggregation.md) replaces the update by
+the SecAgg+ phases. On the worker its model frame leads to AWAIT_SETUP instead of TRAINING (the
+session's check, as for the kind); ``secagg_setup`` leads to SECURE, where the worker answers
+the phases (``secagg_masked`` is followed by a ``masked`` FRAME) until ``ack`` (its masked
+vector is in the committed model), ``reject`` or ``secagg_abort`` brings it back to READY. On
+the coordinator the phases' messages are legal in READY (whether the sender takes part in the
+round is the coordinator's call), and ``secagg_masked`` waits for its FRAME in
+AWAIT_MASKED_FRAME; the coordinator pushes the phases' messages in READY and while a frame is
+awaited (they change nothing of the conversation's state).
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ class CoordinatorState(enum.Enum):
     NEGOTIATING = "negotiating"
     READY = "ready"
     AWAIT_UPDATE_FRAME = "await_update_frame"
+    AWAIT_MASKED_FRAME = "await_masked_frame"
     CLOSED = "closed"
 
 
@@ -60,6 +71,8 @@ class WorkerState(enum.Enum):
     AWAIT_MODEL = "await_model"
     TRAINING = "training"
     AWAIT_ACK = "await_ack"
+    AWAIT_SETUP = "await_setup"  # a secure round's task: waiting for secagg_setup
+    SECURE = "secure"  # in a secure round's phases
     CLOSED = "closed"
 
 
@@ -76,11 +89,28 @@ COORDINATOR_RECEIVES: dict[CoordinatorState, dict[str, CoordinatorState]] = {
         "checkin": _C.READY,
         "update": _C.AWAIT_UPDATE_FRAME,
         "eval_report": _C.READY,  # a whole report: no frame follows
+        "secagg_advertise": _C.READY,
+        "secagg_shares": _C.READY,
+        "secagg_masked": _C.AWAIT_MASKED_FRAME,
+        "secagg_reveal": _C.READY,
         "opt_out": _C.CLOSED,
     },
     _C.AWAIT_UPDATE_FRAME: {FRAME: _C.READY, "opt_out": _C.CLOSED},
+    _C.AWAIT_MASKED_FRAME: {FRAME: _C.READY, "opt_out": _C.CLOSED},
     _C.CLOSED: {},
 }
+
+#: What the coordinator pushes in a secure round, in READY and while a frame is awaited; the
+#: conversation's state stays as it is.
+_PUSHED = (
+    "secagg_setup",
+    "secagg_keys",
+    "secagg_relay",
+    "secagg_unmask",
+    "secagg_abort",
+    "ack",
+    "reject",  # to a participant the round went on without
+)
 
 # What the coordinator may send in each state, and where it leads. ``error`` is legal in every
 # open state and changes nothing; a fatal error closes (handled by the session, not the table).
@@ -92,8 +122,10 @@ COORDINATOR_SENDS: dict[CoordinatorState, dict[str, CoordinatorState]] = {
         "come_back": _C.READY,
         "ack": _C.READY,
         "reject": _C.READY,
+        **dict.fromkeys(_PUSHED, _C.READY),
     },
     _C.AWAIT_UPDATE_FRAME: {},
+    _C.AWAIT_MASKED_FRAME: dict.fromkeys(_PUSHED, _C.AWAIT_MASKED_FRAME),
     _C.CLOSED: {},
 }
 
@@ -105,6 +137,15 @@ WORKER_RECEIVES: dict[WorkerState, dict[str, WorkerState]] = {
     _W.AWAIT_MODEL: {FRAME: _W.TRAINING},
     _W.TRAINING: {},
     _W.AWAIT_ACK: {"ack": _W.READY, "reject": _W.READY},
+    _W.AWAIT_SETUP: {"secagg_setup": _W.SECURE, "secagg_abort": _W.READY, "reject": _W.READY},
+    _W.SECURE: {
+        "secagg_keys": _W.SECURE,
+        "secagg_relay": _W.SECURE,
+        "secagg_unmask": _W.SECURE,
+        "secagg_abort": _W.READY,
+        "ack": _W.READY,
+        "reject": _W.READY,
+    },
     _W.CLOSED: {},
 }
 
@@ -116,6 +157,14 @@ WORKER_SENDS: dict[WorkerState, dict[str, WorkerState]] = {
     _W.AWAIT_MODEL: {"opt_out": _W.CLOSED},
     _W.TRAINING: {"update": _W.AWAIT_ACK, "eval_report": _W.AWAIT_ACK, "opt_out": _W.CLOSED},
     _W.AWAIT_ACK: {"opt_out": _W.CLOSED},
+    _W.AWAIT_SETUP: {"opt_out": _W.CLOSED},
+    _W.SECURE: {
+        "secagg_advertise": _W.SECURE,
+        "secagg_shares": _W.SECURE,
+        "secagg_masked": _W.SECURE,  # its masked frame follows at once
+        "secagg_reveal": _W.SECURE,
+        "opt_out": _W.CLOSED,
+    },
     _W.CLOSED: {},
 }
 

@@ -11,6 +11,7 @@ breaks the protocol (the worker then closes and reconnects later); ``send_*`` ra
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -23,6 +24,7 @@ from .events import (
     ErrorReceived,
     Event,
     Rejected,
+    SecAggArrived,
     Welcomed,
 )
 from .frames import (
@@ -49,6 +51,7 @@ from .messages import (
     encode_message,
     parse_message,
 )
+from .secagg.messages import SECAGG_TYPES, SecAggMessage, encode_secagg, parse_secagg
 from .states import FRAME, WORKER_ERROR_FALLBACK, WORKER_RECEIVES, WORKER_SENDS, WorkerState
 from .versions import PROTOCOL_VERSION
 
@@ -155,6 +158,19 @@ class WorkerSession:
             raise LocalProtocolError(f"a task of kind {task.kind!r} is answered with {answer}")
         return task
 
+    def send_secagg(self, msg: SecAggMessage, frame: bytes | None = None) -> None:
+        """Answer a secure round's phase (``frame``: the masked frame after ``secagg_masked``).
+        Raises LocalProtocolError when the state forbids it."""
+        target = WORKER_SENDS[self.state].get(msg.TYPE)
+        if target is None:
+            raise LocalProtocolError(f"cannot send {msg.TYPE!r} in state {self.state.value}")
+        if (msg.TYPE == "secagg_masked") != (frame is not None):
+            raise LocalProtocolError("secagg_masked, and only it, is sent with a masked frame")
+        self._outbox.append(encode_secagg(msg))
+        if frame is not None:
+            self._outbox.append(frame)
+        self.state = target
+
     def send_opt_out(self, reason: str | None = None) -> None:
         self._send(OptOut(reason=reason, v=self._v()))
 
@@ -181,7 +197,15 @@ class WorkerSession:
     # -- input ---------------------------------------------------------------------------------
 
     def receive_text(self, text: str) -> Event | None:
-        msg = parse_message(text)
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise MessageError(f"not JSON: {exc}") from None
+        if isinstance(raw, dict) and raw.get("type") in SECAGG_TYPES:
+            secagg = parse_secagg(raw)
+            self._move(secagg.TYPE)
+            return SecAggArrived(secagg)
+        msg = parse_message(raw)
         if isinstance(msg, Error):
             if msg.fatal:
                 self.state = _S.CLOSED
@@ -220,6 +244,8 @@ class WorkerSession:
                 f"model frame holds {head.count} values, task announces "
                 f"{task.model.get('param_count')}"
             )
+        if task.secure:
+            self.state = _S.AWAIT_SETUP  # the phases of the secure round come next
         return Assigned(task, frame)
 
     def _move(self, mtype: str) -> None:

@@ -35,10 +35,12 @@ from ..protocol import (
     OptOutReceived,
     ProtocolViolation,
     Reject,
+    SecAggReceived,
     Task,
     UpdateReceived,
     Validator,
 )
+from ..protocol.secagg.messages import SecAggMessage
 from ..settings import Settings
 from ..storage import StorageError
 from .limits import TokenBucket
@@ -99,6 +101,7 @@ class ConversationDriver:
         self.counters = DriverCounters()
         self._by_worker: dict[str, Conversation] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        coordinator.secure.outlets.append(self)  # secure rounds push their phases' messages here
 
     def open(self, link: Link, *, clock: Any = None) -> Conversation:
         """Start the conversation of a new connection. Its rate limit runs on ``clock``, by
@@ -109,6 +112,29 @@ class ConversationDriver:
 
     def conversation_of(self, worker_id: str) -> Conversation | None:
         return self._by_worker.get(worker_id)
+
+    async def push(self, worker_id: str, message: SecAggMessage | Ack | Reject) -> bool:
+        """Send a message the coordinator decided on its own (a secure round's phase closed)
+        on the worker's open conversation. False when it has none (it is gone)."""
+        conversation = self._by_worker.get(worker_id)
+        if conversation is None or conversation.link.closed:
+            return False
+        session = conversation.session
+        with contextlib.suppress(LocalProtocolError):
+            if isinstance(message, Ack | Reject):
+                session.send(message)
+            else:
+                session.send_secagg(message)
+        if isinstance(message, Reject):
+            conversation._training_s = None
+            self.counters.outcomes[_outcome(message)] += 1
+        elif isinstance(message, Ack):
+            conversation._training_s = None
+            self.counters.outcomes["ack"] += 1
+            self.counters.updates_accepted += 1
+        with contextlib.suppress(ConnectionError):
+            await conversation.flush()
+        return True
 
     def _claim(self, worker: str, conversation: Conversation) -> None:
         old = self._by_worker.get(worker)
@@ -155,6 +181,7 @@ class Conversation:
         self.quiet_s = s.hello_timeout_s  # until welcomed: the hello timeout, from connecting
         self.revoked = False
         self._training_s: float | None = None  # silence allowed while training on a task
+        self._sending = asyncio.Lock()
 
     @property
     def worker_id(self) -> str | None:
@@ -189,8 +216,11 @@ class Conversation:
 
     async def flush(self) -> None:
         session, link = self.session, self.link
-        for out in session.data_to_send():
-            await link.send(out)
+        # One flush at a time: a message pushed by a secure round while this connection's own
+        # answer (a task and its model frame) is still being written goes out after it.
+        async with self._sending:
+            for out in session.data_to_send():
+                await link.send(out)
         if session.close_code is not None and not link.closed:
             await link.close(session.close_code, session.close_reason[:120])
 
@@ -200,10 +230,12 @@ class Conversation:
         if worker is None:
             return
         self.driver._forget(worker, self)
-        if self.session.version is not None and self.driver.conversation_of(worker) is None:
-            # On a storage error the store logged it; the slot is free in memory all the same.
-            with contextlib.suppress(StorageError):
-                await self.driver.coordinator.on_disconnect(worker)
+        if self.session.version is None:
+            return
+        replaced = self.driver.conversation_of(worker) is not None
+        # On a storage error the store logged it; the slot is free in memory all the same.
+        with contextlib.suppress(StorageError):
+            await self.driver.coordinator.on_disconnect(worker, replaced=replaced)
 
     async def _dispatch(self, event: Any) -> None:
         driver = self.driver
@@ -258,6 +290,10 @@ class Conversation:
             else:
                 counters.eval_reports_rejected += 1
             return reply
+        if isinstance(event, SecAggReceived):
+            counters.outcomes[event.message.TYPE] += 1
+            await coordinator.on_secagg(worker, event.message, event.frame)
+            return None
         if isinstance(event, OptOutReceived):
             counters.outcomes["opt_out"] += 1
             return await coordinator.on_opt_out(worker)

@@ -61,7 +61,9 @@ class SchemaValidator:
 @cache
 def _load(directory: Path) -> dict[str, Callable[[Any], Any]]:
     validators: dict[str, Callable[[Any], Any]] = {}
-    for path in sorted(directory.glob("*.schema.json")):
+    # A secure round's messages have their own folder (schemas/secagg/).
+    paths = [*directory.glob("*.schema.json"), *directory.glob("secagg/*.schema.json")]
+    for path in sorted(paths, key=lambda p: p.name):
         mtype = path.name.removesuffix(".schema.json")
         if mtype in _NOT_MESSAGES:
             continue

@@ -236,9 +236,11 @@ def synthetic_signals(seed: int, *, days: float = 28.0, end: float | None = None
     return {"visits": visits, "tzOffsetMin": 0}
 
 
-def embed_page(bundle_url: str, ws_url: str) -> str:
-    """A page that embeds the worker (``pages/embed.html``) with the bundle and coordinator."""
+def embed_page(bundle_url: str, ws_url: str, options: dict[str, Any] | None = None) -> str:
+    """A page that embeds the worker (``pages/embed.html``) with the bundle and coordinator;
+    ``options``: more of ``start()``'s options (JSON)."""
     html = (Path(__file__).parent / "pages" / "embed.html").read_text()
+    html = html.replace("{options}", json.dumps(options or {}))
     return html.replace("{bundle}", bundle_url).replace("{ws}", ws_url)
 
 

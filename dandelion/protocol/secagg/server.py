@@ -23,7 +23,7 @@ from ..errors import FrameError
 from ..frames import decode_frame
 from .crypto import CryptoHost
 from .derivation import self_mask
-from .errors import ReconstructionError, SecAggViolation
+from .errors import CryptoError, ReconstructionError, SecAggViolation
 from .fixedpoint import decode_sum
 from .graph import SEED_BYTES, neighbourhoods, round_salt
 from .masking import pairwise_correction
@@ -119,6 +119,7 @@ class SecAggServer:
         self._answered: set[int] = set()  # answered the open phase
         self._waiting: set[int] = set(self._people)  # not yet answered nor failed in it
         self._aborted: set[int] = set()  # told to abort
+        self._gone: set[int] = set()  # known to the caller to be gone (connection closed)
         #: Where the masked vectors go; the server itself holds none.
         self.sink = sink if sink is not None else RunningMaskedSum(params.dimension, self.ops)
         self._s_shares: dict[int, dict[int, bytes]] = {}  # dropped i -> {holder: share}
@@ -184,6 +185,18 @@ class SecAggServer:
         self._waiting.discard(index)
         if not self._waiting:
             await self._close(now)
+
+    async def drop(self, index: int, now: float) -> None:
+        """The caller knows participant ``index`` is gone (its connection closed): the open
+        phase and every later one stop waiting for it, so a phase closes as soon as everyone
+        still there has answered."""
+        if self.finished or index not in self._people or index in self._gone:
+            return
+        self._gone.add(index)
+        if index in self._waiting:
+            self._waiting.discard(index)
+            if not self._waiting:
+                await self._close(now)
 
     async def tick(self, now: float) -> None:
         """Close the open phase if its deadline has passed."""
@@ -259,7 +272,9 @@ class SecAggServer:
         if not self.finished:
             self.phase = _NEXT[phase][1]
             self.deadline = now + getattr(self.params.timeouts, _TIMEOUT[self.phase])
-            self._waiting = set(self.live[-1])
+            self._waiting = set(self.live[-1]) - self._gone
+            if not self._waiting:  # everyone left of this phase is gone already
+                await self._close(now)
 
     def _prune(self) -> bool:
         """Drop from the newest live set, until none is left, everyone with fewer than t
@@ -346,7 +361,9 @@ class SecAggServer:
             for i in sorted(u3):
                 seed = reconstruct(self._b_shares[i], t)
                 self.ops.add_into(correction, await self_mask(self.crypto, self._salt, seed, i, d))
-        except ReconstructionError:
+        except (ReconstructionError, CryptoError):
+            # Shares that rebuild nothing, or a survivor's key that agrees on nothing (a broken
+            # or hostile worker): the masks cannot be cancelled, the round ends unrevealed.
             self._abandon("reconstruction_failed")
             return
         self.result = self.sink.unmask(correction)
