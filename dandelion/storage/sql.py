@@ -30,8 +30,8 @@ from .records import (
     ModelVersionInfo,
     ParticipationEvent,
     RoundCheckpoint,
-    ShardCheckpoint,
     RoundRecord,
+    ShardCheckpoint,
     TaskChange,
     TaskConfigVersion,
     TaskRecord,
@@ -365,9 +365,7 @@ class SQLStore(StateStore):
             (task, round),
         ).fetchall()
         return [
-            ShardCheckpoint(
-                r[0], int(r[1]), r[2], bytes(r[3]), int(r[4]), int(r[5]), float(r[6])
-            )
+            ShardCheckpoint(r[0], int(r[1]), r[2], bytes(r[3]), int(r[4]), int(r[5]), float(r[6]))
             for r in rows
         ]
 
