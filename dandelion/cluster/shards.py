@@ -176,7 +176,6 @@ class ClusterRounds(RoundCoordination):
             return
         await self.lifecycle.open(runtime, now)
         if runtime.round is not None:
-            runtime.round.shard = True
             log.info("task %s: round %d opened by %s", name, runtime.round.number, self.shard)
 
     async def _take_up(self, runtime: TaskRuntime, *, force: bool = False) -> TaskRuntime:
@@ -216,7 +215,6 @@ class ClusterRounds(RoundCoordination):
         adopted = self.lifecycle.new_round(
             runtime, last, record.opened_at, checkpoint.secret, record.kind
         )
-        adopted.shard = True
         if runtime.ledger is not None and adopted.kind == "train":
             check = await asyncio.to_thread(runtime.ledger.check_next)
             adopted.epsilon_after = check.after

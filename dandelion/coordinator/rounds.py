@@ -150,8 +150,6 @@ class RoundBase[A: Sums]:
         self._latencies: list[float] = []
         self.final: A | None = None
         self.commit_failed = False  # a failed commit is logged once per round
-        #: A cluster shard's round: the minimum is the cluster's, not one checkpoint's.
-        self.shard = False
         #: A cluster leader's: the other shards' checkpointed sums, merged at the close.
         self.elsewhere: A | None = None
 
@@ -341,9 +339,7 @@ class RoundBase[A: Sums]:
         batch = self.batch
         # The first checkpoint also needs the round's minimum: an acknowledged report is then
         # in a round that will complete, never in one abandoned at its deadline.
-        # A cluster shard holds only part of the round: the cluster's minimum is its leader's.
-        first = self.committed.count == 0 and not self.shard
-        need = max(self.step, self.plan.minimum) if first else self.step
+        need = self.step if self.committed.count else max(self.step, self.plan.minimum)
         if self.sealed is not None or batch.count == 0 or (batch.count < need and not force):
             return None
         merged = self.committed.copy()
