@@ -296,3 +296,31 @@ async def test_a_second_plain_writer_is_refused_beside_the_shards(
         assert "is held by" in err.decode()
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize(
+    ("cluster", "db", "said"),
+    [
+        ("http://127.0.0.1:6379", "postgres", "a redis:// (or rediss://, unix://) URL"),
+        ("redis://127.0.0.1:{free}/0", "postgres", "cannot reach Redis at redis://127.0.0.1:"),
+        (
+            "redis://127.0.0.1:6379/0",
+            "state.db",
+            "the shards of a cluster share a postgresql:// db",
+        ),
+    ],
+)
+async def test_a_shard_is_refused_in_one_line_for_a_wrong_cluster_or_state(
+    postgres: PostgresServer, tmp_path: Path, cluster: str, db: str, said: str
+) -> None:
+    state = postgres.database() if db == "postgres" else str(tmp_path / db)
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "dandelion.cli", "serve", "--create", "--port", "0"),
+        *("--db", state, "--cluster", cluster.format(free=free_port())),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), scaled(60))
+    assert proc.returncode == 2
+    assert said in err.decode()
+    assert len(err.decode().strip().splitlines()) <= 2  # a line (and the usage, for a setting)
