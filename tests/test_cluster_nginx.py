@@ -133,3 +133,60 @@ async def test_workers_through_nginx_across_a_shard_kill(
     finally:
         proxy.stop()
         cluster.stop()
+
+
+async def test_repeated_kills_of_shards_and_leaders_behind_nginx(
+    cluster_urls: tuple[str, str], tmp_path: Path
+) -> None:
+    """Shards and leaders killed in turn, each started again at once (a new shard on the same
+    port): every acknowledged update stays in a completed round, none is counted twice."""
+    db, url = cluster_urls
+    cluster = Cluster(tmp_path, db, url, toy_task_file(PLAN))
+    folder = tmp_path / "nginx"
+    folder.mkdir()
+    https, http = free_port(), free_port()
+    proxy = Nginx(folder, _site(folder, [s.port for s in cluster.shards], https, http))
+    kills = ["shard", "leader", "shard", "shard", "leader", "shard"]
+    try:
+        await cluster.start()
+        await cluster.wait_leader()
+        proxy.start(https)
+        context = ssl.create_default_context(cafile=str(folder / "fullchain.pem"))
+        names = [f"soak-worker-{i:02d}" for i in range(12)]
+        workers = [
+            Worker(
+                CPythonHost(ssl=context),
+                WorkerConfig(f"wss://127.0.0.1:{https}/ws", worker_id=n),
+                lambda *_: DATA,
+            )
+            for n in names
+        ]
+        run = asyncio.gather(*(w.run() for w in workers))
+        acks = 0
+        try:
+            for kind in kills:
+                acks += 6
+                await _acks(workers, acks)
+                leader = await cluster.wait_leader()
+                victim = (
+                    leader
+                    if kind == "leader"
+                    else next(s for s in cluster.shards if s is not leader)
+                )
+                victim.kill()
+                if kind == "leader":
+                    await cluster.wait_leader(other_than=leader)
+                await victim.start()
+            await _acks(workers, acks + 6)
+        finally:
+            for w in workers:
+                w.stop()
+            await asyncio.wait_for(run, scaled(30))
+        await _closed(db)
+        counted = _counted(db)
+        for name, worker in zip(names, workers, strict=True):
+            assert counted[name] >= worker.status.updates_accepted, name
+        assert sum(counted.values()) >= acks + 6
+    finally:
+        proxy.stop()
+        cluster.stop()
