@@ -324,3 +324,34 @@ async def test_a_shard_is_refused_in_one_line_for_a_wrong_cluster_or_state(
     assert proc.returncode == 2
     assert said in err.decode()
     assert len(err.decode().strip().splitlines()) <= 2  # a line (and the usage, for a setting)
+
+
+async def test_a_leader_that_stops_cleanly_hands_over_at_once(
+    cluster_urls: tuple[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM: the leader gives its lease up as it stops, so the next one need not wait for
+    the lease to expire; the round it opened goes on and completes on the other shard."""
+    db, url = cluster_urls
+    cluster = Cluster(tmp_path, db, url, toy_task_file(PLAN), k=2)
+    try:
+        await cluster.start()
+        leader = await cluster.wait_leader()
+        other = next(s for s in cluster.shards if s is not leader)
+        early = await _reports(leader.url, ["worker-c1", "worker-c2"])
+        assert [s.updates_accepted for s in early] == [1, 1]
+        assert leader.proc is not None
+        pid = leader.proc.pid
+        leader.proc.terminate()
+        leader.proc.wait(timeout=scaled(20))
+        # Gone with the process, not left to expire: the key is free, or the other's already.
+        raw = redis.Redis.from_url(url).get("dandelion:leader:t1")
+        assert raw is None or f"-{pid}-" not in raw.decode()
+        successor = await cluster.wait_leader(other_than=leader)
+        assert successor is other
+        assert "no longer leads" in leader.log.read_text()
+        late = await _reports(other.url, [f"worker-c{i}" for i in range(3, 7)])
+        assert [s.updates_accepted for s in late] == [1] * 4
+        await _round_committed(db, 1)
+        assert _check_rounds(db, {1: {f"worker-c{i}" for i in range(1, 7)}}) == {1: 6}
+    finally:
+        cluster.stop()
