@@ -199,7 +199,14 @@ class ClusterRounds(RoundCoordination):
             self._drop(runtime, rnd)
         if not runtime.idle:
             return runtime
-        if last != runtime.last_round:
+        edited = (
+            record is not None
+            and record.status == "open"
+            and record.config_version != runtime.config_version
+        )
+        if last != runtime.last_round or edited:
+            # A round the leader opened since (under a new config version, maybe): rebuilt
+            # from storage, as a restart would.
             task = await self.store.read(lambda s: s.get_task(name))
             if task is None:
                 return runtime
