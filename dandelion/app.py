@@ -121,6 +121,9 @@ def make_app(
             "tasks": len(coordinator.tasks),
             "connections": request.app[ENDPOINT].open_connections(),
         }
+        cluster = coordinator.coordination.describe()
+        if cluster is not None:
+            body["cluster"] = cluster  # this shard's name, and the tasks it leads
         if failure:
             body["storage"] = f"not writable: {failure}"
         return web.json_response(body, status=503 if failure else 200, dumps=dumps)

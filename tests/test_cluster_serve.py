@@ -230,6 +230,12 @@ async def test_three_shards_serve_rounds_with_reports_from_every_shard(
         others = [s for s in cluster.shards if s is not leader]
         assert all("sealed" not in s.log.read_text() for s in others)
         assert "sealed: 4 report(s) from 2 other shard(s)" in leader.log.read_text()
+        async with aiohttp.ClientSession() as http:
+            for shard in cluster.shards:
+                async with http.get(f"http://127.0.0.1:{shard.port}/healthz") as r:
+                    seen = (await r.json())["cluster"]
+                assert seen["leads"] == (["t1"] if shard is leader else [])
+                assert seen["shard"].split("-")[-2] == str(shard.proc.pid if shard.proc else "")
     finally:
         cluster.stop()
 

@@ -144,6 +144,9 @@ class ClusterRounds(RoundCoordination):
                 log.warning("task %s: announcements lost (%s); polling storage", name, exc)
             await asyncio.sleep(self.poll_s)
 
+    def describe(self) -> dict[str, object]:
+        return {"shard": self.shard, "leads": sorted(t for t in self.epochs if self.leading(t))}
+
     def leading(self, task: str) -> bool:
         leadership = self.leaderships.get(task)
         return task in self.epochs and leadership is not None and leadership.lease.held()

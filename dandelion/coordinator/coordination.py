@@ -29,6 +29,10 @@ class RoundCoordination:
     def attach(self, coordinator: Coordinator) -> None:
         """Called once, before the coordinator starts."""
 
+    def describe(self) -> dict[str, object] | None:
+        """What ``/healthz`` says of this process's place among others (None: on its own)."""
+        return None
+
     async def start(self) -> None:
         """Called once the coordinator has loaded its tasks."""
 
