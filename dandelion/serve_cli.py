@@ -203,6 +203,15 @@ def _serve_postgres(
     if settings.cluster:
         from .cluster import ClusterError, check
 
+        ftrl = [c.name for c in configs if c.privacy is not None and c.privacy.ftrl]
+        if ftrl:
+            return fail(
+                "serve",
+                f"task {ftrl[0]}: DP-FTRL's minimum separation is kept per process; a cluster "
+                "does not run it (serve it from one coordinator)",
+                2,
+            )
+
         try:
             check(settings.cluster)
         except ClusterError as exc:

@@ -27,6 +27,7 @@ import redis
 from browser_worker.host.cpython import CPythonHost
 from browser_worker.worker import Worker, WorkerConfig, WorkerStatus
 from dandelion.storage.location import open_state
+from dandelion.storage.postgres import PostgresStore
 from dandelion.taskspec.models import Example
 
 from .conftest import free_port, scaled, toy_task_file
@@ -361,3 +362,30 @@ async def test_a_leader_that_stops_cleanly_hands_over_at_once(
         assert _check_rounds(db, {1: {f"worker-c{i}" for i in range(1, 7)}}) == {1: 6}
     finally:
         cluster.stop()
+
+
+async def test_a_dp_ftrl_task_is_refused_by_a_shard(
+    cluster_urls: tuple[str, str], tmp_path: Path
+) -> None:
+    """DP-FTRL's minimum separation is kept per process: across shards its guarantee would
+    not hold, so a shard refuses the task file in one line and starts nothing."""
+    db, url = cluster_urls
+    task = tmp_path / "ftrl.toml"
+    ftrl = {"population": 10_000, "noise_multiplier": 2.0, "epsilon": 100.0}
+    task.write_text(
+        toy_task_file(PLAN, privacy={**ftrl, "mechanism": "dp_ftrl", "min_separation": 5})
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "dandelion.cli", "serve", "--port", "0", "--task", str(task)),
+        *("--db", db, "--cluster", url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), scaled(60))
+    assert proc.returncode == 2
+    assert "task t1: DP-FTRL's minimum separation is kept per process" in err.decode()
+    store = PostgresStore(db, readonly=True)
+    try:
+        assert store.applied_migrations() == ()  # nothing was made, not even the schema
+    finally:
+        store.close()

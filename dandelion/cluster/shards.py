@@ -94,6 +94,7 @@ class ClusterRounds(RoundCoordination):
         self._woken: set[str] = set()
         self._looked: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._said: set[str] = set()
 
     # -- the coordinator's life ------------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class ClusterRounds(RoundCoordination):
         """The leader opens the task's next round, unless storage holds one open already (the
         last leader's); the others wait for it."""
         name = runtime.name
-        if not self.leading(name):
+        if not self.leading(name) or self._refused(runtime):
             return
         runtime = await self._take_up(runtime, force=True)
         if not runtime.wants_round or not self.leading(name):
@@ -180,6 +181,21 @@ class ClusterRounds(RoundCoordination):
         await self.lifecycle.open(runtime, now)
         if runtime.round is not None:
             log.info("task %s: round %d opened by %s", name, runtime.round.number, self.shard)
+
+    def _refused(self, runtime: TaskRuntime) -> bool:
+        """DP-FTRL's minimum separation is kept per process: a cluster does not run such a task
+        (its guarantee would not hold across shards). Said once per task."""
+        privacy = runtime.config.privacy
+        if privacy is None or not privacy.ftrl:
+            return False
+        if runtime.name not in self._said:
+            self._said.add(runtime.name)
+            log.error(
+                "task %s is not run by a cluster: DP-FTRL's minimum separation is kept per "
+                "process; serve it from one coordinator",
+                runtime.name,
+            )
+        return True
 
     async def _take_up(self, runtime: TaskRuntime, *, force: bool = False) -> TaskRuntime:
         """Bring the task's runtime up to what storage holds: drop a round closed there, take
@@ -219,6 +235,8 @@ class ClusterRounds(RoundCoordination):
             return runtime
         if record.model_version != runtime.model_version:
             return runtime  # the version it trains is not committed here yet: look again soon
+        if self._refused(runtime):
+            return runtime
         checkpoint = await self.store.read(lambda s: s.get_round_checkpoint(name, last))
         if checkpoint is None:
             return runtime

@@ -263,11 +263,17 @@ class RoundLifecycle:
         reason = rnd.check(worker_id, report)
         detail = f"eval_report for round {report.round}: {reason}" if reason else ""
         batch: Batch[Any] | None = None
-        if reason is None:
+        if reason is None and not await self.coordination.claim(runtime, rnd, report.nonce):
+            reason, detail = "duplicate", f"eval_report for round {report.round}: reported already"
+        elif reason is None:
+            reason = rnd.check(worker_id, report)  # the claim may have waited for Redis
+            detail = f"eval_report for round {report.round}: {reason}" if reason else ""
             try:
-                batch = rnd.add(worker_id, report, now)
+                batch = None if reason else rnd.add(worker_id, report, now)
             except UpdateRejected as exc:
                 reason, detail = exc.reason, str(exc)
+            if batch is None:
+                self.coordination.unclaim(runtime, rnd, [report.nonce])
         if batch is None:
             rnd.refused(worker_id)
             assert reason is not None
