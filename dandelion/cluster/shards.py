@@ -47,6 +47,8 @@ from redis.exceptions import RedisError
 
 from ..coordinator.coordination import RoundCoordination
 from ..coordinator.lifecycle import RoundAbandoned
+from ..privacy import BudgetCheck, evaluation_event
+from ..protocol import ComeBack
 from ..storage import RoundCheckpoint, ShardCheckpoint, StateStore, StorageError
 from .announce import ModelAnnouncer, Version
 from .budget import RoundCounters
@@ -64,6 +66,15 @@ log = logging.getLogger("dandelion.cluster")
 _COUNTERS_AFTER_S = 600.0
 #: A shard without an open round looks at storage this often for the next one.
 _IDLE_POLL_S = 0.05
+
+
+def _budget_check(runtime: TaskRuntime, kind: str) -> BudgetCheck:
+    """The ledger's check of one more round of ``kind`` (the accountant runs: off the loop)."""
+    ledger, plan = runtime.ledger, runtime.config.evaluation
+    assert ledger is not None
+    if kind == "evaluate" and plan is not None and plan.noise_multiplier is not None:
+        return ledger.check_evaluation(evaluation_event(plan.noise_multiplier))
+    return ledger.check_next()
 
 
 def shard_name() -> str:
@@ -243,8 +254,8 @@ class ClusterRounds(RoundCoordination):
         adopted = self.lifecycle.new_round(
             runtime, last, record.opened_at, checkpoint.secret, record.kind
         )
-        if runtime.ledger is not None and adopted.kind == "train":
-            check = await asyncio.to_thread(runtime.ledger.check_next)
+        if runtime.ledger is not None:  # what the ledger will say once it is released
+            check = await asyncio.to_thread(_budget_check, runtime, adopted.kind)
             adopted.epsilon_after = check.after
         if runtime.round is None and runtime.last_round == last:
             runtime.round = adopted
@@ -275,6 +286,16 @@ class ClusterRounds(RoundCoordination):
         durable = self._reports.get((runtime.name, rnd.number), 0)
         waiting = rnd.batch.count + (rnd.sealed.count if rnd.sealed is not None else 0)
         return durable + waiting >= rnd.plan.goal
+
+    def ends_by(self, rnd: Round) -> float | None:
+        # The cluster's count closes the round, whichever shard reached it: any time.
+        return None
+
+    def come_back(self, answer: ComeBack, now: float) -> ComeBack:
+        if answer.reason != "already_reported":
+            return answer
+        # This shard may not know yet that its round closed elsewhere: not until its deadline.
+        return ComeBack(self.coordinator.pace.window(now), answer.reason)
 
     async def before_commit(self, runtime: TaskRuntime, rnd: Round) -> bool:
         """Seal the round (fenced), and take every other shard's checkpoint into the result."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..protocol import ComeBack
 from ..storage import RoundCheckpoint, StateStore
 
 if TYPE_CHECKING:
@@ -57,6 +58,15 @@ class RoundCoordination:
     def complete(self, runtime: TaskRuntime, rnd: Round) -> bool:
         """Whether the round's goal is reached, for the process that closes it."""
         return rnd.complete
+
+    def ends_by(self, rnd: Round) -> float | None:
+        """When a worker that reported in ``rnd`` may find its next round: at once when the
+        round reached its goal, else not before its deadline."""
+        return None if rnd.complete else rnd.deadline
+
+    def come_back(self, answer: ComeBack, now: float) -> ComeBack:
+        """The ``come_back`` a checking-in worker is sent (selection's, as it stands)."""
+        return answer
 
     def fence(self, store: StateStore, task: str) -> None:
         """Inside the transaction that opens or commits a round of ``task``."""

@@ -210,7 +210,7 @@ class Coordinator:
         if isinstance(answer, ComeBack):
             events.append(ParticipationEvent(worker_id, None, None, "come_back", now))
             await self.store.record_events(events)
-            return Reply(answer)
+            return Reply(self.coordination.come_back(answer, now))
         runtime, rnd, assignment = answer
         if assignment.assigned_at == now and not await self.coordination.take_slot(runtime, rnd):
             rnd.free(worker_id)  # the cluster's over-selection budget is spent

@@ -300,7 +300,7 @@ class RoundLifecycle:
             update.task,
             update.round,
             update.nonce,
-            retry_window=self.pace.window(done, not_before=None if rnd.complete else rnd.deadline),
+            retry_window=self.pace.window(done, not_before=self.coordination.ends_by(rnd)),
         )
 
     async def refuse(
