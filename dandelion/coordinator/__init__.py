@@ -1,7 +1,10 @@
-"""The coordinator: tasks, rounds, selection, pace steering and the commit of each model."""
+"""The coordinator: tasks, rounds, selection, pace steering and the commit of each model; one
+process on its own, or one shard of a cluster through the round-coordination seam
+(``coordination.py``)."""
 
 from __future__ import annotations
 
+from .coordination import LocalRounds, RoundCoordination
 from .coordinator import Coordinator, RoundListener
 from .entropy import Entropy, SeededEntropy
 from .evaluation import EvalRound
@@ -30,10 +33,12 @@ __all__ = [
     "Entropy",
     "EvalRound",
     "EvaluationPlan",
+    "LocalRounds",
     "PaceSteering",
     "Reply",
     "Round",
     "RoundAbandoned",
+    "RoundCoordination",
     "RoundLifecycle",
     "RoundListener",
     "RoundOutcome",

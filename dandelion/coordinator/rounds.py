@@ -167,6 +167,8 @@ class RoundBase[A: Sums]:
         self.turned_away = 0
         self.final: A | None = None
         self.commit_failed = False  # a failed commit is logged once per round
+        #: A cluster leader's: the other shards' checkpointed sums, merged at the close.
+        self.elsewhere: A | None = None
 
     def _empty(self) -> A:
         """A sum over no reports."""
@@ -228,8 +230,9 @@ class RoundBase[A: Sums]:
 
     @property
     def assigned(self) -> int:
-        """Workers ever assigned in this round."""
-        return len(self._assignments)
+        """Workers ever assigned in this round (by a cluster's leader, with the others'
+        reports merged)."""
+        return len(self._assignments) + (self.elsewhere.count if self.elsewhere else 0)
 
     def assignment_of(self, worker_id: str) -> Assignment | None:
         return self._assignments.get(worker_id)
@@ -346,7 +349,8 @@ class RoundBase[A: Sums]:
     def reported(self) -> int:
         """Reports in the round, durable or waiting for their checkpoint."""
         sealed = self.sealed.count if self.sealed is not None else 0
-        return self.committed.count + sealed + self.batch.count
+        elsewhere = self.elsewhere.count if self.elsewhere is not None else 0
+        return self.committed.count + sealed + self.batch.count + elsewhere
 
     @property
     def current(self) -> A:
@@ -412,6 +416,16 @@ class RoundBase[A: Sums]:
 
     # -- closing ---------------------------------------------------------------------------------
 
+    def take_elsewhere(self, parts: list[bytes]) -> None:
+        """A cluster leader's close: the other shards' checkpointed sums (each over at least k
+        reports), kept apart from this shard's own — its own checkpoints go on holding only its
+        own reports — and merged into the result by :meth:`close`. Replaces what an earlier
+        call took. Raises ValueError for a sum that does not fit the round."""
+        out = self._empty()
+        for data in parts:
+            out.merge(self._restore(data))
+        self.elsewhere = out
+
     def close(self) -> Batch[A]:
         """Stop taking reports; return the batch that the round's commit makes durable. The
         lifecycle waits for a sealed batch's checkpoint before it closes."""
@@ -420,6 +434,8 @@ class RoundBase[A: Sums]:
         batch = self.batch
         final = self.committed.copy()
         final.merge(batch.aggregate)
+        if self.elsewhere is not None:
+            final.merge(self.elsewhere)
         self.final = final
         return batch
 
