@@ -9,7 +9,7 @@ from .coordinator import Coordinator, RoundListener
 from .entropy import Entropy, SeededEntropy
 from .evaluation import EvalRound
 from .lifecycle import CoordinatorStopping, RoundAbandoned, RoundLifecycle
-from .pace import PaceSteering
+from .pace import HEADROOM, PaceSteering
 from .registry import TaskRegistry, create_task
 from .replies import CLOSE_TRY_LATER, Reply
 from .rounds import RoundState
@@ -27,6 +27,7 @@ from .taskconfig import (
 __all__ = [
     "ACTIONS",
     "CLOSE_TRY_LATER",
+    "HEADROOM",
     "Coordinator",
     "CoordinatorStopping",
     "Entropy",

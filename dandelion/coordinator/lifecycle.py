@@ -438,6 +438,8 @@ class RoundLifecycle:
                 )
             return
         runtime.round = None
+        if (latency := rnd.median_latency()) is not None:
+            runtime.report_latency_s = latency
         _settle(batch, None if version is not None else RoundAbandoned())
         if version is not None:
             runtime.params = params
