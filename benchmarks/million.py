@@ -9,10 +9,11 @@ real coordinator; devices' data built and trained in 2 worker processes. The goa
 600 s of wall time and 4 GB of peak memory (the whole process tree, sampled) on 2 cores.
 
 A worker waits on an open socket for retry windows up to its ``keep_open_s`` (60 s in the file)
-and closes it for longer ones. A full round sends a worker away for at most 20 s, so with 10^6
-devices and 60 s the online fleet waits on open sessions between rounds: memory grows with
-the devices online, not the cohort. ``--keep-open-s 10`` (a Manifest V3 service worker that
-does not hold a socket through a wait) keeps only the devices at work in a session.
+and closes it for longer ones. A full round asks back soon (within 20 s) only its
+over-selection margin and the rest from its expected close on, most of them spread over up to
+``pace_max_s`` (docs/design.md, "Pace steering for a full round"). ``--keep-open-s 10`` (a
+Manifest V3 service worker that does not hold a socket through a wait) keeps only the devices
+at work in a session.
 
     python benchmarks/million.py --keep-open-s 10 --json
 

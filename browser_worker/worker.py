@@ -16,7 +16,7 @@ import math
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dandelion.protocol import (
@@ -105,6 +105,9 @@ class WorkerStatus:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_STATUS_FIELDS = frozenset(WorkerStatus.__dataclass_fields__)
+
+
 class _Stop(Exception):
     """Ends the session loop without reconnecting."""
 
@@ -144,7 +147,21 @@ class Worker:
         return new
 
     def _set(self, **changes: Any) -> None:
-        self.status = replace(self.status, **changes)
+        # Field by field: dataclasses.replace walks the fields' metadata on every call, and a
+        # worker sets its status a few times a round.
+        if not changes.keys() <= _STATUS_FIELDS:
+            raise TypeError(f"not status fields: {sorted(set(changes) - _STATUS_FIELDS)}")
+        s = self.status
+        get = changes.get
+        self.status = WorkerStatus(
+            get("state", s.state),
+            get("detail", s.detail),
+            get("rounds_joined", s.rounds_joined),
+            get("updates_accepted", s.updates_accepted),
+            get("last_update_at", s.last_update_at),
+            get("last_error", s.last_error),
+            get("extra", s.extra),
+        )
         if self.on_status is not None:
             self.on_status(self.status)
 

@@ -20,7 +20,7 @@ from .api import add_bundle_routes
 from .api.wiring import install as install_operator
 from .coordinator import Coordinator, TaskConfig
 from .settings import Settings
-from .storage import AsyncStore, StorageError
+from .storage import AsyncStore, ConflictError, StorageError
 from .transport import WORKER_PATH, SchemaValidator, WorkerEndpoint
 
 __all__ = [
@@ -66,7 +66,16 @@ def make_app(
         single_threaded_blas()
         store = store_factory() if store_factory else open_store(settings.db)
         app[STORE] = store
-        coordinator = Coordinator(store, settings)
+        cluster = None
+        if settings.cluster:  # one shard of a cluster (dandelion.cluster.shards)
+            from .cluster import connect
+            from .cluster.shards import ClusterRounds, shard_name
+
+            cluster = await connect(settings.cluster)
+            rounds = ClusterRounds(cluster, shard_name(), lease_s=settings.leader_lease_s)
+            coordinator = Coordinator(store, settings, coordination=rounds)
+        else:
+            coordinator = Coordinator(store, settings)
         app[COORDINATOR] = coordinator
         endpoint = WorkerEndpoint(coordinator, settings, validator)
         app[ENDPOINT] = endpoint
@@ -76,7 +85,10 @@ def make_app(
         await coordinator.start()
         for config in tasks:
             if config.name not in coordinator.tasks:
-                await coordinator.add_task(config)
+                try:
+                    await coordinator.add_task(config)
+                except ConflictError:  # another shard of the cluster made it meanwhile
+                    await coordinator.refresh_tasks()
         loop = asyncio.get_running_loop()
         background = [
             loop.create_task(_tick_forever(coordinator, settings)),
@@ -91,6 +103,8 @@ def make_app(
         await endpoint.close_all()
         await coordinator.close()
         await store.close()
+        if cluster is not None:
+            await cluster.aclose()
 
     async def handle_ws(request: web.Request) -> web.StreamResponse:
         return await request.app[ENDPOINT].handle(request)
@@ -107,6 +121,9 @@ def make_app(
             "tasks": len(coordinator.tasks),
             "connections": request.app[ENDPOINT].open_connections(),
         }
+        cluster = coordinator.coordination.describe()
+        if cluster is not None:
+            body["cluster"] = cluster  # this shard's name, and the tasks it leads
         if failure:
             body["storage"] = f"not writable: {failure}"
         return web.json_response(body, status=503 if failure else 200, dumps=dumps)

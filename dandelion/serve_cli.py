@@ -200,7 +200,20 @@ def _serve_postgres(
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
 
-    with state_lease(settings.db, command="serve"):
+    if settings.cluster:
+        from .cluster import ClusterError, check
+        from .coordinator.coordination import cluster_refusal
+
+        for config in configs:
+            if (reason := cluster_refusal(config)) is not None:
+                return fail("serve", f"task {config.name}: {reason}", 2)
+
+        try:
+            check(settings.cluster)
+        except ClusterError as exc:
+            return fail("serve", exc, 2)
+    # A cluster's shards share the lease: K of them write the database, nobody else does.
+    with state_lease(settings.db, command="serve", shared=bool(settings.cluster)):
         app = make_app(settings, tasks=configs)
         run_server(app, settings, before_start=prepare, on_ready=_print_listening)
     return 0

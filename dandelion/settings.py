@@ -52,6 +52,22 @@ SETTINGS: tuple[Setting, ...] = (
         "given --create or --task.",
     ),
     Setting(
+        "cluster",
+        str,
+        "",
+        "A `redis://` URL: this `serve` is one shard of a cluster serving one population with "
+        "the others on the same Redis and `postgresql://` db (docs/operations.md, A cluster); "
+        "empty: one process.",
+    ),
+    Setting(
+        "leader_lease_s",
+        float,
+        5.0,
+        "A cluster's leader lease of each task, in seconds: another shard takes a dead "
+        "leader's rounds over within this long.",
+        0.5,
+    ),
+    Setting(
         "heartbeat_s",
         float,
         20.0,
@@ -198,6 +214,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8750
     db: str = "dandelion.db"
+    cluster: str = ""
+    leader_lease_s: float = 5.0
     heartbeat_s: float = 20.0
     max_message_bytes: int = 16 * 1024 * 1024
     max_text_bytes: int = 64 * 1024
@@ -263,6 +281,8 @@ def load_settings(
             values[name] = _convert(_BY_NAME[name], raw)
     if 2 * values["pace_min_s"] > values["pace_max_s"]:
         raise SettingsError("pace_max_s must be at least twice pace_min_s")
+    if values["cluster"] and not str(values["db"]).startswith(("postgresql://", "postgres://")):
+        raise SettingsError("cluster: the shards of a cluster share a postgresql:// db")
     if str(values["db"]).startswith(("postgresql://", "postgres://")):
         from .storage.errors import StorageError
         from .storage.location import check_url

@@ -468,3 +468,40 @@ def test_an_eval_report_between_an_update_and_its_frame_is_out_of_turn() -> None
     event = _violation(pair.coord, json.dumps(report))
     assert event.error.code == "unexpected_message"
     assert pair.coord.state is CoordinatorState.READY
+
+
+def test_workers_given_the_same_model_bytes_decode_them_once_and_still_check_them() -> None:
+    frame = encode_frame(
+        FrameHeader("model", "t", 1, "m0r1", "float32", (4,)),
+        payload_from_floats([0.0, 1.0, 2.0, 3.0]),
+    )
+    task = Task("t", 1, "n" * 16, 0, MODEL, "o", {}, 1.0)
+    got = []
+    for _ in range(2):
+        pair = Pair()
+        pair.handshake()
+        pair.worker.send_checkin()
+        pair.to_coordinator()
+        pair.coord.send(task, frame)
+        (assigned,) = pair.to_worker()
+        assert isinstance(assigned, Assigned)
+        got.append(assigned.frame)
+    assert got[0] is got[1]  # one decode for both
+    assert floats_from_payload(got[1].payload, "float32") == [0.0, 1.0, 2.0, 3.0]
+    # The same bytes for another round's task: decoded before, refused all the same.
+    pair = Pair()
+    pair.handshake()
+    pair.worker.send_checkin()
+    pair.to_coordinator()
+    pair.coord.send(Task("t", 2, "n" * 16, 0, MODEL, "o", {}, 1.0), frame)
+    with pytest.raises(FrameError, match="does not match"):
+        pair.to_worker()
+    # Equal bytes in another object are decoded afresh.
+    pair = Pair()
+    pair.handshake()
+    pair.worker.send_checkin()
+    pair.to_coordinator()
+    pair.coord.send(task, bytes(bytearray(frame)))
+    (assigned,) = pair.to_worker()
+    assert isinstance(assigned, Assigned) and assigned.frame is not got[0]
+    assert assigned.frame.header == got[0].header

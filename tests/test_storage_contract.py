@@ -15,6 +15,7 @@ from dandelion.storage import (
     ParticipationEvent,
     RoundCheckpoint,
     RoundRecord,
+    ShardCheckpoint,
     SQLiteStore,
     StateStore,
     TaskRecord,
@@ -218,6 +219,29 @@ def test_an_open_round_keeps_its_checkpoint_until_it_closes(store: StateStore) -
         store.save_round_checkpoint(RoundCheckpoint("t1", 1, "key", b"sum", 3, 3.0))
 
 
+def test_shard_checkpoints_until_the_seal_then_none_until_the_close(store: StateStore) -> None:
+    _task(store)
+    store.open_round(_round(1))
+    with pytest.raises(KeyError):  # only an open round takes shard checkpoints
+        store.save_shard_checkpoint(ShardCheckpoint("t1", 9, "a", b"x", 2, 0, 1.0))
+    store.save_shard_checkpoint(ShardCheckpoint("t1", 1, "b", b"b1", 2, 0, 1.0))
+    store.save_shard_checkpoint(ShardCheckpoint("t1", 1, "a", b"a1", 2, 1, 1.0))
+    store.save_shard_checkpoint(ShardCheckpoint("t1", 1, "b", b"b2", 4, 0, 2.0))  # replaces
+    sealed = store.seal_round("t1", 1)
+    assert [(c.shard, c.aggregate, c.reports, c.rejected) for c in sealed] == [
+        ("a", b"a1", 2, 1),
+        ("b", b"b2", 4, 0),
+    ]
+    with pytest.raises(KeyError, match="sealed"):  # the leader is closing it: nothing more
+        store.save_shard_checkpoint(ShardCheckpoint("t1", 1, "c", b"c1", 2, 0, 3.0))
+    assert store.seal_round("t1", 1) == sealed  # a new leader finishing the close
+    assert store.list_shard_checkpoints("t1", 1) == sealed
+    _close(store, 1)
+    assert store.list_shard_checkpoints("t1", 1) == []  # closing deletes them and the seal
+    with pytest.raises(KeyError):
+        store.seal_round("t1", 1)
+
+
 def test_a_task_secret_is_made_once_and_kept(store: StateStore) -> None:
     _task(store)
     assert store.task_secret("t1", "ftrl", "first") == "first"
@@ -315,6 +339,7 @@ def test_sqlite_migrations_are_idempotent_and_state_survives_reopen(tmp_path: Pa
         "m006_task_lifecycle",
         "m007_evaluation",
         "m008_leader_epochs",
+        "m009_shard_checkpoints",
     ]
     assert again.latest_model_version("t1").params == b"\7" * 4  # type: ignore[union-attr]
     mode = again.conn.execute("PRAGMA journal_mode").fetchone()[0]

@@ -10,12 +10,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from dandelion.storage import FencedError, SQLiteStore, StorageError, TaskRecord
+from dandelion.storage import (
+    FencedError,
+    RoundRecord,
+    ShardCheckpoint,
+    SQLiteStore,
+    StorageError,
+    TaskRecord,
+)
 from dandelion.storage.lease import LeaseHeldError
 from dandelion.storage.location import StateURLError, check_url, open_state, redacted
 from dandelion.storage.pg_lease import PostgresLease
@@ -227,6 +235,71 @@ def test_two_leaders_racing_to_commit_serialise_on_the_epoch(postgres: PostgresS
     assert older.leader_epoch("t1") == 5
     newer.close()
     older.close()
+
+
+def _racing(first: PostgresStore, second: Callable[[], object]) -> list[object]:
+    """Run ``second`` in a thread while ``first`` holds a transaction open; it must wait for
+    that transaction. Returns what ``second`` returned or raised."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(second())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    racer = threading.Thread(target=run)
+    racer.start()
+    racer.join(scaled(1.0))
+    assert racer.is_alive()  # it waits on the round's row that the open transaction holds
+    return outcome
+
+
+def _open_round(store: PostgresStore) -> None:
+    store.create_task(TaskRecord("t1", {}, "active", 1.0))
+    store.open_round(RoundRecord("t1", 1, 0, "open", 1.0, None, 6))
+
+
+def test_a_seal_waits_for_a_shard_checkpoint_being_written_and_merges_it(
+    postgres: PostgresServer,
+) -> None:
+    """The leader seals while a shard's checkpoint is being committed: the seal waits for it
+    and returns it — an update acknowledged after that commit is in the leader's merge."""
+    url = postgres.database()
+    shard, leader = PostgresStore(url), PostgresStore(url)
+    _open_round(shard)
+    with shard.transaction():
+        shard.save_shard_checkpoint(ShardCheckpoint("t1", 1, "a", b"sum", 2, 0, 2.0))
+        outcome = _racing(shard, lambda: leader.seal_round("t1", 1))
+    deadline = time.monotonic() + scaled(10)
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(outcome) == 1 and isinstance(outcome[0], list), outcome
+    assert [c.shard for c in outcome[0]] == ["a"]
+    shard.close()
+    leader.close()
+
+
+def test_a_shard_checkpoint_after_the_seal_is_refused_once_it_commits(
+    postgres: PostgresServer,
+) -> None:
+    """A shard's checkpoint arrives while the seal is open: it waits for the seal, then finds
+    the round sealed and is refused — its updates are never acknowledged, never lost."""
+    url = postgres.database()
+    shard, leader = PostgresStore(url), PostgresStore(url)
+    _open_round(leader)
+    late = ShardCheckpoint("t1", 1, "b", b"sum", 2, 0, 3.0)
+    with leader.transaction():
+        assert leader.seal_round("t1", 1) == []
+        outcome = _racing(leader, lambda: shard.save_shard_checkpoint(late))
+    deadline = time.monotonic() + scaled(10)
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(outcome) == 1 and isinstance(outcome[0], KeyError), outcome
+    assert "sealed" in str(outcome[0])
+    assert leader.list_shard_checkpoints("t1", 1) == []
+    shard.close()
+    leader.close()
 
 
 def test_a_sqlite_state_never_loads_the_postgresql_driver(tmp_path: Path) -> None:

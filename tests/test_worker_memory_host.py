@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import weakref
+from types import SimpleNamespace
+
+import pytest
 
 from browser_worker.host import MemoryConnection, MemoryHost
 from browser_worker.worker import Worker, WorkerConfig, WorkerStatus
@@ -83,3 +87,17 @@ async def test_opt_out_reaches_the_coordinator_and_clears_local_state() -> None:
     assert host.storage.get("dandelion.worker_id") is None
     assert worker.status.state == "stopped"
     await store.close()
+
+
+def test_a_status_change_keeps_every_other_field() -> None:
+    full = WorkerStatus("training", "d", 3, 2, 1.5, "e", {"k": 1})
+    assert all(
+        getattr(full, f.name) != f.default for f in dataclasses.fields(WorkerStatus) if f.init
+    )  # every field away from its default, so a dropped one shows
+    seen: list[WorkerStatus] = []
+    holder = SimpleNamespace(status=full, on_status=seen.append)
+    Worker._set(holder, state="waiting")  # type: ignore[arg-type]
+    assert holder.status == dataclasses.replace(full, state="waiting") and seen == [holder.status]
+    with pytest.raises(TypeError, match="not status fields"):
+        Worker._set(holder, mood="fine")  # type: ignore[arg-type]
+    assert holder.status.state == "waiting"

@@ -114,3 +114,15 @@ def test_hyper_round_trip_and_checks() -> None:
     assert Hyper.from_dict(hyper.to_dict()) == hyper
     with pytest.raises(ValueError):
         Hyper.from_dict({"learning_rate": 0, "epochs": 1, "batch_size": 1, "clip_norm": 1})
+
+
+def test_a_spec_parsed_again_is_the_same_and_its_types_still_count() -> None:
+    raw = {"kind": "logreg", "num_features": 7, "num_classes": 2, "hidden": 0, "param_count": 8}
+    first = ModelSpec.from_dict(raw)
+    assert ModelSpec.from_dict(dict(raw)) is first
+    with pytest.raises(ValueError, match="num_features"):
+        ModelSpec.from_dict({**raw, "num_features": 7.0})  # equal to 7, not an integer
+    with pytest.raises(ValueError, match="param_count"):
+        ModelSpec.from_dict({**raw, "param_count": 9})
+    options = {**raw, "kind": "mlp", "hidden": 3, "param_count": 32, "options": {"a": 1}}
+    assert ModelSpec.from_dict(options) == ModelSpec.from_dict(options)  # unhashable: built

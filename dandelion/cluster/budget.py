@@ -5,8 +5,11 @@ shard they are connected to: each shard takes a slot from one counter in Redis b
 assigns a worker (``INCR``, given back at once past the limit, in one script), and gives the
 slot back when that worker is released without reporting. Each shard adds its acknowledged
 reports to the round's report count after the group commit that made them durable, and the
-leader closes the round when the count reaches the goal. The keys expire a while after the
-round's deadline; nothing in them names a worker.
+leader closes the round when the count reaches the goal. A shard claims a report's assignment
+nonce (an HMAC under the round's secret: it names no worker) before it adds the update, so that
+the same update sent again to another shard is refused, not counted twice; a claim whose
+checkpoint failed is given back. The keys expire a while after the round's deadline; nothing
+in them names a worker.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class RoundCounters:
         self.client, self.expire_ms = client, expire_ms
         self.assigned_key = key("round", task, round_id, "assigned")
         self.reports_key = key("round", task, round_id, "reports")
+        self.claimed_key = key("round", task, round_id, "claimed")
         self._take = client.register_script(_TAKE)
         self._give_back = client.register_script(_GIVE_BACK)
 
@@ -61,6 +65,18 @@ class RoundCounters:
             pipe.pexpire(self.reports_key, self.expire_ms)
             count, _ = await pipe.execute()
         return int(count)
+
+    async def claim(self, nonce: str) -> bool:
+        """Claim a report's assignment nonce; False if a shard claimed it already."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.sadd(self.claimed_key, nonce)
+            pipe.pexpire(self.claimed_key, self.expire_ms)
+            added, _ = await pipe.execute()
+        return bool(added)
+
+    async def unclaim(self, nonces: list[str]) -> None:
+        """The reports of these nonces were not stored: their workers may send them again."""
+        await self.client.srem(self.claimed_key, *nonces)
 
     async def counts(self) -> tuple[int, int]:
         """(slots taken, reports) across the cluster now."""

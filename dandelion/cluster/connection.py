@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-__all__ = ["PREFIX", "ClusterError", "connect", "key"]
+__all__ = ["PREFIX", "ClusterError", "check", "connect", "key"]
 
 #: Every key and channel Dandelion uses starts with this, so a Redis can be shared.
 PREFIX = "dandelion"
@@ -42,3 +42,14 @@ async def connect(url: str, *, timeout_s: float = 5.0) -> aioredis.Redis:
         await client.aclose()
         raise ClusterError(f"cannot reach Redis at {url}: {exc}") from None
     return client
+
+
+def check(url: str, *, timeout_s: float = 5.0) -> None:
+    """Before a shard starts: the URL is Redis's and the server answers. Raises ClusterError."""
+    import asyncio
+
+    async def ping() -> None:
+        client = await connect(url, timeout_s=timeout_s)
+        await client.aclose()
+
+    asyncio.run(ping())

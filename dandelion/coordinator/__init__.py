@@ -1,12 +1,15 @@
-"""The coordinator: tasks, rounds, selection, pace steering and the commit of each model."""
+"""The coordinator: tasks, rounds, selection, pace steering and the commit of each model; one
+process on its own, or one shard of a cluster through the round-coordination seam
+(``coordination.py``)."""
 
 from __future__ import annotations
 
+from .coordination import LocalRounds, RoundCoordination
 from .coordinator import Coordinator, RoundListener
 from .entropy import Entropy, SeededEntropy
 from .evaluation import EvalRound
 from .lifecycle import CoordinatorStopping, RoundAbandoned, RoundLifecycle
-from .pace import PaceSteering
+from .pace import HEADROOM, PaceSteering
 from .registry import TaskRegistry, create_task
 from .replies import CLOSE_TRY_LATER, Reply
 from .rounds import RoundState
@@ -24,15 +27,18 @@ from .taskconfig import (
 __all__ = [
     "ACTIONS",
     "CLOSE_TRY_LATER",
+    "HEADROOM",
     "Coordinator",
     "CoordinatorStopping",
     "Entropy",
     "EvalRound",
     "EvaluationPlan",
+    "LocalRounds",
     "PaceSteering",
     "Reply",
     "Round",
     "RoundAbandoned",
+    "RoundCoordination",
     "RoundLifecycle",
     "RoundListener",
     "RoundOutcome",

@@ -43,6 +43,7 @@ from ..protocol.secagg.messages import SecAggMessage
 from ..protocol.versions import SUPPORTED_VERSIONS
 from ..settings import Settings
 from ..storage import AsyncStore, ParticipationEvent
+from .coordination import LocalRounds, RoundCoordination
 from .entropy import Entropy
 from .evaluation import EvalRound
 from .lifecycle import RoundLifecycle, RoundListener
@@ -78,6 +79,7 @@ class Coordinator:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         entropy: Entropy | None = None,
+        coordination: RoundCoordination | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -90,13 +92,21 @@ class Coordinator:
             max_s=settings.pace_max_s,
             target_rate=settings.target_checkins_per_s,
         )
+        #: One process on its own (the default), or one shard of a cluster.
+        self.coordination = coordination or LocalRounds()
         self.lifecycle = RoundLifecycle(
-            store, clock, self.pace, settings.monitor_k, entropy=self.entropy
+            store,
+            clock,
+            self.pace,
+            settings.monitor_k,
+            entropy=self.entropy,
+            coordination=self.coordination,
         )
         #: Secure rounds' protocol; each transport adds its outlet (``secure.outlets``).
         self.secure = SecureRounds(clock, self.pace, _crypto_hosts, self.lifecycle.close_soon)
         self.lifecycle.listeners.append(self.secure.committed)
         self._last_refresh = 0.0
+        self.coordination.attach(self)
 
     @property
     def tasks(self) -> dict[str, TaskRuntime]:
@@ -107,11 +117,12 @@ class Coordinator:
     async def start(self) -> None:
         """Load every stored task and resume the rounds a crash or a stop left open."""
         await self.refresh_tasks()
+        await self.coordination.start()
 
     async def refresh_tasks(self) -> None:
         """Load tasks added or changed in storage (by the CLI or the API) since the last look."""
         for runtime in await self.registry.refresh():
-            await self.lifecycle.resume(runtime)
+            await self.coordination.resume(runtime)
         self._last_refresh = self.clock()
         await self._take_up_edits()
 
@@ -146,7 +157,7 @@ class Coordinator:
     async def add_task(self, config: TaskConfig) -> TaskRuntime:
         """Create a task with its initial model (version 0) and start running it."""
         runtime = await self.registry.add(config, self.clock())
-        await self.lifecycle.open(runtime, self.clock())  # open for work at once, not next tick
+        await self.coordination.open(runtime, self.clock())  # open for work at once
         return runtime
 
     def add_listener(self, listener: RoundListener) -> None:
@@ -206,13 +217,19 @@ class Coordinator:
         if isinstance(answer, ComeBack):
             events.append(ParticipationEvent(worker_id, None, None, "come_back", now))
             await self.store.record_events(events)
-            return Reply(answer)
+            return Reply(self.coordination.come_back(answer, now))
         runtime, rnd, assignment = answer
+        if assignment.assigned_at == now and not await self.coordination.take_slot(runtime, rnd):
+            rnd.free(worker_id)  # the cluster's over-selection budget is spent
+            events.append(ParticipationEvent(worker_id, None, None, "come_back", now))
+            await self.store.record_events(events)
+            return Reply(ComeBack(self.pace.window(now, cap_s=4 * self.pace.min_s), "round_full"))
         events.append(ParticipationEvent(worker_id, runtime.name, rnd.number, "selected", now))
         try:
             await self.store.record_events(events)
         except BaseException:
-            rnd.free(worker_id)  # never told: the slot is free again
+            if rnd.free(worker_id):  # never told: the slot is free again
+                self.coordination.released(runtime.name, rnd.number)
             raise
         if isinstance(rnd, SecureRound) and rnd.started:
             # Its cohort closed while the selection was being stored: not one of it.
@@ -313,6 +330,7 @@ class Coordinator:
         await self.store.write(
             lambda s: (s.set_consent(worker_id, "opted_out", now), s.record_events(events))
         )
+        self._released(events)
         return Reply(revoke=True, close_code=1000, close_reason="opted out")
 
     async def on_disconnect(self, worker_id: str, *, replaced: bool = False) -> None:
@@ -331,7 +349,13 @@ class Coordinator:
         ]
         await self.secure.gone(self.tasks.values(), worker_id)  # a dropout of a secure round
         if events:
+            self._released(events)
             await self.store.record_events(events)
+
+    def _released(self, events: list[ParticipationEvent]) -> None:
+        for e in events:
+            if e.event == "released" and e.task is not None and e.round is not None:
+                self.coordination.released(e.task, e.round)
 
     # -- rounds ----------------------------------------------------------------------------------
 
@@ -344,16 +368,18 @@ class Coordinator:
         else:
             await self._take_up_edits()  # a round that just ended: the next opens with the edit
         await self.secure.tick(self.tasks.values(), now)
+        await self.coordination.tick(now)
         lapsed: list[ParticipationEvent] = []
         for runtime in list(self.tasks.values()):
             rnd = runtime.round
-            if rnd is not None and rnd.open and (rnd.complete or rnd.due(now)):
+            if rnd is not None and rnd.open and self.coordination.may_close(runtime, rnd, now):
                 self.lifecycle.close_soon(runtime, rnd)
             elif runtime.wants_round:
-                await self.lifecycle.open(runtime, now)
+                await self.coordination.open(runtime, now)
             else:
                 lapsed.extend(self.lifecycle.lapse(runtime, now))
         if lapsed:
+            self._released(lapsed)
             await self.store.record_events(lapsed)
 
     def release_waiting(self) -> int:
@@ -373,6 +399,7 @@ class Coordinator:
         self.release_waiting()
         await self.lifecycle.close()
         await self.secure.close()
+        await self.coordination.close()
 
 
 def _crypto_hosts() -> tuple[CryptoHost, Mod32Ops]:

@@ -37,6 +37,7 @@ from ..storage import (
     StateStore,
     StorageError,
 )
+from .coordination import RoundCoordination
 from .entropy import Entropy
 from .evaluation import EvalRound
 from .pace import PaceSteering
@@ -73,8 +74,11 @@ class RoundLifecycle:
         step: int,
         *,
         entropy: Entropy | None = None,
+        coordination: RoundCoordination | None = None,
     ) -> None:
         self.store = store
+        #: Where checkpoints go and who closes a round: one process, or a cluster's shard.
+        self.coordination = coordination or RoundCoordination()
         self.entropy = entropy or Entropy()
         self.clock = clock
         self.pace = pace
@@ -103,7 +107,7 @@ class RoundLifecycle:
             epsilon_after = check.after
             now = self.clock()  # the accountant took a moment
         secret = self.entropy.round_secret()
-        rnd = self._round(runtime, runtime.last_round + 1, now, secret, kind)
+        rnd = self.new_round(runtime, runtime.last_round + 1, now, secret, kind)
         rnd.epsilon_after = epsilon_after
         record = RoundRecord(
             task=runtime.name,
@@ -117,13 +121,13 @@ class RoundLifecycle:
             kind=rnd.kind,
         )
         checkpoint = RoundCheckpoint(runtime.name, rnd.number, secret, None, 0, now)
-        await self.store.write(
-            lambda s: (s.open_round(record), s.save_round_checkpoint(checkpoint))
+        await self._leader_write(
+            record.task, lambda s: (s.open_round(record), s.save_round_checkpoint(checkpoint))
         )
         runtime.last_round = rnd.number
         runtime.round = rnd
 
-    def _round(
+    def new_round(
         self, runtime: TaskRuntime, number: int, opened_at: float, secret: str, kind: str
     ) -> Round:
         if kind == "evaluate":
@@ -163,7 +167,9 @@ class RoundLifecycle:
         rnd: Round | None = None
         if checkpoint is not None and record.model_version == runtime.model_version:
             try:
-                rnd = self._round(runtime, number, record.opened_at, checkpoint.secret, record.kind)
+                rnd = self.new_round(
+                    runtime, number, record.opened_at, checkpoint.secret, record.kind
+                )
                 rnd.resume(checkpoint.aggregate, selected, reported)
             except ValueError as exc:
                 log.error("task %s: round %d cannot be resumed: %s", name, number, exc)
@@ -233,11 +239,17 @@ class RoundLifecycle:
         reason = rnd.check(worker_id, update)
         detail = f"update for round {update.round}: {reason}" if reason else ""
         batch: Batch[Any] | None = None
-        if reason is None:
+        if reason is None and not await self.coordination.claim(runtime, rnd, update.nonce):
+            reason, detail = "duplicate", f"update for round {update.round}: reported already"
+        elif reason is None:
+            reason = rnd.check(worker_id, update)  # the claim may have waited for Redis
+            detail = f"update for round {update.round}: {reason}" if reason else ""
             try:
-                batch = rnd.add(worker_id, update, frame, now)
+                batch = None if reason else rnd.add(worker_id, update, frame, now)
             except UpdateRejected as exc:
                 reason, detail = exc.reason, str(exc)
+            if batch is None:
+                self.coordination.unclaim(runtime, rnd, [update.nonce])
         if batch is None:
             rnd.refused(worker_id)
             assert reason is not None
@@ -253,11 +265,17 @@ class RoundLifecycle:
         reason = rnd.check(worker_id, report)
         detail = f"eval_report for round {report.round}: {reason}" if reason else ""
         batch: Batch[Any] | None = None
-        if reason is None:
+        if reason is None and not await self.coordination.claim(runtime, rnd, report.nonce):
+            reason, detail = "duplicate", f"eval_report for round {report.round}: reported already"
+        elif reason is None:
+            reason = rnd.check(worker_id, report)  # the claim may have waited for Redis
+            detail = f"eval_report for round {report.round}: {reason}" if reason else ""
             try:
-                batch = rnd.add(worker_id, report, now)
+                batch = None if reason else rnd.add(worker_id, report, now)
             except UpdateRejected as exc:
                 reason, detail = exc.reason, str(exc)
+            if batch is None:
+                self.coordination.unclaim(runtime, rnd, [report.nonce])
         if batch is None:
             rnd.refused(worker_id)
             assert reason is not None
@@ -270,7 +288,7 @@ class RoundLifecycle:
         """The answer to a report now in ``batch``: once a checkpoint or the round's commit
         holds it, ``ack``; ``reject`` if the round closed below its minimum."""
         waiter = _waiter(batch)
-        if rnd.complete:
+        if self.coordination.complete(runtime, rnd):
             self.close_soon(runtime, rnd)
         elif not runtime.closing:
             self._checkpoint_soon(runtime, rnd)
@@ -284,7 +302,7 @@ class RoundLifecycle:
             update.task,
             update.round,
             update.nonce,
-            retry_window=self.pace.window(done, not_before=None if rnd.complete else rnd.deadline),
+            retry_window=self.pace.window(done, not_before=self.coordination.ends_by(rnd)),
         )
 
     async def refuse(
@@ -294,6 +312,11 @@ class RoundLifecycle:
         event = ParticipationEvent(worker_id, update.task, update.round, "rejected", self.clock())
         await self.store.record_events([event])
         return Reject(reason, detail[:512], update.task, update.round, update.nonce)
+
+    async def _leader_write(self, task: str, write: Callable[[StateStore], Any]) -> Any:
+        """``write`` in one transaction with the fence of the task's leader, if any."""
+        fence = self.coordination.fence
+        return await self.store.write(lambda s: (fence(s, task), write(s))[1])
 
     def _checkpoint_soon(self, runtime: TaskRuntime, rnd: Round) -> None:
         sealed = rnd.seal()
@@ -308,10 +331,12 @@ class RoundLifecycle:
         events = _reported_events(name, number, batch)
         checkpoint = RoundCheckpoint(name, number, rnd.secret, blob, rnd.rejected, now)
         try:
+            save = self.coordination.checkpoint
             await self.store.write(
-                lambda s: (s.record_events(events), s.save_round_checkpoint(checkpoint))
+                lambda s: (s.record_events(events), save(s, runtime, rnd, checkpoint))
             )
         except Exception as exc:
+            self.coordination.unclaim(runtime, rnd, _nonces(rnd, batch))
             rnd.dropped_batch(batch)
             _settle(batch, _as_storage_error(exc))
             if not isinstance(exc, StorageError):
@@ -319,8 +344,9 @@ class RoundLifecycle:
         else:
             rnd.checkpointed(batch)
             _settle(batch, None)
+            self.coordination.checkpointed(runtime, rnd, batch.count)
         if rnd.open and not runtime.closing:
-            if rnd.complete:
+            if self.coordination.complete(runtime, rnd):
                 self.close_soon(runtime, rnd)
             else:
                 self._checkpoint_soon(runtime, rnd)
@@ -340,7 +366,7 @@ class RoundLifecycle:
             while rnd.sealed is not None:  # let the checkpoint being written finish first
                 with contextlib.suppress(Exception):
                     await asyncio.shield(_waiter(rnd.sealed))
-            if not rnd.open:
+            if not rnd.open or not await self.coordination.before_commit(runtime, rnd):
                 pass
             elif isinstance(rnd, EvalRound):
                 await self._commit_evaluation(runtime, rnd)
@@ -380,7 +406,8 @@ class RoundLifecycle:
         events = _reported_events(runtime.name, rnd.number, batch) if version is not None else []
         reported = rnd.reported if version is not None else rnd.committed.count
         try:
-            await self.store.write(
+            await self._leader_write(
+                runtime.name,
                 lambda s: s.commit_round_result(
                     task=runtime.name,
                     round=rnd.number,
@@ -394,7 +421,7 @@ class RoundLifecycle:
                     model_version=version,
                     ledger=ledger,
                     events=events,
-                )
+                ),
             )
         except Exception as exc:
             runtime.optimizer.load_state(snapshot)  # the step never happened
@@ -411,6 +438,8 @@ class RoundLifecycle:
                 )
             return
         runtime.round = None
+        if (latency := rnd.median_latency()) is not None:
+            runtime.report_latency_s = latency
         _settle(batch, None if version is not None else RoundAbandoned())
         if version is not None:
             runtime.params = params
@@ -443,6 +472,7 @@ class RoundLifecycle:
             now,
             dropped_by=rnd.unreported(completed=version is not None),
         )
+        self.coordination.committed(runtime, rnd)
         for listener in self.listeners:
             listener(outcome)
 
@@ -459,7 +489,8 @@ class RoundLifecycle:
         reported = rnd.reported if result is not None else rnd.committed.count
         metrics = rnd.metrics()
         try:
-            await self.store.write(
+            await self._leader_write(
+                runtime.name,
                 lambda s: s.commit_round_result(
                     task=runtime.name,
                     round=rnd.number,
@@ -473,7 +504,7 @@ class RoundLifecycle:
                     evaluation=result,
                     ledger=ledger,
                     events=events,
-                )
+                ),
             )
         except Exception as exc:
             rnd.reopen(batch)
@@ -519,6 +550,7 @@ class RoundLifecycle:
             kind="evaluate",
             dropped_by=rnd.unreported(completed=result is not None),
         )
+        self.coordination.committed(runtime, rnd)
         for listener in self.listeners:
             listener(outcome)
 
@@ -592,6 +624,11 @@ def _settle(batch: Batch[Any], error: BaseException | None) -> None:
         waiter.set_result(None)
     else:
         waiter.set_exception(error)
+
+
+def _nonces(rnd: Round, batch: Batch[Any]) -> list[str]:
+    """The assignment nonces of the reports in ``batch``."""
+    return [a.nonce for w in batch.workers if (a := rnd.assignment_of(w)) is not None]
 
 
 def _as_storage_error(exc: BaseException) -> StorageError:

@@ -28,8 +28,10 @@ deadline).
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
 
@@ -90,8 +92,18 @@ class Batch[A: Sums]:
         return self.aggregate.count
 
 
-def assignment_nonce(secret: str, task: str, number: int, worker_id: str) -> str:
-    mac = hmac.digest(secret.encode(), f"{task}\0{number}\0{worker_id}".encode(), "sha256")
+def assignment_nonce(
+    secret: str, task: str, number: int, worker_id: str, *, keyed: hmac.HMAC | None = None
+) -> str:
+    """The HMAC of the assignment under ``secret``; ``keyed``: an HMAC object already keyed
+    with it (copied, not keyed again: a round hands out a nonce per assignment)."""
+    msg = f"{task}\0{number}\0{worker_id}".encode()
+    if keyed is None:
+        mac = hmac.digest(secret.encode(), msg, "sha256")
+    else:
+        h = keyed.copy()
+        h.update(msg)
+        mac = h.digest()
     return base64.urlsafe_b64encode(mac[:18]).decode()
 
 
@@ -136,6 +148,7 @@ class RoundBase[A: Sums]:
         self.opened_at = opened_at
         self.deadline = opened_at + plan.deadline_s
         self.secret = secret
+        self._keyed = hmac.new(secret.encode(), digestmod=hashlib.sha256)
         self.step = max(1, step)
         self.epsilon_after: float | None = None
         self.open = True
@@ -148,8 +161,14 @@ class RoundBase[A: Sums]:
         self._assignments: dict[str, Assignment] = {}
         self._holding = 0  # assignments active, pending or reported: what over-selection caps
         self._latencies: list[float] = []
+        self._slowest = 0.0  # max(_latencies), kept as they come (asked for on every tick)
+        self._median: tuple[int, float] = (0, math.nan)  # (reports it covers, median latency)
+        #: Workers sent away while the round was full: pace steering ranks them by this count.
+        self.turned_away = 0
         self.final: A | None = None
         self.commit_failed = False  # a failed commit is logged once per round
+        #: A cluster leader's: the other shards' checkpointed sums, merged at the close.
+        self.elsewhere: A | None = None
 
     def _empty(self) -> A:
         """A sum over no reports."""
@@ -211,8 +230,9 @@ class RoundBase[A: Sums]:
 
     @property
     def assigned(self) -> int:
-        """Workers ever assigned in this round."""
-        return len(self._assignments)
+        """Workers ever assigned in this round (by a cluster's leader, with the others'
+        reports merged)."""
+        return len(self._assignments) + (self.elsewhere.count if self.elsewhere else 0)
 
     def assignment_of(self, worker_id: str) -> Assignment | None:
         return self._assignments.get(worker_id)
@@ -221,7 +241,9 @@ class RoundBase[A: Sums]:
         """Assign ``worker_id`` (again: a released assignment is taken back with its nonce)."""
         mine = self._assignments.get(worker_id)
         if mine is None:
-            nonce = assignment_nonce(self.secret, self.config.name, self.number, worker_id)
+            nonce = assignment_nonce(
+                self.secret, self.config.name, self.number, worker_id, keyed=self._keyed
+            )
             mine = self._assignments[worker_id] = Assignment(worker_id, nonce, now)
             self._holding += 1
         elif mine.state == _RELEASED:
@@ -252,7 +274,31 @@ class RoundBase[A: Sums]:
             return fixed
         if len(self._latencies) < min(_ADAPTIVE_AFTER, self.plan.goal):
             return math.inf
-        return max(_ADAPTIVE_FLOOR_S, _ADAPTIVE_FACTOR * max(self._latencies))
+        return max(_ADAPTIVE_FLOOR_S, _ADAPTIVE_FACTOR * self._slowest)
+
+    def median_latency(self) -> float | None:
+        """The median time from assignment to report over the round's reports so far; None
+        before the first few (five, or the goal if smaller) have come in."""
+        latencies = self._latencies
+        if not latencies or len(latencies) < min(_ADAPTIVE_AFTER, self.plan.goal):
+            return None
+        covered = self._median[0]
+        # Worked out again once the reports grew by a twentieth (it is an estimate; sorting the
+        # round's latencies for every worker turned away would cost more than it tells).
+        if len(latencies) != covered and (len(latencies) < 64 or len(latencies) >= 1.05 * covered):
+            self._median = (len(latencies), statistics.median(latencies))
+        return self._median[1]
+
+    def expected_close(self, now: float, latency_s: float | None) -> float | None:
+        """When a full round is expected to close, by its own reports' median latency (or
+        ``latency_s``, the task's last round's, before it has its own): its last assignments
+        report about that long from now. Never after the deadline; None without an estimate."""
+        typical = self.median_latency()
+        if typical is None:
+            typical = latency_s
+        if typical is None:
+            return None
+        return min(self.deadline, now + typical)
 
     def silent(self, now: float) -> list[str]:
         """Workers whose active assignment has waited longer than the report timeout."""
@@ -294,14 +340,17 @@ class RoundBase[A: Sums]:
         batch = self.batch
         batch.workers.append(worker_id)
         batch.reported_at.append(now)
-        self._latencies.append(max(0.0, now - mine.assigned_at))
+        latency = max(0.0, now - mine.assigned_at)
+        self._latencies.append(latency)
+        self._slowest = max(self._slowest, latency)
         return batch
 
     @property
     def reported(self) -> int:
         """Reports in the round, durable or waiting for their checkpoint."""
         sealed = self.sealed.count if self.sealed is not None else 0
-        return self.committed.count + sealed + self.batch.count
+        elsewhere = self.elsewhere.count if self.elsewhere is not None else 0
+        return self.committed.count + sealed + self.batch.count + elsewhere
 
     @property
     def current(self) -> A:
@@ -367,6 +416,16 @@ class RoundBase[A: Sums]:
 
     # -- closing ---------------------------------------------------------------------------------
 
+    def take_elsewhere(self, parts: list[bytes]) -> None:
+        """A cluster leader's close: the other shards' checkpointed sums (each over at least k
+        reports), kept apart from this shard's own — its own checkpoints go on holding only its
+        own reports — and merged into the result by :meth:`close`. Replaces what an earlier
+        call took. Raises ValueError for a sum that does not fit the round."""
+        out = self._empty()
+        for data in parts:
+            out.merge(self._restore(data))
+        self.elsewhere = out
+
     def close(self) -> Batch[A]:
         """Stop taking reports; return the batch that the round's commit makes durable. The
         lifecycle waits for a sealed batch's checkpoint before it closes."""
@@ -375,6 +434,8 @@ class RoundBase[A: Sums]:
         batch = self.batch
         final = self.committed.copy()
         final.merge(batch.aggregate)
+        if self.elsewhere is not None:
+            final.merge(self.elsewhere)
         self.final = final
         return batch
 

@@ -102,6 +102,9 @@ class TaskRuntime:
         self.tree_noise: TreeNoise | None = None
         self.last_participation: dict[str, int] = {}
         self.closing = False
+        #: The median report latency of the task's last closed round: when a round is full
+        #: before its own reports say how long they take, pace steering expects this.
+        self.report_latency_s: float | None = None
         self.opening = False  # a budget check is running before the next round opens
 
     @property

@@ -2,8 +2,10 @@
 
 Rules of this file: it reads the tasks' open rounds and assigns; it never awaits and never reads
 the clock. A worker that lost its task (it reconnected) is handed the same assignment back; one
-that already reported is asked back after the round; one turned away from a full round is asked
-back soon — slots free up as assignments lapse — in a window no wider than pace steering's.
+that already reported is asked back after the round; those turned away from a full round are
+ranked: the first few (about as many as the over-selection margin, slots that may free up as
+assignments lapse) are asked back soon, the rest when the round is expected to close
+(``PaceSteering.turned_away``).
 Under ``[privacy]`` the mechanism's rule comes first: with Poisson participation a worker joins
 only if its coin for the round says so (``not_sampled`` otherwise, and no cap); under DP-FTRL
 only if its last participation is at least ``min_separation`` released rounds back
@@ -37,7 +39,8 @@ def select(
     wanted = set(checkin.tasks) if checkin.tasks is not None else None
     eligibility = checkin.eligibility or {}
     candidates: list[tuple[TaskRuntime, Round]] = []
-    reason, not_before, soon = "no_task", None, False
+    reason, not_before = "no_task", None
+    full: tuple[TaskRuntime, Round] | None = None
     for runtime in runtimes:
         if wanted is not None and runtime.name not in wanted:
             continue
@@ -68,11 +71,22 @@ def select(
         if rnd.needed > 0:
             candidates.append((runtime, rnd))
         else:
-            reason, not_before, soon = "round_full", None, True
+            reason, not_before = "round_full", None
+            full = full or (runtime, rnd)
     if candidates:
         weights = [rnd.needed for _, rnd in candidates]
         runtime, rnd = rng.choices(candidates, weights=weights)[0]
         return runtime, rnd, rnd.assign(worker_id, now)
-    if soon:
-        return ComeBack(pace.window(now, cap_s=4 * pace.min_s), reason)
+    if full is not None:
+        runtime, rnd = full
+        rank, rnd.turned_away = rnd.turned_away, rnd.turned_away + 1
+        plan = rnd.plan
+        window = pace.turned_away(
+            now,
+            rank=rank,
+            soon=max(1, plan.max_assigned - plan.goal),
+            closes_at=rnd.expected_close(now, runtime.report_latency_s),
+            need=plan.max_assigned,
+        )
+        return ComeBack(window, reason)
     return ComeBack(pace.window(now, not_before=not_before), reason)

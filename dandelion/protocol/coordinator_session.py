@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from . import jsontext
 from .errors import (
     FrameError,
     LocalProtocolError,
@@ -166,7 +167,7 @@ class CoordinatorSession:
             if "NaN" in text or "Infinity" in text:
                 raw = json.loads(text, parse_constant=_refuse_constant)
             else:
-                raw = json.loads(text)
+                raw = jsontext.loads(text)
         except ValueError as exc:
             raise MessageError(f"not JSON: {exc}") from None
         except RecursionError:  # "[[[[…" thousands deep: no message of ours nests like that

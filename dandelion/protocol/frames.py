@@ -17,7 +17,6 @@ truthfully: a short buffer, a header that is not JSON, a length that disagrees w
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 import sys
@@ -26,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from . import jsontext
 from .errors import FrameError
 from .versions import PROTOCOL_VERSION
 
@@ -56,7 +56,6 @@ MAX_HEADER_BYTES = 4096
 _PREFIX = struct.Struct("<I")
 _ALIGN = 8
 _LITTLE = sys.byteorder == "little"
-_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +107,7 @@ def encode_frame(header: FrameHeader, payload: bytes | bytearray | memoryview) -
     size = memoryview(payload).nbytes
     if size != header.payload_bytes:
         raise FrameError(f"payload holds {size} bytes, header announces {header.payload_bytes}")
-    text = _HEADER_ENCODER.encode(header.to_dict()).encode()
+    text = jsontext.dumps(header.to_dict()).encode()
     pad = (-(_PREFIX.size + len(text))) % _ALIGN
     text += b" " * pad
     return b"".join((_PREFIX.pack(len(text)), text, payload))
@@ -130,7 +129,7 @@ def decode_frame(data: bytes | bytearray | memoryview) -> TensorFrame:
     if len(view) < end:
         raise FrameError(f"frame of {len(view)} bytes cannot hold a {hlen}-byte header")
     try:
-        raw = json.loads(bytes(view[_PREFIX.size : end]))
+        raw = jsontext.loads(bytes(view[_PREFIX.size : end]))
     except (UnicodeDecodeError, ValueError) as exc:
         raise FrameError(f"frame header is not JSON: {exc}") from None
     header = header_from_dict(raw)

@@ -18,10 +18,10 @@ Raises :class:`~dandelion.protocol.errors.MessageError` for text that is not a m
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from . import jsontext
 from .errors import MessageError
 from .versions import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 
@@ -358,13 +358,9 @@ class Error(Message):
         return _fields(self, ("code", "detail", "fatal"), ("ref_type",))
 
 
-#: One encoder for every message (``json.dumps`` with options builds a new one per call).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
 def encode_message(msg: Message) -> str:
     """The compact JSON text of ``msg``."""
-    return _ENCODER.encode(msg.to_dict())
+    return jsontext.dumps(msg.to_dict())
 
 
 def parse_message(text: str | bytes | object) -> Message:
@@ -372,7 +368,7 @@ def parse_message(text: str | bytes | object) -> Message:
     raw: object = text
     if isinstance(text, str | bytes):
         try:
-            raw = json.loads(text)
+            raw = jsontext.loads(text)
         except (UnicodeDecodeError, ValueError) as exc:
             raise MessageError(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):

@@ -27,7 +27,14 @@ from .events import (
     SecAggArrived,
     Welcomed,
 )
-from .frames import Dtype, FrameHeader, decode_frame, encode_frame, payload_from_floats
+from .frames import (
+    Dtype,
+    FrameHeader,
+    TensorFrame,
+    decode_frame,
+    encode_frame,
+    payload_from_floats,
+)
 from .messages import (
     Ack,
     Checkin,
@@ -53,6 +60,25 @@ __all__ = ["WorkerSession"]
 _S = WorkerState
 
 
+class _LastModelFrame:
+    """The last model frame decoded, by the identity of its bytes. Every worker of a round
+    gets the same bytes (the coordinator encodes a round's model once); where many workers share
+    one process (the emulator), they decode it once. ``bytes`` never change, so the same object
+    always decodes to the same frame; any other object is decoded afresh."""
+
+    data: bytes | None = None
+    frame: TensorFrame | None = None
+
+    @classmethod
+    def decode(cls, data: bytes) -> TensorFrame:
+        frame = cls.frame
+        if frame is None or data is not cls.data or type(data) is not bytes:
+            frame = decode_frame(data)
+            if type(data) is bytes:
+                cls.data, cls.frame = data, frame
+        return frame
+
+
 class WorkerSession:
     """One connection's conversation, as the worker sees it."""
 
@@ -70,7 +96,9 @@ class WorkerSession:
 
     def send_checkin(self, checkin: Checkin | None = None) -> None:
         """Send ``checkin``, carrying the connection's version whatever ``checkin.v`` says."""
-        self._send(replace(checkin or Checkin(), v=self._v()))
+        v = self._v()
+        checkin = checkin or Checkin(v=v)
+        self._send(checkin if checkin.v == v else replace(checkin, v=v))
 
     def send_update(
         self,
@@ -205,7 +233,7 @@ class WorkerSession:
         self._move(FRAME)
         task = self.task
         assert task is not None  # the table only allows FRAME after a task
-        frame = decode_frame(data)
+        frame = _LastModelFrame.decode(data)
         head = frame.header
         # A model frame is shared by every worker of the round: its nonce is the round's tag,
         # not this worker's assignment nonce, so only type, task and round must agree.

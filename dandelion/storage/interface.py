@@ -22,6 +22,7 @@ from .records import (
     ParticipationEvent,
     RoundCheckpoint,
     RoundRecord,
+    ShardCheckpoint,
     TaskChange,
     TaskConfigVersion,
     TaskRecord,
@@ -104,6 +105,23 @@ class StateStore(abc.ABC):
     def get_round_checkpoint(self, task: str, round: int) -> RoundCheckpoint | None: ...
 
     @abc.abstractmethod
+    def save_shard_checkpoint(self, checkpoint: ShardCheckpoint) -> None:
+        """Insert or replace one cluster shard's part of an open round. Raises KeyError when
+        the round is not open or is sealed (its leader is closing it): the reports it would
+        hold are not the round's. Waits while :meth:`seal_round` runs on the round."""
+
+    @abc.abstractmethod
+    def seal_round(self, task: str, round: int) -> list[ShardCheckpoint]:
+        """Close an open round to shard checkpoints — a checkpoint being written finishes first,
+        later ones raise KeyError — and return every shard's, by shard. Sealing again returns
+        the same (a new leader finishing the close). Raises KeyError when the round is not
+        open."""
+
+    @abc.abstractmethod
+    def list_shard_checkpoints(self, task: str, round: int) -> list[ShardCheckpoint]:
+        """Every shard's part of round ``round`` of ``task``, by shard."""
+
+    @abc.abstractmethod
     def round_participants(self, task: str, round: int) -> tuple[set[str], set[str]]:
         """``(selected, reported)``: the workers with a "selected" and with a "reported"
         event in round ``round`` of ``task``."""
@@ -122,7 +140,8 @@ class StateStore(abc.ABC):
         dropped: int,
         metrics: dict[str, Any],
     ) -> None:
-        """Close an open round and delete its checkpoint. Raises KeyError, ValueError."""
+        """Close an open round and delete its checkpoint (and its shards' checkpoints and seal).
+        Raises KeyError, ValueError."""
 
     def commit_round_result(
         self,

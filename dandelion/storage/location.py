@@ -96,11 +96,14 @@ def open_state(db: str, *, readonly: bool = False, command: str = "") -> StateSt
     return SQLiteStore(db, readonly=readonly)
 
 
-def state_lease(db: str, *, command: str = "serve") -> Lease:
-    """The lease on ``db``: a lock file beside a SQLite file, an advisory lock in PostgreSQL."""
+def state_lease(db: str, *, command: str = "serve", shared: bool = False) -> Lease:
+    """The lease on ``db``: a lock file beside a SQLite file, an advisory lock in PostgreSQL
+    (``shared``: a cluster shard's, held by K shards together; PostgreSQL only)."""
     if is_postgres_url(db):
         check_url(db)
         from .pg_lease import PostgresLease
 
-        return PostgresLease(db, command=command)
+        return PostgresLease(db, command=command, shared=shared)
+    if shared:
+        raise ValueError("a shared lease (a cluster's) needs a postgresql:// state")
     return StateLease(db, command=command)

@@ -28,6 +28,7 @@ from .records import (
     ParticipationEvent,
     RoundCheckpoint,
     RoundRecord,
+    ShardCheckpoint,
     TaskChange,
     TaskConfigVersion,
     TaskRecord,
@@ -52,6 +53,8 @@ class MemoryStore(StateStore):
         self._log: list[TaskChange] = []
         self._evaluations: dict[tuple[str, int], EvaluationRecord] = {}
         self._epochs: dict[str, int] = {}
+        self._shards: dict[tuple[str, int, str], ShardCheckpoint] = {}
+        self._sealed: set[tuple[str, int]] = set()
 
     _STATE: tuple[str, ...] = (
         "_tasks",
@@ -67,6 +70,8 @@ class MemoryStore(StateStore):
         "_log",
         "_evaluations",
         "_epochs",
+        "_shards",
+        "_sealed",
     )
 
     @contextlib.contextmanager
@@ -210,6 +215,9 @@ class MemoryStore(StateStore):
                 metrics=dict(metrics),
             )
             self._checkpoints.pop((task, round), None)
+            for key in [k for k in self._shards if k[:2] == (task, round)]:
+                del self._shards[key]
+            self._sealed.discard((task, round))
 
     def save_round_checkpoint(self, checkpoint: RoundCheckpoint) -> None:
         key = (checkpoint.task, checkpoint.round)
@@ -221,6 +229,30 @@ class MemoryStore(StateStore):
 
     def get_round_checkpoint(self, task: str, round: int) -> RoundCheckpoint | None:
         return self._checkpoints.get((task, round))
+
+    def _check_open(self, task: str, round: int) -> None:
+        record = self._rounds.get((task, round))
+        if record is None or record.status != "open":
+            raise KeyError(f"round {round} of task {task!r} is not open")
+
+    def save_shard_checkpoint(self, checkpoint: ShardCheckpoint) -> None:
+        c = checkpoint
+        with self._lock:
+            self._check_open(c.task, c.round)
+            if (c.task, c.round) in self._sealed:
+                raise KeyError(f"round {c.round} of task {c.task!r} is sealed: it is closing")
+            self._shards[(c.task, c.round, c.shard)] = c
+
+    def seal_round(self, task: str, round: int) -> list[ShardCheckpoint]:
+        with self._lock:
+            self._check_open(task, round)
+            self._sealed.add((task, round))
+            return self.list_shard_checkpoints(task, round)
+
+    def list_shard_checkpoints(self, task: str, round: int) -> list[ShardCheckpoint]:
+        with self._lock:
+            found = [c for k, c in self._shards.items() if k[:2] == (task, round)]
+        return sorted(found, key=lambda c: c.shard)
 
     def round_participants(self, task: str, round: int) -> tuple[set[str], set[str]]:
         selected: set[str] = set()

@@ -219,3 +219,28 @@ def m008_leader_epochs(db: Database) -> None:
         not_null={"epoch"},
         foreign_keys=[("task", "tasks", "name")],
     )
+
+
+@MIGRATIONS()
+def m009_shard_checkpoints(db: Database) -> None:
+    # A cluster's shards each checkpoint their partial aggregate of an open round (a sum of at
+    # least k updates); the leader seals the round (no shard checkpoint after that), merges
+    # them and commits. Both rows live only while the round is open.
+    db["shard_checkpoints"].create(  # type: ignore[union-attr]
+        {
+            "task": str,
+            "round": int,
+            "shard": str,
+            "aggregate": bytes,
+            "reports": int,
+            "rejected": int,
+            "updated_at": float,
+        },
+        pk=("task", "round", "shard"),
+        foreign_keys=[("task", "tasks", "name")],
+    )
+    db["sealed_rounds"].create(  # type: ignore[union-attr]
+        {"task": str, "round": int, "sealed_at": float},
+        pk=("task", "round"),
+        foreign_keys=[("task", "tasks", "name")],
+    )

@@ -12,6 +12,10 @@ Rules of this file:
   names itself ``dandelion <command> <pid>@<host>`` (its ``application_name``), and its
   ``backend_start`` is when it took the lease. Nothing is decided by that text.
 - Advisory locks belong to one database: one Dandelion state per database.
+- A cluster's shards (``serve --cluster``) take the same lock in its *shared* mode
+  (``pg_try_advisory_lock_shared``): K of them write one database side by side, and a writer
+  that is not one of them (a second plain ``serve``, a migrating command) is refused while any
+  holds it — as they are refused while such a writer holds it.
 - Nothing here reads or writes Dandelion's tables.
 """
 
@@ -40,9 +44,10 @@ LEASE_KEY = (0x44414E44, 1)
 class PostgresLease:
     """The exclusive lease on the Dandelion state in one PostgreSQL database."""
 
-    def __init__(self, url: str, *, command: str = "serve") -> None:
+    def __init__(self, url: str, *, command: str = "serve", shared: bool = False) -> None:
         self.url = url
         self.command = command
+        self.shared = shared
         self._conn: psycopg.Connection[TupleRow] | None = None
 
     @property
@@ -60,7 +65,8 @@ class PostgresLease:
         me = Holder(os.getpid(), socket.gethostname(), time.time(), self.command)
         conn = connect(self.url, f"dandelion {self.command} {me.pid}@{me.host}")
         try:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LEASE_KEY).fetchone()
+            take = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
+            row = conn.execute(f"SELECT {take}(%s, %s)", LEASE_KEY).fetchone()
             if row is None or not row[0]:
                 holder = _holder(conn)
                 conn.close()

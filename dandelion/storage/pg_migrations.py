@@ -198,3 +198,20 @@ def m001_initial(conn: Connection) -> None:
 def m002_leader_epochs(conn: Connection) -> None:
     # SQLite's m008: the fencing epoch each task last committed with (see migrations.py).
     conn.execute(f"CREATE TABLE leader_epochs (task {_TASK} PRIMARY KEY, epoch bigint NOT NULL)")
+
+
+@PG_MIGRATIONS()
+def m003_shard_checkpoints(conn: Connection) -> None:
+    # SQLite's m009: each cluster shard's partial aggregate of an open round, and the seal the
+    # leader puts on a round it closes (see migrations.py).
+    conn.execute(
+        f"""CREATE TABLE shard_checkpoints (
+            task {_TASK}, round bigint NOT NULL, shard {_NAME} NOT NULL, aggregate bytea,
+            reports bigint, rejected bigint, updated_at double precision,
+            PRIMARY KEY (task, round, shard))"""
+    )
+    conn.execute(
+        f"""CREATE TABLE sealed_rounds (
+            task {_TASK}, round bigint NOT NULL, sealed_at double precision,
+            PRIMARY KEY (task, round))"""
+    )

@@ -69,6 +69,8 @@ class PostgresStore(SQLStore):
 
     # SQLite's CAST truncates toward zero; PostgreSQL's rounds: trunc says what is meant.
     _BUCKET = "trunc(at / ?)::bigint"
+    _FOR_SHARE = " FOR SHARE"
+    _FOR_UPDATE = " FOR UPDATE"
 
     def __init__(self, url: str, *, readonly: bool = False, command: str = "") -> None:
         if not is_postgres_url(url):

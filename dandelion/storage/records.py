@@ -23,6 +23,7 @@ __all__ = [
     "ParticipationEvent",
     "RoundCheckpoint",
     "RoundRecord",
+    "ShardCheckpoint",
     "TaskChange",
     "TaskConfigVersion",
     "TaskRecord",
@@ -181,6 +182,22 @@ class RoundCheckpoint:
     round: int
     secret: str = field(repr=False)
     aggregate: bytes | None = field(repr=False)
+    rejected: int
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ShardCheckpoint:
+    """One cluster shard's part of an open round: the byte form of its partial aggregate over
+    the ``reports`` it acknowledged (a sum over at least k updates, as a round checkpoint is),
+    replaced by each of its checkpoints and deleted when the round closes. ``shard`` names the
+    process; a shard that died leaves its row, and the leader merges it all the same."""
+
+    task: str
+    round: int
+    shard: str
+    aggregate: bytes = field(repr=False)
+    reports: int
     rejected: int
     updated_at: float
 

@@ -31,6 +31,7 @@ from .records import (
     ParticipationEvent,
     RoundCheckpoint,
     RoundRecord,
+    ShardCheckpoint,
     TaskChange,
     TaskConfigVersion,
     TaskRecord,
@@ -59,6 +60,10 @@ class SQLStore(StateStore):
     #: The bucket number of an event's time ``at`` for ``event_histogram``, truncated toward
     #: zero (``?`` is the bucket width).
     _BUCKET = "CAST(at / ? AS INTEGER)"
+    # Row locks that order a cluster's shard checkpoints against the leader's seal. SQLite has
+    # none and needs none: its writes take the one database lock.
+    _FOR_SHARE = ""
+    _FOR_UPDATE = ""
 
     @abc.abstractmethod
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
@@ -288,7 +293,8 @@ class SQLStore(StateStore):
         )
         if cur.rowcount != 1:
             raise KeyError(f"no round {round} of task {task!r}")
-        self._exec("DELETE FROM open_rounds WHERE task = ? AND round = ?", (task, round))
+        for table in ("open_rounds", "shard_checkpoints", "sealed_rounds"):
+            self._exec(f"DELETE FROM {table} WHERE task = ? AND round = ?", (task, round))
 
     def save_round_checkpoint(self, checkpoint: RoundCheckpoint) -> None:
         c = checkpoint
@@ -315,6 +321,53 @@ class SQLStore(StateStore):
             return None
         blob = bytes(row[3]) if row[3] is not None else None
         return RoundCheckpoint(row[0], int(row[1]), row[2], blob, int(row[4]), float(row[5]))
+
+    def _open_status(self, task: str, round: int, lock: str) -> bool:
+        """Whether the round is open and unsealed, its row locked as ``lock`` says."""
+        row = self._exec(
+            f"SELECT status FROM rounds WHERE task = ? AND round = ?{lock}", (task, round)
+        ).fetchone()
+        if row is None or row[0] != "open":
+            raise KeyError(f"round {round} of task {task!r} is not open")
+        sealed = self._exec(
+            "SELECT 1 FROM sealed_rounds WHERE task = ? AND round = ?", (task, round)
+        ).fetchone()
+        return sealed is None
+
+    def save_shard_checkpoint(self, checkpoint: ShardCheckpoint) -> None:
+        c = checkpoint
+        with self.transaction():
+            # FOR SHARE: shards checkpoint side by side; the leader's seal (FOR UPDATE) waits
+            # for those under way, and the ones after it find the round sealed.
+            if not self._open_status(c.task, c.round, self._FOR_SHARE):
+                raise KeyError(f"round {c.round} of task {c.task!r} is sealed: it is closing")
+            self._exec(
+                "INSERT INTO shard_checkpoints (task, round, shard, aggregate, reports, "
+                "rejected, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task, round, "
+                "shard) DO UPDATE SET aggregate = excluded.aggregate, reports = "
+                "excluded.reports, rejected = excluded.rejected, updated_at = excluded.updated_at",
+                (c.task, c.round, c.shard, c.aggregate, c.reports, c.rejected, c.updated_at),
+            )
+
+    def seal_round(self, task: str, round: int) -> list[ShardCheckpoint]:
+        with self.transaction():
+            if self._open_status(task, round, self._FOR_UPDATE):
+                self._exec(
+                    "INSERT INTO sealed_rounds (task, round, sealed_at) VALUES (?, ?, ?)",
+                    (task, round, time.time()),
+                )
+            return self.list_shard_checkpoints(task, round)
+
+    def list_shard_checkpoints(self, task: str, round: int) -> list[ShardCheckpoint]:
+        rows = self._exec(
+            "SELECT task, round, shard, aggregate, reports, rejected, updated_at "
+            "FROM shard_checkpoints WHERE task = ? AND round = ? ORDER BY shard",
+            (task, round),
+        ).fetchall()
+        return [
+            ShardCheckpoint(r[0], int(r[1]), r[2], bytes(r[3]), int(r[4]), int(r[5]), float(r[6]))
+            for r in rows
+        ]
 
     def round_participants(self, task: str, round: int) -> tuple[set[str], set[str]]:
         rows = self._exec(

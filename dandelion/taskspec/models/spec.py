@@ -23,6 +23,10 @@ __all__ = ["Example", "ModelSpec"]
 _OPTION = (int, float, str, bool)
 #: ``ModelSpec.param_count`` of the specs seen (a spec is frozen: its count never changes).
 _PARAM_COUNTS: dict[ModelSpec, int] = {}
+#: The specs ``ModelSpec.from_dict`` built, by the items (with their exact types) it built them
+#: from, with the model plugin that checked them: a worker parses the same model object with
+#: every task.
+_FROM_DICT: dict[tuple[tuple[str, type, Any], ...], tuple[ModelSpec, Any]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,27 @@ class ModelSpec:
     def from_dict(cls, raw: Mapping[str, Any]) -> ModelSpec:
         """Build from a task's ``model`` object; raises ValueError if param_count disagrees (and
         LookupError for a kind this runtime does not have)."""
+        key: tuple[tuple[str, type, Any], ...] | None
+        try:
+            key = tuple((k, type(v), v) for k, v in raw.items())
+            known = _FROM_DICT.get(key)
+        except TypeError:  # an unhashable value (options): built every time
+            key, known = None, None
+        if known is not None:
+            spec, checked_by = known
+            # The kind still names the plugin that checked it (else: built and checked anew,
+            # raising if the kind is no longer known).
+            if spec.model is checked_by:
+                return spec
+        spec = cls._build(raw)
+        if key is not None:
+            if len(_FROM_DICT) >= 256:
+                _FROM_DICT.clear()
+            _FROM_DICT[key] = (spec, spec.model)
+        return spec
+
+    @classmethod
+    def _build(cls, raw: Mapping[str, Any]) -> ModelSpec:
         options = raw.get("options", {})
         if not isinstance(options, Mapping):
             raise ValueError("options must be a table")
