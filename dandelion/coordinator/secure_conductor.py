@@ -10,13 +10,19 @@ protocol ends, and once that round's model is committed pushes ``ack`` to the wo
 masked vector is in it — so an ack still means "the update is in the model". Messages go out
 through the :class:`Outlet` of each transport (its conversation driver): the coordinator knows
 no socket. It logs counts only, never a vector or a figure of one worker.
+
+A round's unmasking (rebuilding the dropped participants' keys, then every pairwise and self
+mask: seconds of CPU at n = 1,000, d = 100,000) runs on one worker thread of its own, so the
+event loop goes on answering every other connection meanwhile; the round's server refuses what
+arrives for it until the unmasking is over (``server.py``, *unmasking*).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from ..protocol import Ack, FrameError, MessageError, Reject
@@ -57,11 +63,20 @@ class SecureRounds:
         self.refused = 0  # protocol messages the servers refused (counts only)
         self._to_ack: dict[tuple[str, int], SecureRound] = {}  # done, waiting for its commit
         self._background: set[asyncio.Task[None]] = set()
+        self._unmasker: ThreadPoolExecutor | None = None  # one thread, made at the first use
 
     def _host(self) -> tuple[CryptoHost, Mod32Ops]:
         if self._hosts is None:
             self._hosts = self._crypto()
         return self._hosts
+
+    async def _offload(self, work: Callable[[], Awaitable[bytearray]]) -> bytearray:
+        """Run a round's unmasking on the unmasking thread (the crypto host's coroutines
+        never suspend: they run to the end on a loop of that thread's own)."""
+        if self._unmasker is None:
+            self._unmasker = ThreadPoolExecutor(1, thread_name_prefix="dandelion-unmask")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._unmasker, _run_to_end, work)
 
     # -- from the coordinator's tick -------------------------------------------------------------
 
@@ -73,7 +88,7 @@ class SecureRounds:
                 continue
             if rnd.ready(now):
                 crypto, ops = self._host()
-                if rnd.start(now, crypto, ops) is None:
+                if rnd.start(now, crypto, ops, offload=self._offload) is None:
                     await self._abort_cohort(rnd)
                     log.warning(
                         "task %s: secure round %d: %s", runtime.name, rnd.number, rnd.failure
@@ -154,12 +169,14 @@ class SecureRounds:
                 if rnd.failure is None:
                     self._to_ack[(runtime.name, rnd.number)] = rnd
                 log.info(
-                    "task %s: secure round %d %s: %d of %d in the sum",
+                    "task %s: secure round %d %s%s: %d of %d in the sum (phases' live sets %s)",
                     runtime.name,
                     rnd.number,
                     server.phase.value,
+                    f" ({server.abandon_reason})" if server.abandon_reason else "",
                     len(rnd.survivors),
                     len(rnd.by_index),
+                    "/".join(str(len(live)) for live in server.live),
                 )
         if rnd.complete:
             self._close_soon(runtime, rnd)
@@ -204,9 +221,19 @@ class SecureRounds:
         task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
-        """Wait for the acks being pushed."""
+        """Wait for the acks being pushed; let the unmasking thread go."""
         if self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self._unmasker is not None:
+            self._unmasker.shutdown(wait=False)
+            self._unmasker = None
+
+
+def _run_to_end(work: Callable[[], Awaitable[bytearray]]) -> bytearray:
+    async def run() -> bytearray:
+        return await work()
+
+    return asyncio.run(run())
 
 
 def _nonce(rnd: SecureRound, worker: str) -> str:

@@ -31,6 +31,7 @@ from ..privacy.mechanism import ftrl_release, release
 from ..protocol import TensorFrame, Update
 from ..protocol.secagg import CryptoHost, Mod32Ops, SecAggConfigError
 from ..protocol.secagg.server import Phase, SecAggServer
+from ..protocol.secagg.unmasking import Offload, in_place
 from .rounds import Batch, RoundState
 
 if TYPE_CHECKING:
@@ -123,11 +124,16 @@ class SecureRound(RoundState):
         return now >= self.deadline and len(self.cohort()) < self.smallest
 
     def start(
-        self, now: float, crypto: CryptoHost, ops: Mod32Ops, seed: bytes | None = None
+        self,
+        now: float,
+        crypto: CryptoHost,
+        ops: Mod32Ops,
+        seed: bytes | None = None,
+        offload: Offload = in_place,
     ) -> SecAggServer | None:
         """Number the cohort 1 … n and build the round's server (its ``secagg_setup`` messages
-        are in its outbox). None, with :attr:`failure` set, when the parameters do not hold
-        at this n."""
+        are in its outbox; ``offload`` runs its unmasking's arithmetic). None, with
+        :attr:`failure` set, when the parameters do not hold at this n."""
         cohort = self.cohort()
         d = self.config.model.param_count
         try:
@@ -143,7 +149,15 @@ class SecureRound(RoundState):
             # a check-in is asked to come back after the round.
             self._assignments[worker].state = _PENDING
         self.server = SecAggServer(
-            params, self.config.name, self.number, crypto, now, ops=ops, seed=seed, sink=self.sink
+            params,
+            self.config.name,
+            self.number,
+            crypto,
+            now,
+            ops=ops,
+            seed=seed,
+            sink=self.sink,
+            offload=offload,
         )
         return self.server
 

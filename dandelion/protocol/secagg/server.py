@@ -3,10 +3,15 @@
 Rules of this file: the server takes whole worker messages in (with the index the caller knows
 the sender by) and queues the messages to send in :attr:`SecAggServer.outbox`; it never reads a
 clock (``now`` is passed in; :meth:`SecAggServer.tick` closes a phase whose deadline passed),
-never touches a socket, and awaits only the injected crypto host. The phases follow one another
-in the one table ``_NEXT``. It holds no participant's vector: each masked vector is added to one
-running sum as it arrives. Before it asks anyone for a share it checks that the round can
-finish; when it cannot, the round is abandoned and nothing is revealed.
+never touches a socket, and awaits only the injected crypto host and, once, the injected
+:data:`~dandelion.protocol.secagg.unmasking.Offload` that runs the unmasking's arithmetic (in a
+worker thread in the coordinator). While that runs the server is *unmasking*: the unmask phase
+is closed, it owns no state the unmasking reads (the work holds copies), and it changes nothing
+— a message for the round is refused as after any phase's close, a dropout is only noted, a
+tick does nothing. The phases follow one another in the one table ``_NEXT``. It holds no
+participant's vector: each masked vector is added to one running sum as it arrives. Before it
+asks anyone for a share it checks that the round can finish; when it cannot, the round is
+abandoned and nothing is revealed.
 
 A worker message that breaks the protocol raises
 :class:`~dandelion.protocol.secagg.errors.SecAggViolation` (or ``MessageError`` /
@@ -22,11 +27,9 @@ from dataclasses import dataclass, field
 from ..errors import FrameError
 from ..frames import decode_frame
 from .crypto import CryptoHost
-from .derivation import self_mask
 from .errors import CryptoError, ReconstructionError, SecAggViolation
 from .fixedpoint import decode_sum
 from .graph import SEED_BYTES, neighbourhoods, round_salt
-from .masking import pairwise_correction
 from .messages import (
     Abort,
     Advertise,
@@ -42,8 +45,8 @@ from .messages import (
     Unmask,
 )
 from .params import SecAggParams
-from .shamir import reconstruct
 from .sums import MaskedSum, RunningMaskedSum
+from .unmasking import Offload, Unmasking, in_place
 from .vectors import Mod32Ops, StdlibMod32
 
 __all__ = ["Phase", "SecAggServer"]
@@ -102,8 +105,11 @@ class SecAggServer:
         ops: Mod32Ops | None = None,
         seed: bytes | None = None,
         sink: MaskedSum | None = None,
+        offload: Offload = in_place,
     ) -> None:
         self.params = params
+        self._offload = offload
+        self._unmasking = False  # the unmask phase closed; the masks' total is being computed
         self.task = task
         self.round = round_number
         self.crypto = crypto
@@ -136,6 +142,12 @@ class SecAggServer:
     def finished(self) -> bool:
         return self.phase in (_P.DONE, _P.ABANDONED)
 
+    @property
+    def unmasking(self) -> bool:
+        """The unmask phase closed and the masks' total is being computed (off the caller's
+        hands, see :data:`~dandelion.protocol.secagg.unmasking.Offload`)."""
+        return self._unmasking
+
     def take_outbox(self) -> list[tuple[int, SecAggMessage]]:
         """The queued (index, message) pairs, oldest first; the queue is emptied."""
         out, self.outbox = self.outbox, []
@@ -162,6 +174,10 @@ class SecAggServer:
         follows ``secagg_masked``). Raises SecAggViolation, FrameError."""
         if self.finished:
             raise SecAggViolation(f"the round is {self.phase.value}", ref_type=msg.TYPE)
+        if self._unmasking:
+            raise SecAggViolation(
+                "the unmask phase is closed: the sum is being unmasked", ref_type=msg.TYPE
+            )
         await self.tick(now)
         if self.finished or index not in self._waiting or _NEXT[self.phase][0] != msg.TYPE:
             raise SecAggViolation(
@@ -193,14 +209,16 @@ class SecAggServer:
         if self.finished or index not in self._people or index in self._gone:
             return
         self._gone.add(index)
+        if self._unmasking:
+            return  # the unmask phase is closed: nobody is waited for
         if index in self._waiting:
             self._waiting.discard(index)
             if not self._waiting:
                 await self._close(now)
 
     async def tick(self, now: float) -> None:
-        """Close the open phase if its deadline has passed."""
-        while not self.finished and now >= self.deadline:
+        """Close the open phase if its deadline has passed (nothing while unmasking)."""
+        while not self.finished and not self._unmasking and now >= self.deadline:
             await self._close(now)
 
     # -- one message --------------------------------------------------------------------------
@@ -260,6 +278,7 @@ class SecAggServer:
         phase = self.phase
         self.live.append(self._answered & self.live[-1])
         self._answered = set()
+        self._waiting = set()  # closed: an answer arriving from now on is late
         if phase is _P.ADVERTISE:
             self._close_advertise()
         elif phase is _P.SHARE:
@@ -268,7 +287,6 @@ class SecAggServer:
             self._close_masked()
         elif phase is _P.UNMASK:
             await self._close_unmask()
-        self._waiting = set()
         if not self.finished:
             self.phase = _NEXT[phase][1]
             self.deadline = now + getattr(self.params.timeouts, _TIMEOUT[self.phase])
@@ -341,31 +359,39 @@ class SecAggServer:
 
     async def _close_unmask(self) -> None:
         u2, u3, t = self.live[-3], self.live[-2], self.params.threshold
-        d = self.params.dimension
-        correction = self.ops.zeros(d)  # the masks' total, taken from the sum at the end
         dropped = sorted(u2 - u3)
         if any(len(self._s_shares.get(i, {})) < t for i in dropped) or any(
             len(self._b_shares.get(i, {})) < t for i in u3
         ):
             self._abandon("too_few_shares")
             return
-        try:
-            for i in dropped:
-                s_sk = reconstruct(self._s_shares[i], t)
-                if await self.crypto.x25519_public(s_sk) != self._people[i].s_pk:
-                    raise ReconstructionError(f"the rebuilt s key of {i} is not the advertised")
-                survivors = {j: self._people[j].s_pk for j in self._people[i].masked_with & u3}
-                await pairwise_correction(
-                    self.crypto, self.ops, correction, self._salt, i, s_sk, survivors, d
+        people = self._people
+        work = Unmasking(
+            self.crypto,
+            self.ops,
+            self._salt,
+            t,
+            self.params.dimension,
+            dropped={
+                i: (
+                    dict(self._s_shares[i]),
+                    people[i].s_pk,
+                    {j: people[j].s_pk for j in people[i].masked_with & u3},
                 )
-            for i in sorted(u3):
-                seed = reconstruct(self._b_shares[i], t)
-                self.ops.add_into(correction, await self_mask(self.crypto, self._salt, seed, i, d))
+                for i in dropped
+            },
+            survivors={i: dict(self._b_shares[i]) for i in u3},
+        )
+        self._unmasking = True
+        try:
+            correction = await self._offload(work.correction)
         except (ReconstructionError, CryptoError):
             # Shares that rebuild nothing, or a survivor's key that agrees on nothing (a broken
             # or hostile worker): the masks cannot be cancelled, the round ends unrevealed.
             self._abandon("reconstruction_failed")
             return
+        finally:
+            self._unmasking = False
         self.result = self.sink.unmask(correction)
         self.phase = _P.DONE
         self._forget_shares()
