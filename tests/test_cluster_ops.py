@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,78 @@ async def test_the_leader_shows_the_reports_and_connections_of_the_other_shard(
             await _until(gone, "the stopped shard leaving the view")
     finally:
         cluster.stop()
+
+
+_EMULATED_TASK = """
+name = "emulated"
+objective = "revisit_7d"
+[features]
+num_buckets = 32
+horizon_days = 7.0
+[model]
+kind = "logreg"
+[hyper]
+learning_rate = 0.3
+epochs = 1
+batch_size = 16
+clip_norm = 10.0
+[rounds]
+goal = 20
+min_reports = 10
+deadline_s = 60.0
+max_rounds = 5
+"""
+
+
+async def _accepted(http: aiohttp.ClientSession, shard: Shard, auth: dict[str, str]) -> int:
+    text = await _get(http, shard, "/metrics", auth)
+    return next(
+        int(s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "dandelion_updates_total" and s.labels["outcome"] == "accepted"
+    )
+
+
+async def test_the_websocket_emulator_spreads_its_devices_over_two_shards(
+    cluster_urls: tuple[str, str], tmp_path: Path
+) -> None:
+    from dandelion.emulation import EmulateOptions, PopulationConfig, emulate
+    from dandelion.emulation.population import Dist
+
+    db, url = cluster_urls
+    cluster = Cluster(tmp_path, db, url, _EMULATED_TASK, k=2)
+    try:
+        await cluster.start()
+        auth = _token(db)
+        config = PopulationConfig(
+            size=30, seed=5, rounds=1, history_days=9.0, test_users=5, dropout=0.0,
+            startup_s=Dist(0.2), straggler_share=0.0,
+        )  # fmt: skip
+        urls = ",".join(s.url for s in cluster.shards)
+        options = EmulateOptions(
+            mode="websocket", url=urls, db=db, progress=False, max_wall_s=scaled(120.0)
+        )
+        task = tomllib.loads(_EMULATED_TASK)
+        result = await asyncio.to_thread(emulate, config, options, task=task)
+        assert [(r.round, r.status) for r in result.rounds] == [(1, "completed")]
+        assert result.rounds[0].reported is not None and result.rounds[0].reported >= 20
+        async with aiohttp.ClientSession() as http:
+            accepted = [await _accepted(http, s, auth) for s in cluster.shards]
+        # 15 devices on each shard and 26 slots in all: each shard took at least 5 reports
+        # (counted in steps of k = 2), and the two together the round's.
+        assert all(n >= 4 for n in accepted), accepted
+        assert sum(accepted) >= 20 - 2, accepted
+    finally:
+        cluster.stop()
+
+
+def test_emulate_refuses_a_url_list_with_a_wrong_entry_in_one_line() -> None:
+    from dandelion.emulation import EmulationError
+    from dandelion.emulation.websocket import worker_urls
+
+    assert worker_urls("ws://a:1/ws, ws://b:2/ws") == ["ws://a:1/ws", "ws://b:2/ws"]
+    with pytest.raises(EmulationError, match="each coordinator URL is ws://"):
+        worker_urls("ws://a:1/ws,,ws://b:2/ws")
+    with pytest.raises(EmulationError, match="each coordinator URL is ws://"):
+        worker_urls("http://a:1/ws")
