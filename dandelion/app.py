@@ -79,6 +79,8 @@ def make_app(
         app[COORDINATOR] = coordinator
         endpoint = WorkerEndpoint(coordinator, settings, validator)
         app[ENDPOINT] = endpoint
+        if settings.cluster:
+            rounds.connections = endpoint.open_connections  # published for the others' figures
         operator.start(store, coordinator, endpoint)
         if on_coordinator is not None:
             on_coordinator(coordinator)

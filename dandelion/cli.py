@@ -216,7 +216,11 @@ def _add_emulate(sub: Any) -> None:
     )
     emulate.add_argument("--processes", type=int, default=2, help="Processes or Ray actors [2].")
     emulate.add_argument("--ray-address", help="Join this Ray cluster (e.g. auto) [start one].")
-    emulate.add_argument("--url", help="websocket: a running coordinator's /ws URL [start one].")
+    emulate.add_argument(
+        "--url",
+        help="websocket: a running coordinator's /ws URL, or a cluster's shards' separated by "
+        "commas (devices spread over them in turn) [start one].",
+    )
     emulate.add_argument(
         "--db", help="websocket: that coordinator's state file (to follow rounds)."
     )

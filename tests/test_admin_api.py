@@ -241,6 +241,9 @@ async def test_counts_at_or_above_k_are_shown_and_metrics_parse(live: LiveFactor
     assert [r["reported"] for r in completed] == [3, 3]
     assert all("loss" in r["metrics"] for r in completed)
     families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    # One process, no cluster: no sample says a shard, the dashboard lists none.
+    assert all("shard" not in s.labels for f in families.values() for s in f.samples)
+    assert "cluster" not in got["dashboard"]
     rounds_total = {
         s.labels["status"]: s.value
         for s in families["dandelion_rounds"].samples

@@ -55,6 +55,7 @@ from .stats import (
     evaluation_figures,
     model_figures,
     model_metrics,
+    open_round,
     round_figures,
 )
 from .strict_json import dumps
@@ -137,6 +138,7 @@ async def _task_or_404(ctx: AdminContext, name: str) -> dict[str, Any]:
     if info is None:
         raise ApiError(404, f"no task named {name!r}")
     info["waiting"] = _waiting(ctx, name)
+    info["open_round"] = open_round(ctx.coordinator, name, k)
     return info
 
 

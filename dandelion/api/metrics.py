@@ -14,7 +14,9 @@ Three kinds of figures, all aggregates:
 
 Samples are labelled by task and event kind only — never by worker — and no sample carries a
 time: the families are built here, without prometheus_client's ``_created`` series (the exact
-time a first round closed).
+time a first round closed). On a shard of a cluster every sample also carries ``shard``, the
+shard's name as ``/healthz`` shows it: Prometheus scrapes each shard, and a shard's ingest and
+connection figures are its own, its rounds the ones it closed as the leader.
 """
 
 from __future__ import annotations
@@ -185,8 +187,23 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
+class _Labelled(Collector):
+    """Another collector's families, each sample with ``labels`` added (a shard's name)."""
+
+    def __init__(self, inner: Collector, labels: dict[str, str]) -> None:
+        self.inner, self.labels = inner, labels
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            family.samples = [
+                s._replace(labels={**s.labels, **self.labels}) for s in family.samples
+            ]
+            yield family
+
+
 class Metrics:
-    """The registry ``/metrics`` serves; ``on_round`` is a coordinator round listener."""
+    """The registry ``/metrics`` serves; ``on_round`` is a coordinator round listener.
+    :meth:`label` adds a label to every sample (a shard's name)."""
 
     def __init__(
         self,
@@ -196,8 +213,17 @@ class Metrics:
     ) -> None:
         self.registry = CollectorRegistry()
         self._rounds = _Rounds(k)
-        self.registry.register(self._rounds)
-        self.registry.register(_Live(endpoint, snapshot, k))
+        self._collectors: list[Collector] = [self._rounds, _Live(endpoint, snapshot, k)]
+        for collector in self._collectors:
+            self.registry.register(collector)
+
+    def label(self, name: str, value: str) -> None:
+        """Add ``name="value"`` to every sample from now on (once, before the first scrape)."""
+        for collector in self._collectors:
+            self.registry.unregister(collector)
+        self._collectors = [_Labelled(c, {name: value}) for c in self._collectors]
+        for collector in self._collectors:
+            self.registry.register(collector)
 
     def on_round(self, outcome: RoundOutcome) -> None:
         self._rounds.add(outcome)

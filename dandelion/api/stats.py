@@ -51,9 +51,11 @@ __all__ = [
     "SnapshotCache",
     "bucket",
     "build_snapshot",
+    "cluster_figures",
     "evaluation_figures",
     "model_figures",
     "model_metrics",
+    "open_round",
     "round_figures",
     "shows_figures",
     "suppress",
@@ -192,8 +194,15 @@ def _round_row(
 
 
 def build_snapshot(
-    raw: _Raw, coordinator: Coordinator | None, connected: int, settings: Settings, now: float
+    raw: _Raw,
+    coordinator: Coordinator | None,
+    connected: int,
+    settings: Settings,
+    now: float,
+    cluster: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Everything the dashboard shows. ``connected`` is this process's connections;
+    ``cluster``, on a shard, every shard's place (:func:`cluster_figures`)."""
     k, width = settings.monitor_k, settings.monitor_bucket_s
     start = math.floor((now - settings.monitor_window_s) / width) * width
     buckets = [start + i * width for i in range(int((now - start) // width) + 1)]
@@ -240,6 +249,7 @@ def build_snapshot(
                     for e in reversed(raw.evaluations.get(record.name, []))
                 ],
                 "waiting": _waiting(coordinator, record.name, k),
+                "open_round": open_round(coordinator, record.name, k),
             }
         )
     series = {e: [suppress(n, k) for n in values] for e, values in raw_series.items()}
@@ -264,7 +274,39 @@ def build_snapshot(
             "tasks": tasks,
         }
     )
+    shards = cluster_figures(cluster, k)
+    if shards is not None:
+        snapshot["cluster"] = shards
     return snapshot
+
+
+def open_round(coordinator: Coordinator | None, name: str, k: int) -> dict[str, Any] | None:
+    """The task's open round: its number and durable reports (the cluster's on a shard),
+    below ``k`` None; None without an open round."""
+    if coordinator is None:
+        return None
+    found = coordinator.open_round(name)
+    if found is None:
+        return None
+    number, reported = found
+    return {"round": number, "reported": suppress(reported, k), "withheld_below": k}
+
+
+def cluster_figures(view: Mapping[str, Any] | None, k: int) -> dict[str, Any] | None:
+    """A cluster's shards as operators see them: each shard's name, the tasks it leads and
+    its open connections (below ``k`` None), and their sum (below ``k`` None)."""
+    if view is None:
+        return None
+    shards = [
+        {
+            "shard": p["shard"],
+            "connections": suppress(p["connections"], k),
+            "leads": list(p["leads"]),
+        }
+        for p in view["shards"]
+    ]
+    total = sum(int(p["connections"]) for p in view["shards"])
+    return {"shard": view["shard"], "shards": shards, "connections": suppress(total, k)}
 
 
 def _waiting(coordinator: Coordinator | None, name: str, k: int) -> str | None:
@@ -315,9 +357,9 @@ class SnapshotCache:
                 now = self.clock()
                 since = now - self.settings.monitor_window_s - self.settings.monitor_bucket_s
                 raw = await _collect(self.store, since, self.settings.monitor_bucket_s)
-                value = build_snapshot(
-                    raw, self.coordinator(), self.connected(), self.settings, now
-                )
+                coordinator = self.coordinator()
+                view = await coordinator.coordination.view() if coordinator else None
+                value = build_snapshot(raw, coordinator, self.connected(), self.settings, now, view)
                 if value != self._value:
                     self.version += 1
                 self._value = value

@@ -49,6 +49,9 @@ class Operator:
             store, lambda: self.coordinator, endpoint.open_connections, self.settings
         )
         coordinator.add_listener(self.metrics.on_round)
+        place = coordinator.coordination.describe()
+        if place is not None:  # a shard of a cluster: its samples say which
+            self.metrics.label("shard", str(place["shard"]))
 
     def checker(self) -> TokenChecker:
         if self.tokens is None:

@@ -22,6 +22,12 @@ workers' connections. What each part does (docs/design.md, "A cluster"):
   model version and join the next round as soon as the leader opened it. An announcement wakes
   them at once; polling storage every ``poll_s`` is the fallback.
 
+For the operators' figures, every shard publishes its place — its open connections and the
+tasks it leads — every ``_PUBLISH_S`` into one Redis hash (``dandelion:shards``; an entry not
+renewed for ``_STALE_S`` is a dead shard's and is not shown), and keeps the cluster's report
+count of each open round as last seen (:meth:`ClusterRounds.reports`), so that the admin API
+and the dashboard of any shard show the cluster's figures.
+
 A dead shard's checkpoint stays in PostgreSQL and is merged all the same. A dead leader's lease
 expires; another shard takes it within one lease period and closes the round it was already
 serving: everything acknowledged is in a checkpoint.
@@ -34,12 +40,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
 import socket
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -52,6 +59,7 @@ from ..protocol import ComeBack
 from ..storage import RoundCheckpoint, ShardCheckpoint, StateStore, StorageError
 from .announce import ModelAnnouncer, Version
 from .budget import RoundCounters
+from .connection import key
 from .leader import LeaderLease, Leadership
 
 if TYPE_CHECKING:
@@ -66,6 +74,10 @@ log = logging.getLogger("dandelion.cluster")
 _COUNTERS_AFTER_S = 600.0
 #: A shard without an open round looks at storage this often for the next one.
 _IDLE_POLL_S = 0.05
+#: Each shard says how many connections it holds this often; an entry older than
+#: ``_STALE_S`` is a dead shard's.
+_PUBLISH_S = 1.0
+_STALE_S = 5.0
 
 
 def _budget_check(runtime: TaskRuntime, kind: str) -> BudgetCheck:
@@ -106,6 +118,11 @@ class ClusterRounds(RoundCoordination):
         self._looked: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._said: set[str] = set()
+        self._counted: dict[str, float] = {}  # when a follower last read a round's count
+        #: This shard's open worker connections (the application sets its endpoint's).
+        self.connections: Callable[[], int] = lambda: 0
+        self._published = -_PUBLISH_S
+        self._places = key("shards")
 
     # -- the coordinator's life ------------------------------------------------------------------
 
@@ -126,6 +143,8 @@ class ClusterRounds(RoundCoordination):
         for task in [*self._followers.values(), *self._background]:
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await task
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.hdel(self._places, self.shard)  # gone: not shown any more
 
     def _join(self, name: str) -> None:
         """Start competing for the task's lease and following its announcements."""
@@ -166,16 +185,68 @@ class ClusterRounds(RoundCoordination):
     # -- the ticks -------------------------------------------------------------------------------
 
     async def tick(self, now: float) -> None:
+        clock = time.monotonic()
+        if clock - self._published >= _PUBLISH_S:
+            self._published = clock
+            self._spawn(self._publish())
         for name, runtime in list(self.coordinator.tasks.items()):
             self._join(name)
             rnd = runtime.round
-            if rnd is not None and rnd.open and self.leading(name):
+            # The leader closes on the count: it reads it every tick; the others, for the
+            # operators' figures, every poll_s.
+            if (
+                rnd is not None
+                and rnd.open
+                and (
+                    self.leading(name)
+                    or clock - self._counted.get(name, -self.poll_s) >= self.poll_s
+                )
+            ):
+                self._counted[name] = clock
                 try:
                     _, reports = await self._counters_of(name, rnd).counts()
                 except (RedisError, OSError):
                     continue  # the deadline still closes it
                 self._reports[(name, rnd.number)] = reports
             await self._take_up(runtime)
+
+    # -- the operators' figures ------------------------------------------------------------------
+
+    def reports(self, task: str, rnd: Round) -> int | None:
+        return self._reports.get((task, rnd.number), 0)
+
+    async def _publish(self) -> None:
+        place = {
+            "connections": self.connections(),
+            "leads": sorted(t for t in self.epochs if self.leading(t)),
+            "at": time.time(),
+        }
+        await self.client.hset(self._places, self.shard, json.dumps(place))
+
+    async def view(self) -> dict[str, object]:
+        """This shard's name and every live shard's place (name, connections, tasks led),
+        by name; a shard that stopped publishing ``_STALE_S`` ago is left out."""
+        try:
+            raw: dict[bytes | str, bytes | str] = await self.client.hgetall(self._places)
+        except (RedisError, OSError) as exc:
+            log.warning("cluster: the shards' places cannot be read: %s", exc)
+            raw = {}
+        now = time.time()
+        shards = []
+        for name, value in sorted(raw.items()):
+            try:
+                place = json.loads(value)
+                fresh = now - float(place["at"]) <= _STALE_S
+                row = {
+                    "shard": name.decode() if isinstance(name, bytes) else name,
+                    "connections": int(place["connections"]),
+                    "leads": [str(t) for t in place["leads"]],
+                }
+            except (ValueError, KeyError, TypeError):
+                continue  # not a shard's entry: ignored
+            if fresh:
+                shards.append(row)
+        return {"shard": self.shard, "shards": shards}
 
     async def resume(self, runtime: TaskRuntime) -> None:
         await self._take_up(runtime, force=True)

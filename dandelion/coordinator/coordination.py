@@ -55,6 +55,16 @@ class RoundCoordination:
         """What ``/healthz`` says of this process's place among others (None: on its own)."""
         return None
 
+    def reports(self, task: str, rnd: Round) -> int | None:
+        """The durable report count of ``rnd`` across every process serving it, as last seen;
+        None: this process's own count is the round's."""
+        return None
+
+    async def view(self) -> dict[str, object] | None:
+        """What the operators' figures say of the processes serving the population beside
+        this one (None: on its own)."""
+        return None
+
     async def start(self) -> None:
         """Called once the coordinator has loaded its tasks."""
 

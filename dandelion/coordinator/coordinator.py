@@ -164,6 +164,16 @@ class Coordinator:
         """Call ``listener`` with a RoundOutcome after each round is committed."""
         self.lifecycle.listeners.append(listener)
 
+    def open_round(self, name: str) -> tuple[int, int] | None:
+        """The number of task ``name``'s open round and its durable reports — across the
+        cluster on a shard (as last seen), this process's own otherwise; None without one."""
+        runtime = self.tasks.get(name)
+        rnd = runtime.round if runtime is not None else None
+        if rnd is None or not rnd.open:
+            return None
+        shared = self.coordination.reports(name, rnd)
+        return rnd.number, rnd.reported if shared is None else shared
+
     def round_waiting(self, name: str, k: int) -> str | None:
         """Why the open round of task ``name`` is still open, in words for operators (for
         example "96/100 reports, 4 assigned still training, deadline in 3 min"); counts below
@@ -172,7 +182,10 @@ class Coordinator:
         rnd = runtime.round if runtime is not None else None
         if rnd is None or not rnd.open:
             return None
-        return rnd.waiting(self.clock(), k)
+        shared = self.coordination.reports(name, rnd)
+        if shared is None:
+            return rnd.waiting(self.clock(), k)
+        return rnd.waiting(self.clock(), k, cluster_reports=shared)
 
     # -- the worker conversation -----------------------------------------------------------------
 

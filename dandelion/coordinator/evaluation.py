@@ -136,6 +136,7 @@ class EvalRound(RoundBase[EvalSums]):
             out["epsilon"] = self.epsilon_after
         return out
 
-    def waiting(self, now: float, k: int) -> str:
-        words = super().waiting(now, k).replace("still training", "still scoring")
+    def waiting(self, now: float, k: int, *, cluster_reports: int | None = None) -> str:
+        words = super().waiting(now, k, cluster_reports=cluster_reports)
+        words = words.replace("still training", "still scoring")
         return f"evaluating model version {self.model_version}: {words}"

@@ -482,24 +482,30 @@ class RoundBase[A: Sums]:
 
     # -- telling operators -----------------------------------------------------------------------
 
-    def waiting(self, now: float, k: int) -> str:
-        """Why the round is still open, in words: counts below ``k`` read "<k"."""
+    def waiting(self, now: float, k: int, *, cluster_reports: int | None = None) -> str:
+        """Why the round is still open, in words: counts below ``k`` read "<k".
+        ``cluster_reports``: the round's durable reports across a cluster's shards (the
+        assignments still training, and those waiting for a checkpoint, are then this
+        shard's own)."""
         training = sum(1 for a in self._assignments.values() if a.state == _ACTIVE)
         goal = self.plan.goal
         left = max(0.0, self.deadline - now)
+        here = "" if cluster_reports is None else " here"
+        reported = self.reported if cluster_reports is None else cluster_reports
         parts = [
-            f"{_count(self.reported, k)}/{goal} reports",
-            f"{_count(training, k)} assigned still training",
+            f"{_count(reported, k)}/{goal} reports"
+            + ("" if cluster_reports is None else " across the cluster"),
+            f"{_count(training, k)} assigned still training{here}",
         ]
         waiting_ack = self.batch.count + (self.sealed.count if self.sealed else 0)
         if waiting_ack:
-            parts.append(f"{_count(waiting_ack, k)} waiting for their checkpoint")
+            parts.append(f"{_count(waiting_ack, k)} waiting for their checkpoint{here}")
         if self.poisson:
             # No slots: each worker's coin decides, and the round runs to its deadline.
-            parts[0] = f"{_count(self.reported, k)} reports (about {goal} expected)"
+            parts[0] = f"{_count(reported, k)} reports (about {goal} expected)"
             parts.append(f"Poisson participation: closes at its deadline, in {_duration(left)}")
             return ", ".join(parts)
-        if self.needed and training + self.reported < goal:
+        if cluster_reports is None and self.needed and training + self.reported < goal:
             parts.append(f"{_count(self.needed, k)} slots free for new workers")
         parts.append(f"deadline in {_duration(left)}")
         return ", ".join(parts)

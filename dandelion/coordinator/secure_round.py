@@ -252,8 +252,9 @@ class SecureRound(RoundState):
             return super().metrics()
         return {}
 
-    def waiting(self, now: float, k: int) -> str:
-        """Why the round is still open, in words (counts below ``k`` read "<k")."""
+    def waiting(self, now: float, k: int, *, cluster_reports: int | None = None) -> str:
+        """Why the round is still open, in words (counts below ``k`` read "<k"). A cluster
+        does not run secure rounds: ``cluster_reports`` is never given."""
         server = self.server
         if server is None:
             held = len(self.cohort())

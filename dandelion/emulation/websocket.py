@@ -2,7 +2,9 @@
 
 The coordinator is ``dandelion serve`` started here in its own process (the default), the same
 application in this process (``coordinator="inprocess"``, for tests), or one already running
-(``url``). Each device runs the real ``Worker`` on the real CPython host (the ``websockets``
+(``url``; several, comma-separated, for the shards of a cluster: device ``i`` connects to
+the ``i mod K``-th, so the devices are spread evenly — or give the cluster's load balancer's
+URL once). Each device runs the real ``Worker`` on the real CPython host (the ``websockets``
 client), in real time; training goes through the same ``BatchTrainer`` as in virtual time, so
 startup, speed, stragglers and dropouts follow the population file. Availability over the day,
 consent churn and bandwidth act on hours and days or need a real network: rehearse them in
@@ -55,16 +57,29 @@ if TYPE_CHECKING:
     from ..plugins import PluginPackage
     from ..protocol import Assigned, RetryWindow, WorkerSession
 
-__all__ = ["WebSocketOptions", "raise_open_files_limit", "run_websocket"]
+__all__ = ["WebSocketOptions", "raise_open_files_limit", "run_websocket", "worker_urls"]
 
 #: Coordinator settings for a socket emulation: short retry windows (workers keep their socket
 #: open through them) and rounds checked often.
 SOCKET_SETTINGS: dict[str, Any] = {"pace_min_s": 1.0, "pace_max_s": 30.0, "tick_s": 0.1}
 
 
+def worker_urls(given: str) -> list[str]:
+    """The worker URLs in ``given``: one, or several separated by commas (a cluster's shards).
+    Raises EmulationError for an empty one or one that is not ws:// or wss://."""
+    urls = [u.strip() for u in given.split(",")]
+    for url in urls:
+        if not url.startswith(("ws://", "wss://")) or len(url) <= len("wss://"):
+            raise EmulationError(
+                f"--url {given!r}: each coordinator URL is ws://… or wss://… (a shard's /ws), "
+                "several separated by commas"
+            )
+    return urls
+
+
 @dataclass(frozen=True)
 class WebSocketOptions:
-    url: str | None = None  # an existing coordinator; None: start one
+    url: str | None = None  # an existing coordinator (or shards, comma-separated); None: start one
     db: str | None = None  # its state file, to follow rounds (given or started here)
     coordinator: str = "subprocess"  # subprocess | inprocess (when url is None)
     ramp_s: float = 0.0  # open the connections over this long (0: size / 500 seconds)
@@ -203,7 +218,7 @@ async def _run(plan: EmulationPlan, options: WebSocketOptions) -> RunResult:
         raise RuntimeError(f"open-files limit {limit} is too low for {size} connections")
     async with contextlib.AsyncExitStack() as stack:
         url, rounds_of = await stack.enter_async_context(_coordinator(plan, options))
-        return await _emulate(plan, options, url, rounds_of)
+        return await _emulate(plan, options, worker_urls(url), rounds_of)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -365,7 +380,7 @@ def _free_port() -> int:
 
 
 async def _emulate(
-    plan: EmulationPlan, options: WebSocketOptions, url: str, rounds_of: Any
+    plan: EmulationPlan, options: WebSocketOptions, urls: list[str], rounds_of: Any
 ) -> RunResult:
     config = plan.config
     behaviour = Behaviour(config.replace(availability="always"), plan.epoch)
@@ -387,7 +402,7 @@ async def _emulate(
     started = time.perf_counter()
     ramp = options.ramp_s or plan.size / 500.0
 
-    check = ServedTaskCheck(plan.task, url)
+    check = ServedTaskCheck(plan.task, ", ".join(urls))
 
     def start(device: int) -> None:
         counts["sessions"] += 1
@@ -395,7 +410,7 @@ async def _emulate(
         worker = _RunWorker(
             host,
             WorkerConfig(
-                url,
+                urls[device % len(urls)],  # spread evenly over a cluster's shards
                 worker_id=f"emu{config.seed:04d}d{device:08d}",
                 eligibility=behaviour.eligibility(device),
                 keep_open_s=3600.0,

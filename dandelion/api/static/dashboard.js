@@ -64,8 +64,24 @@ function render(snapshot) {
     }),
   );
   $("funnel-chart").innerHTML = snapshot.charts.funnel;
+  renderCluster(snapshot.cluster, k);
   const tasks = $("tasks");
   tasks.replaceChildren(...snapshot.tasks.map((task) => renderTask(task, snapshot.charts.tasks[task.name], k)));
+}
+
+// A shard of a cluster: every live shard, its connections and the tasks it leads.
+function renderCluster(cluster, k) {
+  $("cluster").hidden = !cluster;
+  if (!cluster) return;
+  $("cluster-shard").textContent = `(this page from shard ${cluster.shard}; ${count(cluster.connections, k)} connected in all)`;
+  const head = el("tr");
+  for (const h of ["shard", "connected now", "leads"]) head.append(el("th", {}, h));
+  const rows = cluster.shards.map((s) => {
+    const row = el("tr", { "data-shard": s.shard });
+    for (const c of [s.shard, count(s.connections, k), s.leads.join(", ") || "—"]) row.append(el("td", {}, String(c)));
+    return row;
+  });
+  $("shards").replaceChildren(head, ...rows);
 }
 
 function renderTask(task, charts, k) {
@@ -88,6 +104,10 @@ function renderTask(task, charts, k) {
     box.append(line);
   }
   // Why the open round is still open, in the coordinator's words (counts below k say "<k").
+  if (task.open_round) {
+    const o = task.open_round;
+    box.append(el("p", { class: "facts", "data-open-round": String(o.round) }, `Round ${o.round} open: ${count(o.reported, k)} reports so far`));
+  }
   if (task.waiting) box.append(el("p", { class: "waiting", "data-waiting": "true" }, `Waiting: ${task.waiting}`));
   const grid = el("div", { class: "charts" });
   for (const svg of Object.values(charts ?? {})) {
