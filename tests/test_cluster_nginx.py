@@ -43,8 +43,9 @@ def _site(folder: Path, ports: list[int], https: int, http: int) -> str:
     return out.replace(f"server 127.0.0.1:{ports[0]} down;\n", "")
 
 
-async def _closed(db: str) -> None:
-    """Wait until no open round holds a report (the last acknowledged ones close with it)."""
+async def _closed(db: str, cluster: Cluster) -> None:
+    """Wait until no open round holds a report (the last acknowledged ones close with it); on
+    failure, say which rounds stayed open and what the shards logged last."""
     deadline = time.monotonic() + scaled(30)
     while time.monotonic() < deadline:
         store = open_state(db, readonly=True)
@@ -58,7 +59,11 @@ async def _closed(db: str) -> None:
         if not busy:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError("a round with reports did not close")
+    tails = "\n".join(
+        f"--- {shard.log.name}\n" + "\n".join(shard.log.read_text().splitlines()[-40:])
+        for shard in cluster.shards
+    )
+    raise AssertionError(f"a round with reports did not close: open {sorted(open_rounds)}\n{tails}")
 
 
 def _counted(db: str) -> Counter[str]:
@@ -122,7 +127,7 @@ async def test_workers_through_nginx_across_a_shard_kill(
             for w in workers:
                 w.stop()
             await asyncio.wait_for(run, scaled(30))
-        await _closed(db)
+        await _closed(db, cluster)
         counted = _counted(db)
         for name, worker in zip(names, workers, strict=True):
             # Nothing acknowledged is lost; more may count (a killed shard's checkpoint whose
@@ -182,7 +187,7 @@ async def test_repeated_kills_of_shards_and_leaders_behind_nginx(
             for w in workers:
                 w.stop()
             await asyncio.wait_for(run, scaled(30))
-        await _closed(db)
+        await _closed(db, cluster)
         counted = _counted(db)
         for name, worker in zip(names, workers, strict=True):
             assert counted[name] >= worker.status.updates_accepted, name
