@@ -291,3 +291,34 @@ async def test_a_host_without_secure_aggregation_crypto_leaves_the_round_at_once
     outcome = server.outcomes[0]
     assert (outcome.assigned, outcome.reported, outcome.dropped_by["left"]) == (4, 3, 1)
     assert all(w.status.updates_accepted == 1 for w in workers)
+
+
+async def test_survivors_of_a_sum_below_the_rounds_minimum_are_told_it_was_not_used(
+    live: LiveFactory,
+) -> None:
+    """The protocol sums the 8 who stayed, but the round's minimum is 9: the round is
+    abandoned at its commit, and each survivor gets ``reject`` ``stale_round`` rather than
+    waiting for an ack that never comes."""
+    server: Live = await live()
+    n = 10  # k = 8, t = 5: two dropouts leave every participant at least 6 live neighbours
+    config = secure_config(n, min_reports=9)
+    await server.coordinator.add_task(config)
+    fleet = Fleet(server.url)
+    workers = [fleet.add(f"worker-{i:02d}", seed=i) for i in range(n - 2)] + [
+        fleet.add(f"worker-gone-{i}", seed=10 + i, leave_at="secagg_relay") for i in range(2)
+    ]
+    runs = [asyncio.create_task(w.run(max_updates=1)) for w in workers]
+    counters = server.app[ENDPOINT].counters
+    try:
+        await server.wait_rounds(1, status="abandoned")
+        for _ in range(500):
+            if counters.outcomes["update_rejected_stale_round"] >= n - 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await fleet.stop(workers, runs)
+    first = server.outcomes[0]
+    assert (first.round, first.status, first.assigned) == (1, "abandoned", n)
+    assert counters.outcomes["secagg_reveal"] == n - 2  # the protocol finished: a sum of 8
+    assert counters.outcomes["update_rejected_stale_round"] == n - 2
+    assert counters.outcomes["ack"] == 0

@@ -201,15 +201,36 @@ class SecureRounds:
     def committed(self, outcome: RoundOutcome) -> None:
         """A round listener: once a secure round's model is committed, ack its survivors."""
         rnd = self._to_ack.pop((outcome.task, outcome.round), None)
-        if rnd is None or outcome.status != "completed":
+        if rnd is None:
             return
         window = self.pace.window(self.clock())
-        acks = [
-            (w, Ack(outcome.task, outcome.round, _nonce(rnd, w), retry_window=window))
-            for w in rnd.survivors
-            if w not in rnd.gone  # its connection of the round ended: nobody to tell
-        ]
-        self._spawn(self._push_all(acks))
+        answers: list[tuple[str, Ack | Reject]]
+        if outcome.status == "completed":
+            answers = [
+                (w, Ack(outcome.task, outcome.round, _nonce(rnd, w), retry_window=window))
+                for w in rnd.survivors
+                if w not in rnd.gone  # its connection of the round ended: nobody to tell
+            ]
+        else:
+            # The protocol summed it, but the round did not commit (fewer in the sum than
+            # the round's minimum): the survivors are told, not left waiting for an ack.
+            detail = f"round {outcome.round} was abandoned: its sum was not used"
+            answers = [
+                (
+                    w,
+                    Reject(
+                        "stale_round",
+                        detail,
+                        outcome.task,
+                        outcome.round,
+                        _nonce(rnd, w),
+                        retry_window=window,
+                    ),
+                )
+                for w in rnd.survivors
+                if w not in rnd.gone
+            ]
+        self._spawn(self._push_all(answers))
 
     async def _push_all(self, pushes: list[tuple[str, Any]]) -> None:
         for worker, message in pushes:
