@@ -290,10 +290,12 @@ class ClusterRounds(RoundCoordination):
         self._woken.discard(name)
         last: int = await self.store.read(lambda s: s.last_round_number(name))
         record = await self.store.read(lambda s: s.get_round(name, last)) if last else None
+        dropped = False
         if rnd is not None:
             if rnd.number == last and record is not None and record.status == "open":
                 return runtime  # still the open round
             self._drop(runtime, rnd)
+            dropped = True
         if not runtime.idle:
             return runtime
         edited = (
@@ -301,7 +303,16 @@ class ClusterRounds(RoundCoordination):
             and record.status == "open"
             and record.config_version != runtime.config_version
         )
-        if last != runtime.last_round or edited:
+        # A training round completed elsewhere from the version this shard holds (or one it
+        # served and just dropped): the model moved on, even when no round opened since. A
+        # shard that kept its old model would train, and as a leader open rounds, from it.
+        behind = (
+            record is not None
+            and record.status == "completed"
+            and record.kind != "evaluate"
+            and record.model_version >= runtime.model_version
+        )
+        if last != runtime.last_round or edited or dropped or behind:
             # A round the leader opened since (under a new config version, maybe): rebuilt
             # from storage, as a restart would.
             task = await self.store.read(lambda s: s.get_task(name))
