@@ -43,6 +43,32 @@ def _site(folder: Path, ports: list[int], https: int, http: int) -> str:
     return out.replace(f"server 127.0.0.1:{ports[0]} down;\n", "")
 
 
+def _proxy(tmp_path: Path, cluster: Cluster) -> tuple[Nginx, Path, int]:
+    """nginx in front of the cluster's shards (not started): the proxy, its folder (with the
+    certificate) and its HTTPS port."""
+    folder = tmp_path / "nginx"
+    folder.mkdir()
+    https, http = free_port(), free_port()
+    return (
+        Nginx(folder, _site(folder, [s.port for s in cluster.shards], https, http)),
+        folder,
+        https,
+    )
+
+
+def _workers(folder: Path, https: int, prefix: str) -> list[Worker]:
+    """Twelve workers that reach the shards through the proxy over wss://."""
+    context = ssl.create_default_context(cafile=str(folder / "fullchain.pem"))
+    return [
+        Worker(
+            CPythonHost(ssl=context),
+            WorkerConfig(f"wss://127.0.0.1:{https}/ws", worker_id=f"{prefix}-worker-{i:02d}"),
+            lambda *_: DATA,
+        )
+        for i in range(12)
+    ]
+
+
 async def _closed(db: str, cluster: Cluster) -> None:
     """Wait until no open round holds a report (the last acknowledged ones close with it); on
     failure, say which rounds stayed open and what the shards logged last."""
@@ -100,24 +126,12 @@ async def test_workers_through_nginx_across_a_shard_kill(
 ) -> None:
     db, url = cluster_urls
     cluster = Cluster(tmp_path, db, url, toy_task_file(PLAN))
-    folder = tmp_path / "nginx"
-    folder.mkdir()
-    https, http = free_port(), free_port()
-    proxy = Nginx(folder, _site(folder, [s.port for s in cluster.shards], https, http))
+    proxy, folder, https = _proxy(tmp_path, cluster)
     try:
         await cluster.start()
         leader = await cluster.wait_leader()
         proxy.start(https)
-        context = ssl.create_default_context(cafile=str(folder / "fullchain.pem"))
-        names = [f"nginx-worker-{i:02d}" for i in range(12)]
-        workers = [
-            Worker(
-                CPythonHost(ssl=context),
-                WorkerConfig(f"wss://127.0.0.1:{https}/ws", worker_id=n),
-                lambda *_: DATA,
-            )
-            for n in names
-        ]
+        workers = _workers(folder, https, "nginx")
         run = asyncio.gather(*(w.run() for w in workers))
         try:
             await _acks(workers, 6)  # in the middle of the run: a shard dies
@@ -129,9 +143,10 @@ async def test_workers_through_nginx_across_a_shard_kill(
             await asyncio.wait_for(run, scaled(30))
         await _closed(db, cluster)
         counted = _counted(db)
-        for name, worker in zip(names, workers, strict=True):
+        for worker in workers:
             # Nothing acknowledged is lost; more may count (a killed shard's checkpoint whose
             # acknowledgements never reached their workers).
+            name = worker.worker_id
             assert counted[name] >= worker.status.updates_accepted, name
         access = (folder / "logs" / "access.log").read_text()
         assert 'GET /ws HTTP/1.1" 101' in access
@@ -147,25 +162,13 @@ async def test_repeated_kills_of_shards_and_leaders_behind_nginx(
     port): every acknowledged update stays in a completed round, none is counted twice."""
     db, url = cluster_urls
     cluster = Cluster(tmp_path, db, url, toy_task_file(PLAN))
-    folder = tmp_path / "nginx"
-    folder.mkdir()
-    https, http = free_port(), free_port()
-    proxy = Nginx(folder, _site(folder, [s.port for s in cluster.shards], https, http))
+    proxy, folder, https = _proxy(tmp_path, cluster)
     kills = ["shard", "leader", "shard", "shard", "leader", "shard"]
     try:
         await cluster.start()
         await cluster.wait_leader()
         proxy.start(https)
-        context = ssl.create_default_context(cafile=str(folder / "fullchain.pem"))
-        names = [f"soak-worker-{i:02d}" for i in range(12)]
-        workers = [
-            Worker(
-                CPythonHost(ssl=context),
-                WorkerConfig(f"wss://127.0.0.1:{https}/ws", worker_id=n),
-                lambda *_: DATA,
-            )
-            for n in names
-        ]
+        workers = _workers(folder, https, "soak")
         run = asyncio.gather(*(w.run() for w in workers))
         acks = 0
         try:
@@ -189,8 +192,8 @@ async def test_repeated_kills_of_shards_and_leaders_behind_nginx(
             await asyncio.wait_for(run, scaled(30))
         await _closed(db, cluster)
         counted = _counted(db)
-        for name, worker in zip(names, workers, strict=True):
-            assert counted[name] >= worker.status.updates_accepted, name
+        for worker in workers:
+            assert counted[worker.worker_id] >= worker.status.updates_accepted, worker.worker_id
         assert sum(counted.values()) >= acks + 6
     finally:
         proxy.stop()
