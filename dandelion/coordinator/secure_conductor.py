@@ -199,37 +199,24 @@ class SecureRounds:
                 return  # the worker's connection is on this transport
 
     def committed(self, outcome: RoundOutcome) -> None:
-        """A round listener: once a secure round's model is committed, ack its survivors."""
+        """A round listener: once a secure round's model is committed, ack its survivors; when
+        the protocol summed it but the round did not commit (fewer in the sum than the round's
+        minimum), tell them so (``reject`` ``stale_round``) instead of leaving them waiting."""
         rnd = self._to_ack.pop((outcome.task, outcome.round), None)
         if rnd is None:
             return
+        task, number = outcome.task, outcome.round
         window = self.pace.window(self.clock())
-        answers: list[tuple[str, Ack | Reject]]
-        if outcome.status == "completed":
-            answers = [
-                (w, Ack(outcome.task, outcome.round, _nonce(rnd, w), retry_window=window))
-                for w in rnd.survivors
-                if w not in rnd.gone  # its connection of the round ended: nobody to tell
-            ]
-        else:
-            # The protocol summed it, but the round did not commit (fewer in the sum than
-            # the round's minimum): the survivors are told, not left waiting for an ack.
-            detail = f"round {outcome.round} was abandoned: its sum was not used"
-            answers = [
-                (
-                    w,
-                    Reject(
-                        "stale_round",
-                        detail,
-                        outcome.task,
-                        outcome.round,
-                        _nonce(rnd, w),
-                        retry_window=window,
-                    ),
-                )
-                for w in rnd.survivors
-                if w not in rnd.gone
-            ]
+        detail = f"round {number} was abandoned: its sum was not used"
+
+        def answer(worker: str) -> Ack | Reject:
+            nonce = _nonce(rnd, worker)
+            if outcome.status == "completed":
+                return Ack(task, number, nonce, retry_window=window)
+            return Reject("stale_round", detail, task, number, nonce, retry_window=window)
+
+        # A survivor whose connection of the round ended has nobody to tell.
+        answers = [(w, answer(w)) for w in rnd.survivors if w not in rnd.gone]
         self._spawn(self._push_all(answers))
 
     async def _push_all(self, pushes: list[tuple[str, Any]]) -> None:
